@@ -1,0 +1,53 @@
+"""Typed errors of illia-export, in one place.
+
+Every user-facing failure raises one of these; messages say what was expected, what was
+found, and how to fix it. The CLI turns them into a one-line message and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+
+class IlliaExportError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ExportError(IlliaExportError):
+    """A model cannot be exported (unsupported layer, no Bayesian layer, bad option)."""
+
+
+class ShapeError(IlliaExportError, ValueError):
+    """An input or noise array has the wrong shape, rank or dtype."""
+
+
+class ToleranceError(ExportError):
+    """Validation found the artifact disagreeing with its source model beyond tolerance."""
+
+
+class ManifestError(IlliaExportError):
+    """A manifest is missing, unreadable or does not follow the artifact contract."""
+
+
+class ArtifactError(IlliaExportError):
+    """A file is not a usable artifact or model (missing, corrupt, wrong kind)."""
+
+
+class MissingBackendError(IlliaExportError, ImportError):
+    """An optional dependency needed for this format or runtime is not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{package}' package, which is not installed. "
+            f"Install it with: pip install 'illia-export[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import `module` or raise `MissingBackendError` naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingBackendError(module.split(".")[0], extra, purpose) from exc

@@ -1,0 +1,357 @@
+"""The artifact contract (version 1): the manifest every exported artifact carries.
+
+This module is the single owner of the contract: the dataclasses, their JSON form, the
+noise-naming rule, and where the manifest lives in each format. Exporters write manifests
+through it; runtimes (Python and C++) and the CLI read them through it.
+
+Semantics: for a given noise value, an artifact's outputs equal the source model's outputs
+when each distribution's sample is ``mu + softplus(rho) * eps`` with that ``eps``; zero noise
+gives the mean-weight network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from illia_export.errors import ManifestError
+
+CONTRACT_VERSION = 1
+FORMATS = ("onnx", "torchscript", "savedmodel", "tflite")
+SOURCES = ("torch", "torchscript", "jax")
+TASKS = ("classification", "regression", "raw")
+SAMPLE_DIM = "samples"
+BATCH_DIM = "batch"
+DISTRIBUTION = "standard_normal"
+
+#: Key of the manifest in ONNX ``metadata_props``.
+ONNX_METADATA_KEY = "illia_export.manifest"
+#: Name of the manifest inside a TorchScript archive (``_extra_files``) and SavedModel assets.
+EMBEDDED_NAME = "illia_manifest.json"
+#: Suffix of a manifest written beside an artifact (TFLite, or any format on request).
+SIDECAR_SUFFIX = ".manifest.json"
+
+Dim = Union[int, str]
+_NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def noise_input_name(parameter: str) -> str:
+    """The graph-input name of the noise feeding distribution `parameter` (its dotted path).
+
+    ``"fc1.weights_distribution"`` -> ``"eps_fc1_weights_distribution"``. The name is a valid
+    identifier in every target (ONNX, TF signatures, TFLite, C++), which is why dots become
+    underscores. Exporters must call :func:`check_unique_names` on the full list.
+    """
+    name = "eps_" + re.sub(r"[^A-Za-z0-9_]", "_", parameter)
+    return name
+
+
+def local_noise_input_name(layer: str) -> str:
+    """The graph-input name of the pre-activation noise of Linear layer `layer` (local mode)."""
+    return "eps_local_" + re.sub(r"[^A-Za-z0-9_]", "_", layer)
+
+
+def check_unique_names(names: list[str]) -> None:
+    """Raise ManifestError when two inputs/outputs/noise entries would share a name."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ManifestError(
+                f"two graph inputs or outputs are both named {name!r}; rename the model's "
+                "submodules so that their dotted paths differ after '.' -> '_'"
+            )
+        seen.add(name)
+
+
+def _check_shape(shape: Any, where: str) -> list[Dim]:
+    if not isinstance(shape, (list, tuple)):
+        raise ManifestError(f"{where}: 'shape' must be a list, got {shape!r}")
+    for dim in shape:
+        if isinstance(dim, bool) or not isinstance(dim, (int, str)):
+            raise ManifestError(f"{where}: dims must be integers or strings, got {dim!r}")
+        if isinstance(dim, int) and dim < 0:
+            raise ManifestError(f"{where}: negative dim {dim}")
+    return list(shape)
+
+
+def _require(obj: dict, key: str, where: str) -> Any:
+    if key not in obj:
+        raise ManifestError(f"{where}: missing required field {key!r}")
+    return obj[key]
+
+
+@dataclass
+class TensorSpec:
+    """A model input or output: its graph name, shape (symbolic dims as strings) and dtype."""
+
+    name: str
+    shape: list[Dim]
+    dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str) -> TensorSpec:
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{where}: expected an object, got {type(obj).__name__}")
+        name = _require(obj, "name", where)
+        if not isinstance(name, str) or not name:
+            raise ManifestError(f"{where}: 'name' must be a non-empty string")
+        return cls(name, _check_shape(_require(obj, "shape", where), where), str(obj.get("dtype", "float32")))
+
+
+@dataclass
+class NoiseSpec:
+    """One noise input: the ``eps`` of distribution `parameter` (its dotted path in the model).
+
+    `shape` is the distribution's shape, prefixed by ``"samples"`` when the graph has a
+    sample axis. Local-reparameterization noise (see :class:`LocalVariant`) has shape
+    ``["samples", "batch", out_features]`` and `parameter` names the Linear layer.
+    """
+
+    name: str
+    parameter: str
+    shape: list[Dim]
+    distribution: str = DISTRIBUTION
+
+    @property
+    def event_shape(self) -> list[int]:
+        """The integer dims of the noise (without symbolic sample/batch dims)."""
+        return [d for d in self.shape if isinstance(d, int)]
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str) -> NoiseSpec:
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{where}: expected an object, got {type(obj).__name__}")
+        dist = obj.get("distribution", DISTRIBUTION)
+        if dist != DISTRIBUTION:
+            raise ManifestError(f"{where}: unsupported noise distribution {dist!r} (expected {DISTRIBUTION!r})")
+        return cls(
+            name=str(_require(obj, "name", where)),
+            parameter=str(_require(obj, "parameter", where)),
+            shape=_check_shape(_require(obj, "shape", where), where),
+            distribution=dist,
+        )
+
+
+@dataclass
+class Validation:
+    """What the exporter checked: worst abs difference to the source model for the same noise."""
+
+    max_abs_diff: float
+    tolerance: float
+    num_noise_draws: int
+    includes_zero_noise: bool = True
+    per_output: dict[str, float] = field(default_factory=dict)
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+@dataclass
+class LocalVariant:
+    """A second graph for the ``local`` strategy (local reparameterization, Linear-only models).
+
+    `file` is relative to the artifact's folder. Its inputs are the model inputs plus one
+    pre-activation noise per Linear layer (`noise`); outputs are as in the main graph with a
+    sample axis.
+    """
+
+    file: str
+    noise: list[NoiseSpec]
+
+
+@dataclass
+class Manifest:
+    """The artifact contract, version 1 (see docs/formats.md)."""
+
+    format: str
+    source: str
+    inputs: list[TensorSpec]
+    noise: list[NoiseSpec]
+    outputs: list[TensorSpec]
+    sample_axis: int | None
+    task: str = "raw"
+    validation: Validation | None = None
+    local: LocalVariant | None = None
+    contract: int = CONTRACT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ManifestError(f"unknown format {self.format!r}; expected one of {FORMATS}")
+        if self.source not in SOURCES:
+            raise ManifestError(f"unknown source {self.source!r}; expected one of {SOURCES}")
+        if self.task not in TASKS:
+            raise ManifestError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.sample_axis not in (0, None):
+            raise ManifestError(f"sample_axis must be 0 or null, got {self.sample_axis!r}")
+        if self.contract != CONTRACT_VERSION:
+            raise ManifestError(
+                f"manifest contract version {self.contract} is not supported (this illia-export "
+                f"reads version {CONTRACT_VERSION})"
+            )
+        check_unique_names([t.name for t in self.inputs] + [n.name for n in self.noise])
+        check_unique_names([t.name for t in self.outputs])
+        if self.sample_axis == 0:
+            for n in self.noise:
+                if not n.shape or n.shape[0] != SAMPLE_DIM:
+                    raise ManifestError(f"noise {n.name!r}: a vectorized graph needs shape ['samples', ...]")
+
+    @property
+    def vectorized(self) -> bool:
+        return self.sample_axis == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if self.validation is None:
+            out["validation"] = None
+        if self.local is None:
+            out.pop("local")
+        order = ["contract", "format", "source", "task", "sample_axis", "inputs", "noise", "outputs", "validation"]
+        return {k: out[k] for k in order} | {k: v for k, v in out.items() if k not in order}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Manifest:
+        if not isinstance(obj, dict):
+            raise ManifestError(f"a manifest must be a JSON object, got {type(obj).__name__}")
+        where = "manifest"
+        inputs = [TensorSpec.from_dict(o, f"{where}.inputs[{i}]") for i, o in enumerate(_require(obj, "inputs", where))]
+        noise = [NoiseSpec.from_dict(o, f"{where}.noise[{i}]") for i, o in enumerate(_require(obj, "noise", where))]
+        outputs = [TensorSpec.from_dict(o, f"{where}.outputs[{i}]") for i, o in enumerate(_require(obj, "outputs", where))]
+        val = obj.get("validation")
+        validation = None
+        if val is not None:
+            try:
+                validation = Validation(**val)
+            except TypeError as exc:
+                raise ManifestError(f"{where}.validation is malformed: {exc}") from exc
+        local = None
+        if obj.get("local") is not None:
+            loc = obj["local"]
+            local = LocalVariant(
+                file=str(_require(loc, "file", f"{where}.local")),
+                noise=[NoiseSpec.from_dict(o, f"{where}.local.noise[{i}]") for i, o in enumerate(_require(loc, "noise", f"{where}.local"))],
+            )
+        return cls(
+            contract=_require(obj, "contract", where),
+            format=_require(obj, "format", where),
+            source=_require(obj, "source", where),
+            inputs=inputs,
+            noise=noise,
+            outputs=outputs,
+            sample_axis=obj.get("sample_axis"),
+            task=obj.get("task", "raw"),
+            validation=validation,
+            local=local,
+            extra=dict(obj.get("extra", {})),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        try:
+            obj = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"the manifest is not valid JSON: {exc}") from exc
+        return cls.from_dict(obj)
+
+
+def sidecar_path(artifact: str | os.PathLike) -> Path:
+    """``<artifact>.manifest.json``, where formats without embedded metadata keep the manifest."""
+    return Path(str(artifact) + SIDECAR_SUFFIX)
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Guess an artifact's format from its path (and, for folders, its content)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "saved_model.pb").exists():
+            return "savedmodel"
+        raise ManifestError(f"{p} is a folder but not a TF SavedModel (no saved_model.pb)")
+    suffix = p.suffix.lower()
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in (".pt", ".pth", ".ts", ".torchscript"):
+        return "torchscript"
+    if suffix == ".tflite":
+        return "tflite"
+    if suffix == ".ort":
+        return "onnx"
+    raise ManifestError(
+        f"cannot tell the format of {p}: expected .onnx, .pt (TorchScript), .tflite or a SavedModel folder"
+    )
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read the manifest of any artifact: embedded where the format allows, else the sidecar."""
+    p = Path(path)
+    if not p.exists():
+        raise ManifestError(f"artifact not found: {p}")
+    side = sidecar_path(p)
+    fmt = detect_format(p)
+    text: str | bytes | None = None
+    if fmt == "onnx" and p.suffix.lower() == ".onnx":
+        import onnx
+
+        try:
+            model = onnx.load(str(p), load_external_data=False)
+        except Exception as exc:  # onnx raises DecodeError and friends
+            raise ManifestError(f"{p} is not a readable ONNX file: {exc}") from exc
+        for prop in model.metadata_props:
+            if prop.key == ONNX_METADATA_KEY:
+                text = prop.value
+    elif fmt == "torchscript":
+        text = _read_torchscript_manifest(p)
+    elif fmt == "savedmodel":
+        asset = p / "assets" / EMBEDDED_NAME
+        if asset.exists():
+            text = asset.read_bytes()
+    if text is None and side.exists():
+        text = side.read_bytes()
+    if text is None:
+        raise ManifestError(
+            f"{p} carries no illia-export manifest (looked for the embedded manifest and for {side.name}); "
+            "was it exported by illia-export?"
+        )
+    return Manifest.from_json(text)
+
+
+def _read_torchscript_manifest(p: Path) -> bytes | None:
+    """Read the manifest from a TorchScript zip without loading the model (no torch needed)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for name in zf.namelist():
+                parts = name.split("/")
+                if len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME:
+                    return zf.read(name)
+    except zipfile.BadZipFile as exc:
+        raise ManifestError(f"{p} is not a TorchScript archive (not a zip file)") from exc
+    return None
+
+
+def write_sidecar(manifest: Manifest, artifact: str | os.PathLike) -> Path:
+    """Write ``<artifact>.manifest.json`` atomically and return its path."""
+    from illia_export.exporters.atomic import atomic_write_text
+
+    path = sidecar_path(artifact)
+    atomic_write_text(path, manifest.to_json())
+    return path
+
+
+def embed_in_onnx(model: Any, manifest: Manifest) -> None:
+    """Store the manifest in an ``onnx.ModelProto``'s ``metadata_props`` (in place)."""
+    for prop in list(model.metadata_props):
+        if prop.key == ONNX_METADATA_KEY:
+            model.metadata_props.remove(prop)
+    prop = model.metadata_props.add()
+    prop.key = ONNX_METADATA_KEY
+    prop.value = manifest.to_json(indent=None)
