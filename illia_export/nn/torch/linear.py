@@ -1,0 +1,66 @@
+"""Bayesian fully connected layer (illia's ``Linear``)."""
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from illia_export.distributions.torch import GaussianDistribution
+from illia_export.nn.torch.module import BayesianModule, check_positive
+
+
+class Linear(BayesianModule):
+    """``y = x @ w.T + b`` with ``w ~ q(w)`` of shape ``(output_size, input_size)``.
+
+    Input ``[*, input_size]`` -> output ``[*, output_size]``. With noise injected with a sample
+    axis (``[S, out, in]``), the input's first axis holds S sample-major blocks of the batch.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        weights_distribution: Optional[GaussianDistribution] = None,
+        bias_distribution: Optional[GaussianDistribution] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_positive(input_size=input_size, output_size=output_size)
+        self.input_size = input_size
+        self.output_size = output_size
+        self.weights_distribution = weights_distribution or GaussianDistribution((output_size, input_size))
+        self.bias_distribution = bias_distribution or GaussianDistribution((output_size,))
+        if list(self.weights_distribution.shape) != [output_size, input_size]:
+            raise ValueError(
+                f"`weights_distribution` has shape {self.weights_distribution.shape}, expected "
+                f"{[output_size, input_size]}"
+            )
+        self.weights = self.weights_distribution.sample().detach()
+        self.bias = self.bias_distribution.sample().detach()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.dim() < 1 or inputs.size(-1) != self.input_size:
+            raise ValueError(
+                "Linear expects inputs of shape [*, " + str(self.input_size) + "], got " + str(inputs.shape)
+            )
+        if self.frozen and not self.weights_distribution.use_noise:
+            w = self.weights
+            b = self.bias
+        else:
+            w = self.weights_distribution.sample()
+            b = self.bias_distribution.sample()
+            self.weights = w
+            self.bias = b
+        if w.dim() == 2:
+            return F.linear(inputs, w, b)
+        # Sample axis: inputs are S sample-major blocks -> one batched matmul.
+        num_samples = w.size(0)
+        x3 = inputs.reshape([num_samples, -1, self.input_size])
+        y = torch.baddbmm(b.unsqueeze(1), x3, w.transpose(1, 2))
+        return y.reshape(inputs.shape[:-1] + [self.output_size])
+
+    @torch.jit.export
+    def kl_cost(self) -> tuple[torch.Tensor, int]:
+        log_probs = self.weights_distribution.log_prob(self.weights) + self.bias_distribution.log_prob(self.bias)
+        num_params = self.weights_distribution.num_params() + self.bias_distribution.num_params()
+        return log_probs, num_params

@@ -1,0 +1,176 @@
+"""Bayesian LSTM classifier head (illia's ``LSTM``): embedding -> LSTM cell over time -> linear.
+
+The recurrence is a TorchScript loop over ``inputs.size(1)``, so a scripted model exports to an
+ONNX ``Loop`` that runs at any sequence length. The four gate matrices are applied as one
+batched matmul per step, and the input projection for all time steps is computed up front.
+"""
+
+from typing import Any, Optional
+
+import torch
+
+from illia_export.distributions.torch import GaussianDistribution
+from illia_export.nn.torch.embedding import Embedding
+from illia_export.nn.torch.module import BayesianModule, check_positive
+
+
+class LSTM(BayesianModule):
+    """Input: token indices ``[B, T]`` (or ``[B, T, 1]``). Returns ``(y, (h, c))`` with
+    ``y: [B, output_size]`` (the head applied to the last hidden state), ``h, c: [B, hidden_size]``.
+    """
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embeddings_dim: int,
+        hidden_size: int,
+        output_size: int,
+        padding_idx: Optional[int] = None,
+        max_norm: Optional[float] = None,
+        norm_type: float = 2.0,
+        scale_grad_by_freq: bool = False,
+        sparse: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_positive(hidden_size=hidden_size, output_size=output_size)
+        self.num_embeddings = num_embeddings
+        self.embeddings_dim = embeddings_dim
+        self.hidden_size = hidden_size
+        self.output_size = output_size
+        self.padding_idx = padding_idx
+        self.max_norm = max_norm
+        self.norm_type = norm_type
+        self.scale_grad_by_freq = scale_grad_by_freq
+        self.sparse = sparse
+        self.embedding = Embedding(
+            num_embeddings=num_embeddings,
+            embeddings_dim=embeddings_dim,
+            padding_idx=padding_idx,
+            max_norm=max_norm,
+            norm_type=norm_type,
+            scale_grad_by_freq=scale_grad_by_freq,
+            sparse=sparse,
+        )
+        gate_shape = (hidden_size, embeddings_dim + hidden_size)
+        self.wf_distribution = GaussianDistribution(gate_shape)
+        self.bf_distribution = GaussianDistribution((hidden_size,))
+        self.wi_distribution = GaussianDistribution(gate_shape)
+        self.bi_distribution = GaussianDistribution((hidden_size,))
+        self.wc_distribution = GaussianDistribution(gate_shape)
+        self.bc_distribution = GaussianDistribution((hidden_size,))
+        self.wo_distribution = GaussianDistribution(gate_shape)
+        self.bo_distribution = GaussianDistribution((hidden_size,))
+        self.wv_distribution = GaussianDistribution((output_size, hidden_size))
+        self.bv_distribution = GaussianDistribution((output_size,))
+        self.wf = self.wf_distribution.sample().detach()
+        self.bf = self.bf_distribution.sample().detach()
+        self.wi = self.wi_distribution.sample().detach()
+        self.bi = self.bi_distribution.sample().detach()
+        self.wc = self.wc_distribution.sample().detach()
+        self.bc = self.bc_distribution.sample().detach()
+        self.wo = self.wo_distribution.sample().detach()
+        self.bo = self.bo_distribution.sample().detach()
+        self.wv = self.wv_distribution.sample().detach()
+        self.bv = self.bv_distribution.sample().detach()
+
+    def _sample_all(self) -> None:
+        self.wf = self.wf_distribution.sample()
+        self.bf = self.bf_distribution.sample()
+        self.wi = self.wi_distribution.sample()
+        self.bi = self.bi_distribution.sample()
+        self.wc = self.wc_distribution.sample()
+        self.bc = self.bc_distribution.sample()
+        self.wo = self.wo_distribution.sample()
+        self.bo = self.bo_distribution.sample()
+        self.wv = self.wv_distribution.sample()
+        self.bv = self.bv_distribution.sample()
+
+    @torch.jit.export
+    def freeze(self) -> None:
+        self.frozen = True
+        self.embedding.freeze()
+
+    @torch.jit.export
+    def unfreeze(self) -> None:
+        self.frozen = False
+        self.embedding.unfreeze()
+
+    def forward(
+        self, inputs: torch.Tensor, init_states: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        if inputs.dim() == 3 and inputs.size(-1) == 1:
+            inputs = inputs.squeeze(-1)
+        if inputs.dim() != 2:
+            raise ValueError("LSTM expects token indices of shape [batch, seq_len], got " + str(inputs.shape))
+        if not self.frozen or self.wf_distribution.use_noise:
+            self._sample_all()
+        emb = self.embedding(inputs)  # [S*B, T, E]
+        wf = self.wf
+        if wf.dim() == 2:
+            gates_w = torch.cat([wf, self.wi, self.wc, self.wo], 0).unsqueeze(0)
+            gates_b = torch.cat([self.bf, self.bi, self.bc, self.bo], 0).unsqueeze(0)
+            wv = self.wv.unsqueeze(0)
+            bv = self.bv.unsqueeze(0)
+        else:
+            gates_w = torch.cat([wf, self.wi, self.wc, self.wo], 1)
+            gates_b = torch.cat([self.bf, self.bi, self.bc, self.bo], 1)
+            wv = self.wv
+            bv = self.bv
+        num_samples = gates_w.size(0)
+        hidden = self.hidden_size
+        emb_dim = self.embeddings_dim
+        total = emb.size(0)
+        seq_len = emb.size(1)
+        w_x = gates_w[:, :, :emb_dim].transpose(1, 2)  # [S, E, 4H]
+        w_h = gates_w[:, :, emb_dim:].transpose(1, 2)  # [S, H, 4H]
+        x_proj = torch.baddbmm(gates_b.unsqueeze(1), emb.reshape([num_samples, -1, emb_dim]), w_x)
+        x_proj = x_proj.reshape([num_samples, -1, seq_len, 4 * hidden])  # [S, B, T, 4H]
+        if init_states is None:
+            h_t = torch.zeros([num_samples, total // num_samples, hidden], dtype=emb.dtype, device=emb.device)
+            c_t = torch.zeros([num_samples, total // num_samples, hidden], dtype=emb.dtype, device=emb.device)
+        else:
+            h_t = init_states[0].reshape([num_samples, -1, hidden])
+            c_t = init_states[1].reshape([num_samples, -1, hidden])
+        for t in range(seq_len):
+            g = x_proj[:, :, t] + torch.bmm(h_t, w_h)
+            f_t = torch.sigmoid(g[:, :, :hidden])
+            i_t = torch.sigmoid(g[:, :, hidden : 2 * hidden])
+            cand = torch.tanh(g[:, :, 2 * hidden : 3 * hidden])
+            o_t = torch.sigmoid(g[:, :, 3 * hidden :])
+            c_t = c_t * f_t + cand * i_t
+            h_t = o_t * torch.tanh(c_t)
+        y = torch.baddbmm(bv.unsqueeze(1), h_t, wv.transpose(1, 2))
+        return (
+            y.reshape([total, self.output_size]),
+            (h_t.reshape([total, hidden]), c_t.reshape([total, hidden])),
+        )
+
+    @torch.jit.export
+    def kl_cost(self) -> tuple[torch.Tensor, int]:
+        """KL terms of the gates and the head (the embedding is its own Bayesian module)."""
+        log_probs = (
+            self.wf_distribution.log_prob(self.wf)
+            + self.bf_distribution.log_prob(self.bf)
+            + self.wi_distribution.log_prob(self.wi)
+            + self.bi_distribution.log_prob(self.bi)
+            + self.wc_distribution.log_prob(self.wc)
+            + self.bc_distribution.log_prob(self.bc)
+            + self.wo_distribution.log_prob(self.wo)
+            + self.bo_distribution.log_prob(self.bo)
+            + self.wv_distribution.log_prob(self.wv)
+            + self.bv_distribution.log_prob(self.bv)
+        )
+        num_params = (
+            self.wf_distribution.num_params()
+            + self.bf_distribution.num_params()
+            + self.wi_distribution.num_params()
+            + self.bi_distribution.num_params()
+            + self.wc_distribution.num_params()
+            + self.bc_distribution.num_params()
+            + self.wo_distribution.num_params()
+            + self.bo_distribution.num_params()
+            + self.wv_distribution.num_params()
+            + self.bv_distribution.num_params()
+        )
+        return log_probs, num_params

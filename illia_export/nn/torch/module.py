@@ -1,0 +1,78 @@
+"""`BayesianModule`: the base of every Bayesian PyTorch layer.
+
+Sampled weights are kept as plain tensor attributes (not buffers), so ``state_dict()`` holds only
+the distributions' ``mu``/``rho`` and ``copy.deepcopy`` works after a training step (the seed
+stored autograd-carrying samples in buffers, which broke both).
+"""
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class BayesianModule(nn.Module):
+    """Base class: a frozen flag, ``freeze``/``unfreeze``, and ``kl_cost`` (TorchScript-exported).
+
+    Frozen layers reuse their last sampled weights (deterministic outputs); unfrozen layers
+    draw new weights on every forward. Injected noise (see
+    :meth:`GaussianDistribution.set_noise`) always takes precedence over the frozen state.
+    """
+
+    frozen: bool
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen = False
+
+    @torch.jit.export
+    def freeze(self) -> None:
+        """Fix the current sampled weights: later forwards are deterministic."""
+        self.frozen = True
+
+    @torch.jit.export
+    def unfreeze(self) -> None:
+        """Draw new weights on every forward again."""
+        self.frozen = False
+
+    @torch.jit.export
+    def kl_cost(self) -> tuple[torch.Tensor, int]:
+        """``(sum log q(w) - sum log p(w), num_params)`` at the current sampled weights."""
+        raise NotImplementedError("kl_cost is implemented by each Bayesian layer")
+
+    @torch.jit.unused
+    def __deepcopy__(self, memo: dict) -> "BayesianModule":
+        # Sampled weights carry autograd history; copy them detached (like a fresh sample).
+        cls = self.__class__
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+                value = value.detach()
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        return new
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Freeze every Bayesian layer of `model` (in place) and return it."""
+    for module in model.modules():
+        if isinstance(module, BayesianModule):
+            module.freeze()
+    return model
+
+
+def unfreeze(model: nn.Module) -> nn.Module:
+    """Unfreeze every Bayesian layer of `model` (in place) and return it."""
+    for module in model.modules():
+        if isinstance(module, BayesianModule):
+            module.unfreeze()
+    return model
+
+
+def check_positive(**values: Any) -> None:
+    """Raise ValueError naming the first argument that is not a positive integer."""
+    for name, value in values.items():
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+            raise ValueError(f"`{name}` (={value!r}) must be a positive integer")
