@@ -64,7 +64,7 @@ class Embedding(BayesianModule):
             offsets = torch.arange(num_samples, dtype=idx.dtype, device=idx.device).unsqueeze(1) * self.num_embeddings
             flat = (idx + offsets).reshape([-1])
             out = w.reshape([-1, self.embeddings_dim]).index_select(0, flat)
-            out = out.reshape(inputs.shape + [self.embeddings_dim])
+            out = out.reshape(list(inputs.shape) + [self.embeddings_dim])
         max_norm = self.max_norm
         if max_norm is not None:
             norms = torch.linalg.vector_norm(out, self.norm_type, [-1], True)

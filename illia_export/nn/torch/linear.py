@@ -57,7 +57,7 @@ class Linear(BayesianModule):
         num_samples = w.size(0)
         x3 = inputs.reshape([num_samples, -1, self.input_size])
         y = torch.baddbmm(b.unsqueeze(1), x3, w.transpose(1, 2))
-        return y.reshape(inputs.shape[:-1] + [self.output_size])
+        return y.reshape(list(inputs.shape[:-1]) + [self.output_size])
 
     @torch.jit.export
     def kl_cost(self) -> tuple[torch.Tensor, int]:
