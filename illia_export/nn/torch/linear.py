@@ -14,7 +14,15 @@ class Linear(BayesianModule):
 
     Input ``[*, input_size]`` -> output ``[*, output_size]``. With noise injected with a sample
     axis (``[S, out, in]``), the input's first axis holds S sample-major blocks of the batch.
+
+    Local reparameterization (Kingma et al. 2015): after :meth:`set_local_noise` with
+    pre-activation noise ``z`` shaped like the output, the layer returns
+    ``x @ mu.T + b_mu + sqrt(x**2 @ sigma_w.T**2 + sigma_b**2) * z`` — the exact per-example
+    marginal of the output when each weight is used once per example (2-D inputs).
     """
+
+    local_noise: torch.Tensor
+    use_local: bool
 
     def __init__(
         self,
@@ -37,12 +45,32 @@ class Linear(BayesianModule):
             )
         self.weights = self.weights_distribution.sample().detach()
         self.bias = self.bias_distribution.sample().detach()
+        self.local_noise = torch.zeros(0)
+        self.use_local = False
+
+    @torch.jit.export
+    def set_local_noise(self, eps: torch.Tensor) -> None:
+        """Switch to local reparameterization with pre-activation noise `eps` (output-shaped)."""
+        self.local_noise = eps
+        self.use_local = True
+
+    @torch.jit.export
+    def clear_local_noise(self) -> None:
+        """Back to sampling weights."""
+        self.local_noise = torch.zeros(0)
+        self.use_local = False
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if inputs.dim() < 1 or inputs.size(-1) != self.input_size:
             raise ValueError(
                 "Linear expects inputs of shape [*, " + str(self.input_size) + "], got " + str(inputs.shape)
             )
+        if self.use_local:
+            w_dist = self.weights_distribution
+            b_dist = self.bias_distribution
+            mean = F.linear(inputs, w_dist.mu, b_dist.mu)
+            var = F.linear(inputs * inputs, w_dist.sigma() ** 2, b_dist.sigma() ** 2)
+            return mean + torch.sqrt(var) * self.local_noise.reshape(mean.shape)
         if self.frozen and not self.weights_distribution.use_noise:
             w = self.weights
             b = self.bias

@@ -1,0 +1,107 @@
+"""``illia_export.export``: one entry point for every source framework and format."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from illia_export.errors import ExportError
+from illia_export.exporters.manifest import Manifest
+
+
+def _is_jax_model(model: Any) -> bool:
+    mod = type(model).__module__
+    if mod.startswith("flax") or mod.startswith("illia_export.nn.jax"):
+        return True
+    try:
+        import sys
+
+        nnx = sys.modules.get("flax.nnx")
+        return nnx is not None and isinstance(model, nnx.Module)
+    except Exception:
+        return False
+
+
+def export(
+    model: Any,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    format: str = "onnx",
+    *,
+    samples: str = "vectorized",
+    task: str = "raw",
+    opset: int | None = None,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    validate: bool = True,
+    tolerance: float = 1e-4,
+    **options: Any,
+) -> Manifest:
+    """Export a Bayesian model to a deterministic graph whose noise is an explicit input.
+
+    Args:
+        model: a ``torch.nn.Module`` built from ``illia_export.nn.torch`` layers, a path to a
+            TorchScript archive of one, or a Flax-NNX model built from ``illia_export.nn.jax``.
+        example_inputs: one array/tensor or a tuple of them, batch axis first (e.g.
+            ``torch.zeros(2, 1, 28, 28)``). The batch axis is dynamic in the artifact.
+        path: output file (``.onnx``, ``.pt``, ``.tflite``) or folder (SavedModel).
+        format: ``"onnx"`` or ``"torchscript"`` (PyTorch); ``"onnx"``, ``"savedmodel"`` or
+            ``"tflite"`` (JAX).
+        samples: ``"vectorized"`` — noise ``[S, *shape]``, outputs ``[S, B, ...]``, S dynamic —
+            or ``"per-call"`` — one sample per call.
+        task: ``"classification"`` (logits on the last axis), ``"regression"`` or ``"raw"``:
+            how runtimes summarize the outputs.
+        opset: ONNX opset (default 17 for PyTorch).
+        validate: run the artifact against the source model on several noise draws and zero
+            noise; raise ``ToleranceError`` (and leave no file) above `tolerance`.
+
+    Returns:
+        The manifest written into (or beside) the artifact.
+
+    Example:
+        >>> manifest = illia_export.export(model, torch.zeros(2, 784), "mlp.onnx", task="classification")
+        >>> [n.name for n in manifest.noise]  # doctest: +SKIP
+        ['eps_fc1_weights_distribution', 'eps_fc1_bias_distribution', ...]
+    """
+    if _is_jax_model(model):
+        from illia_export.exporters.jax_export import export_jax
+
+        kwargs = dict(options)
+        if opset is not None:
+            kwargs["opset"] = opset
+        return export_jax(
+            model,
+            example_inputs,
+            path,
+            format=format,
+            samples=samples,
+            task=task,
+            validate=validate,
+            tolerance=tolerance,
+            input_names=input_names,
+            output_names=output_names,
+            **kwargs,
+        )
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise ExportError(
+            f"cannot export a {type(model).__name__}: PyTorch is not installed (pip install 'illia-export[torch]')"
+        ) from exc
+    from illia_export.exporters.torch_export import DEFAULT_OPSET, export_torch
+
+    return export_torch(
+        model,
+        example_inputs,
+        path,
+        format=format,
+        samples=samples,
+        task=task,
+        opset=opset or DEFAULT_OPSET,
+        input_names=input_names,
+        output_names=output_names,
+        validate=validate,
+        tolerance=tolerance,
+        **options,
+    )

@@ -1,0 +1,483 @@
+"""Export PyTorch Bayesian models to TorchScript and ONNX with the noise as graph inputs.
+
+Pipeline: source (live module or TorchScript archive) -> TorchScript module -> generated
+wrapper (:mod:`torch_wrapper`) -> artifact written under a temporary name -> validated against
+the source model for the same noise -> manifest embedded -> renamed into place. A failed step
+leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from illia_export.errors import ExportError, ShapeError
+from illia_export.exporters import manifest as mf
+from illia_export.exporters.atomic import atomic_output
+from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNoise, discover
+from illia_export.exporters.torch_source import TorchSource, load_torch_source
+from illia_export.exporters.torch_wrapper import OutputPath, build_wrapper, wrapper_source
+from illia_export.exporters.validation import DEFAULT_TOLERANCE, Comparison, noise_draws
+
+DEFAULT_OPSET = 17
+SAMPLE_MODES = ("vectorized", "per-call")
+TORCH_FORMATS = ("torchscript", "onnx")
+_DTYPES = {"float32", "float64", "int64", "int32"}
+
+
+def _torch():
+    from illia_export.errors import require
+
+    return require("torch", "torch", "Exporting PyTorch models")
+
+
+def _quiet():
+    """Silence TorchScript/ONNX deprecation chatter while we use them on purpose."""
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore", FutureWarning)
+    warnings.simplefilter("ignore", UserWarning)
+    return ctx
+
+
+@dataclass
+class _Prepared:
+    source: TorchSource
+    script: Any
+    noise: ModelNoise
+    inputs: list[Any]
+    input_names: list[str]
+    output_paths: list[OutputPath]
+    output_names: list[str]
+    dynamic: list[dict[int, str]]
+
+
+def _as_inputs(example_inputs) -> list[Any]:
+    torch = _torch()
+    items = list(example_inputs) if isinstance(example_inputs, (tuple, list)) else [example_inputs]
+    out = []
+    for i, x in enumerate(items):
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        if not isinstance(x, torch.Tensor):
+            raise ShapeError(f"example input {i} must be a tensor or numpy array, got {type(x).__name__}")
+        if x.dim() < 1:
+            raise ShapeError(f"example input {i} needs a batch axis, got a scalar")
+        if str(x.dtype).replace("torch.", "") not in _DTYPES:
+            raise ShapeError(f"example input {i} has dtype {x.dtype}; supported: {sorted(_DTYPES)}")
+        out.append(x)
+    return out
+
+
+def _flatten_paths(out: Any, prefix: OutputPath = ()) -> list[OutputPath]:
+    torch = _torch()
+    if isinstance(out, torch.Tensor):
+        return [prefix]
+    if isinstance(out, (tuple, list)):
+        paths: list[OutputPath] = []
+        for i, item in enumerate(out):
+            paths += _flatten_paths(item, prefix + (i,))
+        return paths
+    raise ExportError(f"model outputs must be tensors or (nested) tuples of tensors, got {type(out).__name__}")
+
+
+def _pick(out: Any, path: OutputPath):
+    for i in path:
+        out = out[i]
+    return out
+
+
+def _default_names(prefix: str, count: int) -> list[str]:
+    return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
+
+
+def _prepare(model, example_inputs, input_names, output_names, dynamic_axes, trust_pickle) -> _Prepared:
+    torch = _torch()
+    if isinstance(model, (str, os.PathLike)):
+        source = load_torch_source(model, trust_pickle=trust_pickle)
+    elif isinstance(model, torch.jit.ScriptModule):
+        source = TorchSource(model, "torchscript")
+    elif isinstance(model, torch.nn.Module):
+        source = TorchSource(model, "torch")
+    else:
+        raise ExportError(f"cannot export a {type(model).__name__}: expected a torch.nn.Module or a .pt path")
+    source.module.eval()
+    if isinstance(source.module, torch.jit.ScriptModule):
+        script = source.module
+        if source.path is not None:
+            script = source.fresh_reference()  # keep the validation reference independent
+            script.eval()
+    else:
+        try:
+            script = torch.jit.script(source.module)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(
+                f"the model cannot be compiled with torch.jit.script ({first}). illia-export needs a "
+                "scriptable model: use only TorchScript-compatible Python in forward()"
+            ) from exc
+    noise = discover(script)
+    inputs = _as_inputs(example_inputs)
+    with torch.no_grad():
+        try:
+            out = script(*inputs)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()
+            detail = next((line.strip() for line in reversed(msg) if "Error" in line or "expects" in line), msg[-1] if msg else "")
+            raise ShapeError(f"the model rejects the example inputs {[tuple(x.shape) for x in inputs]}: {detail}") from exc
+    paths = _flatten_paths(out)
+    input_names = list(input_names) if input_names else _default_names("input", len(inputs))
+    output_names = list(output_names) if output_names else _default_names("output", len(paths))
+    if len(input_names) != len(inputs):
+        raise ExportError(f"{len(input_names)} input names given for {len(inputs)} inputs")
+    if len(output_names) != len(paths):
+        raise ExportError(f"{len(output_names)} output names given for {len(paths)} outputs")
+    for name in input_names + output_names:
+        if not name.isidentifier():
+            raise ExportError(f"input/output name {name!r} must be a valid identifier")
+    dynamic = []
+    for i, x in enumerate(inputs):
+        axes = {0: mf.BATCH_DIM}
+        if not x.is_floating_point() and x.dim() >= 2:
+            axes[1] = "seq_len"  # token inputs: the sequence axis is dynamic too
+        if dynamic_axes and input_names[i] in dynamic_axes:
+            axes.update({int(k): str(v) for k, v in dynamic_axes[input_names[i]].items()})
+        dynamic.append(axes)
+    return _Prepared(source, script, noise, inputs, input_names, paths, output_names, dynamic)
+
+
+def _spec_shape(x, axes: dict[int, str], lead: list) -> list:
+    return lead + [axes.get(d, int(s)) for d, s in enumerate(x.shape)]
+
+
+def _resize_batch(prep: _Prepared, batch: int, extra_len: int = 0) -> list[Any]:
+    """Example inputs tiled to `batch` rows (and, for token inputs, `extra_len` more steps)."""
+    torch = _torch()
+    out = []
+    for x, axes in zip(prep.inputs, prep.dynamic):
+        idx = torch.arange(batch) % x.shape[0]
+        y = x.index_select(0, idx)
+        if extra_len and 1 in axes and axes[1] != mf.BATCH_DIM:
+            steps = torch.arange(y.shape[1] + extra_len) % y.shape[1]
+            y = y.index_select(1, steps)
+        out.append(y)
+    return out
+
+
+def _reference(prep: _Prepared, reference, inputs, noise: list[np.ndarray], vectorized: bool) -> list[np.ndarray]:
+    """Source-model outputs, one sample at a time with each distribution's eps injected."""
+    torch = _torch()
+    modules = dict(reference.named_modules())
+    samples = noise[0].shape[0] if vectorized else 1
+    per_sample: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for s in range(samples):
+            for site, eps in zip(prep.noise.noise, noise):
+                modules[site.parameter].set_noise(torch.from_numpy(eps[s] if vectorized else eps))
+            try:
+                out = reference(*inputs)
+            finally:
+                for site in prep.noise.noise:
+                    modules[site.parameter].clear_noise()
+            per_sample.append([_pick(out, p).numpy() for p in prep.output_paths])
+    if vectorized:
+        return [np.stack([ps[i] for ps in per_sample]) for i in range(len(prep.output_paths))]
+    return per_sample[0]
+
+
+def _local_reference(prep: _Prepared, reference, inputs, local_noise: list[np.ndarray]) -> list[np.ndarray]:
+    """Source-model outputs under local reparameterization, per sample."""
+    torch = _torch()
+    modules = dict(reference.named_modules())
+    layers = prep.noise.bayesian_layers
+    results = []
+    with torch.no_grad():
+        for s in range(local_noise[0].shape[0]):
+            for site, eps in zip(layers, local_noise):
+                modules[site.path].set_local_noise(torch.from_numpy(eps[s]))
+            try:
+                out = reference(*inputs)
+            finally:
+                for site in layers:
+                    modules[site.path].clear_local_noise()
+            results.append([_pick(out, p).numpy() for p in prep.output_paths])
+    return [np.stack([r[i] for r in results]) for i in range(len(prep.output_paths))]
+
+
+class _ArtifactRunner:
+    """Runs a written artifact (TorchScript via torch, ONNX via onnxruntime) on numpy inputs."""
+
+    def __init__(self, fmt: str, path: Path, names: list[str], num_outputs: int) -> None:
+        self.fmt = fmt
+        self.names = names
+        self.num_outputs = num_outputs
+        if fmt == "onnx":
+            from illia_export.errors import require
+
+            ort = require("onnxruntime", "onnx", "Validating ONNX exports")
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            try:
+                self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise ExportError(f"onnxruntime cannot load the exported graph: {exc}") from exc
+        else:
+            torch = _torch()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.module = torch.jit.load(str(path), map_location="cpu")
+
+    def __call__(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if self.fmt == "onnx":
+            return list(self.session.run(None, dict(zip(self.names, arrays))))
+        torch = _torch()
+        with torch.no_grad():
+            out = self.module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+        outs = [out] if isinstance(out, torch.Tensor) else list(out)
+        return [o.numpy() for o in outs]
+
+
+def _write(fmt: str, wrapper, prep: _Prepared, arg_names: list[str], args: list[Any], dynamic: dict, path: Path, opset: int) -> None:
+    torch = _torch()
+    if fmt == "torchscript":
+        torch.jit.save(wrapper, str(path))
+        return
+    from illia_export.errors import require
+
+    require("onnx", "onnx", "ONNX export")
+    buf = io.BytesIO()
+    try:
+        torch.onnx.export(
+            wrapper,
+            tuple(args),
+            buf,
+            dynamo=False,
+            input_names=arg_names,
+            output_names=prep.output_names,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.onnx.export failed: {first}") from exc
+    import onnx
+
+    model = onnx.load_from_string(buf.getvalue())
+    _check_onnx_graph(model, arg_names)
+    onnx.save(model, str(path))
+
+
+def _check_onnx_graph(model, arg_names: list[str]) -> None:
+    """Structural checks: valid graph, every expected input present, no random ops left."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported ONNX graph is invalid: {exc}") from exc
+    graph_inputs = {i.name for i in model.graph.input}
+    missing = [n for n in arg_names if n not in graph_inputs]
+    if missing:
+        raise ExportError(
+            f"the exported ONNX graph lost inputs {missing}: the model's output does not depend on them "
+            "(is a Bayesian layer unused in forward()?)"
+        )
+    random_ops = sorted({n.op_type for n in _all_nodes(model.graph) if n.op_type.startswith("Random")})
+    if random_ops:
+        raise ExportError(f"the exported ONNX graph still draws noise internally ({', '.join(random_ops)})")
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.g is not None and attr.g.node:
+                yield from _all_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from _all_nodes(sub)
+
+
+def _finalize(fmt: str, path: Path, manifest: mf.Manifest) -> None:
+    """Embed the final manifest in the artifact at `path` (rewritten in place)."""
+    if fmt == "onnx":
+        import onnx
+
+        model = onnx.load(str(path))
+        mf.embed_in_onnx(model, manifest)
+        onnx.save(model, str(path))
+    else:
+        torch = _torch()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(path), map_location="cpu")
+            torch.jit.save(module, str(path), _extra_files={mf.EMBEDDED_NAME: manifest.to_json()})
+
+
+def _validate(
+    runner: _ArtifactRunner,
+    prep: _Prepared,
+    reference,
+    noise_shapes: list[tuple[int, ...]],
+    vectorized: bool,
+    tolerance: float,
+    draws: int,
+    local: bool = False,
+) -> mf.Validation:
+    base = prep.inputs[0].shape[0]
+    batches = [base, base + 2]
+    token_inputs = any(1 in axes and axes[1] != mf.BATCH_DIM for axes in prep.dynamic)
+    cmp = Comparison(prep.output_names, tolerance)
+    for b_i, batch in enumerate(batches):
+        inputs = _resize_batch(prep, batch, extra_len=3 if (token_inputs and b_i) else 0)
+        cmp.note_batch(batch)
+        if local:
+            shapes = [(batch, *shape) for shape in noise_shapes]
+        else:
+            shapes = noise_shapes
+        sets = noise_draws(shapes, draws, 2 if (vectorized or local) else None, seed=b_i)
+        for k, noise in enumerate(sets):
+            if local:
+                expected = _local_reference(prep, reference, inputs, noise)
+            else:
+                expected = _reference(prep, reference, inputs, noise, vectorized)
+            got = runner([x.numpy() for x in inputs] + noise)
+            cmp.add(got, expected, zero_noise=k == len(sets) - 1)
+    return cmp.result(draws)
+
+
+def export_torch(
+    model,
+    example_inputs,
+    path: str | os.PathLike,
+    *,
+    format: str = "onnx",
+    samples: str = "vectorized",
+    task: str = "raw",
+    opset: int = DEFAULT_OPSET,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    validate: bool = True,
+    tolerance: float = DEFAULT_TOLERANCE,
+    noise_draws_count: int = 3,
+    local_variant: bool | None = None,
+    trust_pickle: bool = False,
+) -> mf.Manifest:
+    """Export a PyTorch Bayesian model; see :func:`illia_export.export` for the arguments."""
+    if format not in TORCH_FORMATS:
+        raise ExportError(f"format {format!r} is not available for PyTorch models; choose one of {TORCH_FORMATS}")
+    if samples not in SAMPLE_MODES:
+        raise ExportError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
+    if task not in mf.TASKS:
+        raise ExportError(f"task must be one of {mf.TASKS}, got {task!r}")
+    ctx = _quiet()
+    try:
+        prep = _prepare(model, example_inputs, input_names, output_names, dynamic_axes, trust_pickle)
+        vectorized = samples == "vectorized"
+        if vectorized and not prep.noise.noise:
+            raise ExportError(
+                "the model has no weight noise (only BatchEnsembleLinear layers): export it with samples='per-call'"
+            )
+        if vectorized:
+            mixing = [s.path for s in prep.noise.layers if s.layer_type in BATCH_MIXING_LAYERS]
+            if mixing:
+                raise ExportError(
+                    f"BatchEnsembleLinear at {mixing} assigns batch rows to ensemble members, which the folded "
+                    "sample axis of a vectorized graph would mix up: export with samples='per-call'"
+                )
+        noise_names = [mf.noise_input_name(s.parameter) for s in prep.noise.noise]
+        mf.check_unique_names(prep.input_names + noise_names)
+        lead = [mf.SAMPLE_DIM] if vectorized else []
+        noise_specs = [
+            mf.NoiseSpec(name, s.parameter, lead + list(s.shape)) for name, s in zip(noise_names, prep.noise.noise)
+        ]
+        out_lead = [mf.SAMPLE_DIM] if vectorized else []
+        torch = _torch()
+        with torch.no_grad():
+            sample_out = prep.script(*prep.inputs)
+        outputs = []
+        for name, p in zip(prep.output_names, prep.output_paths):
+            t = _pick(sample_out, p)
+            shape = out_lead + [mf.BATCH_DIM] + [int(d) for d in t.shape[1:]]
+            outputs.append(mf.TensorSpec(name, shape, str(t.dtype).replace("torch.", "")))
+        inputs = [
+            mf.TensorSpec(n, _spec_shape(x, axes, []), str(x.dtype).replace("torch.", ""))
+            for n, x, axes in zip(prep.input_names, prep.inputs, prep.dynamic)
+        ]
+        manifest = mf.Manifest(
+            format=format,
+            source=prep.source.kind,
+            inputs=inputs,
+            noise=noise_specs,
+            outputs=outputs,
+            sample_axis=0 if vectorized else None,
+            task=task,
+            extra={"exporter": "illia_export.torch", "opset": opset if format == "onnx" else None},
+        )
+        source = wrapper_source(prep.noise, prep.input_names, noise_names, prep.output_paths, samples)
+        wrapper = build_wrapper(prep.script, source)
+        shapes = [s.shape for s in prep.noise.noise]
+        args = list(prep.inputs) + [torch.from_numpy(a) for a in noise_draws(shapes, 1, 2 if vectorized else None)[0]]
+        dyn = {n: axes for n, axes in zip(prep.input_names, prep.dynamic)}
+        if vectorized:
+            dyn.update({n: {0: mf.SAMPLE_DIM} for n in noise_names})
+        for spec in outputs:
+            dyn[spec.name] = {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
+        reference = prep.source.fresh_reference()
+        reference.eval()
+
+        want_local = vectorized and prep.noise.linear_only and all(x.is_floating_point() for x in prep.inputs)
+        if local_variant is True and not want_local:
+            raise ExportError(
+                "a local-reparameterization variant needs a vectorized export of a model whose Bayesian layers "
+                "are all Linear with float inputs (it is exact only there)"
+            )
+        want_local = want_local and local_variant is not False
+        final = Path(path)
+        local_file = final.with_name(f"{final.stem}.local{final.suffix}")
+        with atomic_output(final) as tmp:
+            _write(format, wrapper, prep, prep.input_names + noise_names, args, dyn, tmp, opset)
+            if validate:
+                runner = _ArtifactRunner(format, tmp, prep.input_names + noise_names, len(outputs))
+                manifest.validation = _validate(runner, prep, reference, shapes, vectorized, tolerance, noise_draws_count)
+            if want_local:
+                manifest.local = _export_local(format, prep, reference, local_file, dyn, opset, validate, tolerance, noise_draws_count)
+            _finalize(format, tmp, manifest)
+        return manifest
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def _export_local(format, prep: _Prepared, reference, local_file: Path, dyn: dict, opset, validate, tolerance, draws):
+    """Write the local-reparameterization graph beside the artifact; return its manifest entry."""
+    torch = _torch()
+    layers = list(prep.noise.bayesian_layers)
+    names = [mf.local_noise_input_name(s.path) for s in layers]
+    modules = dict(prep.script.named_modules())
+    outs = [int(modules[s.path].output_size) for s in layers]
+    specs = [mf.NoiseSpec(n, s.path, [mf.SAMPLE_DIM, mf.BATCH_DIM, o]) for n, s, o in zip(names, layers, outs)]
+    mf.check_unique_names(prep.input_names + names)
+    source = wrapper_source(prep.noise, prep.input_names, names, prep.output_paths, "local", layers)
+    wrapper = build_wrapper(prep.script, source)
+    batch = prep.inputs[0].shape[0]
+    args = list(prep.inputs) + [torch.zeros(2, batch, o) for o in outs]
+    local_dyn = {k: v for k, v in dyn.items() if not k.startswith("eps_")}
+    local_dyn.update({n: {0: mf.SAMPLE_DIM, 1: mf.BATCH_DIM} for n in names})
+    with atomic_output(local_file) as tmp:
+        try:
+            _write(format, wrapper, prep, prep.input_names + names, args, local_dyn, tmp, opset)
+            if validate:
+                runner = _ArtifactRunner(format, tmp, prep.input_names + names, len(prep.output_names))
+                _validate(runner, prep, reference, [(o,) for o in outs], True, tolerance, draws, local=True)
+        except (ExportError, RuntimeError) as exc:
+            raise ExportError(f"the local-reparameterization variant failed: {exc}") from exc
+    return mf.LocalVariant(file=local_file.name, noise=specs)
