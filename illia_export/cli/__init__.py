@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
@@ -37,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"illia_export.cli.{name}_cmd")
-        module.register(sub)
+        spec = f"illia_export.cli.{name}_cmd"
+        if importlib.util.find_spec(spec) is None:  # a partial install without that command
+            continue
+        importlib.import_module(spec).register(sub)
     return parser
 
 
@@ -70,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"illia-export: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("illia-export: interrupted", file=sys.stderr)
         return 130

@@ -245,7 +245,17 @@ class _ArtifactRunner:
         return [o.numpy() for o in outs]
 
 
-def _write(fmt: str, wrapper, prep: _Prepared, arg_names: list[str], args: list[Any], dynamic: dict, path: Path, opset: int) -> None:
+def _write(
+    fmt: str,
+    wrapper,
+    prep: _Prepared,
+    arg_names: list[str],
+    args: list[Any],
+    dynamic: dict,
+    path: Path,
+    opset: int,
+    outputs: Sequence[mf.TensorSpec] = (),
+) -> None:
     torch = _torch()
     if fmt == "torchscript":
         torch.jit.save(wrapper, str(path))
@@ -272,6 +282,14 @@ def _write(fmt: str, wrapper, prep: _Prepared, arg_names: list[str], args: list[
     import onnx
 
     model = onnx.load_from_string(buf.getvalue())
+    for value, spec in zip(model.graph.output, outputs):  # name the output dims as the manifest does
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == len(spec.shape):
+            for dim, want in zip(dims, spec.shape):
+                if isinstance(want, int):
+                    dim.dim_value = want
+                else:
+                    dim.dim_param = want
     _check_onnx_graph(model, arg_names)
     onnx.save(model, str(path))
 
@@ -444,14 +462,21 @@ def export_torch(
         want_local = want_local and local_variant is not False
         final = Path(path)
         local_file = final.with_name(f"{final.stem}.local{final.suffix}")
-        with atomic_output(final) as tmp:
-            _write(format, wrapper, prep, prep.input_names + noise_names, args, dyn, tmp, opset)
-            if validate:
-                runner = _ArtifactRunner(format, tmp, prep.input_names + noise_names, len(outputs))
-                manifest.validation = _validate(runner, prep, reference, shapes, vectorized, tolerance, noise_draws_count)
-            if want_local:
-                manifest.local = _export_local(format, prep, reference, local_file, dyn, opset, validate, tolerance, noise_draws_count)
-            _finalize(format, tmp, manifest)
+        try:
+            with atomic_output(final) as tmp:
+                _write(format, wrapper, prep, prep.input_names + noise_names, args, dyn, tmp, opset, outputs)
+                if validate:
+                    runner = _ArtifactRunner(format, tmp, prep.input_names + noise_names, len(outputs))
+                    manifest.validation = _validate(runner, prep, reference, shapes, vectorized, tolerance, noise_draws_count)
+                if want_local:
+                    manifest.local = _export_local(
+                        format, prep, reference, local_file, dyn, opset, validate, tolerance, noise_draws_count
+                    )
+                _finalize(format, tmp, manifest)
+        except BaseException:
+            if want_local and local_file.exists() and not final.exists():
+                local_file.unlink()
+            raise
         return manifest
     finally:
         ctx.__exit__(None, None, None)

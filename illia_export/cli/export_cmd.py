@@ -1,0 +1,182 @@
+"""``illia-export [export] MODEL --format ...``: export a model to a deterministic graph."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from illia_export.errors import ArtifactError, ExportError, ShapeError
+
+FORMATS = ("onnx", "torchscript", "savedmodel", "tflite")
+_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "tflite": ".tflite", "savedmodel": ""}
+
+HELP = """\
+MODEL is one of:
+  model.pt                a TorchScript archive (torch.jit.save of a scripted/traced model built
+                          from illia_export.nn.torch layers) - loads without running pickled code
+  state.pt --factory M:F  a state dict plus the function that builds the model
+  model.pt --trust-pickle a whole module saved with torch.save (runs code from the file!)
+  pkg.module:factory      a JAX/Flax-NNX model factory, with --weights state.npz
+
+The example input (--input-shape or --example-input) fixes every dim but the batch axis (and the
+sequence axis of integer token inputs), which stay dynamic in the artifact.
+
+examples:
+  illia-export cnn.pt --format onnx --input-shape 1,1,28,28 --task classification
+  illia-export lstm.pt --format torchscript --input-shape 2,32 --dtype int64
+  illia-export mypkg.models:make_mlp --weights mlp.npz --format tflite --input-shape 1,64
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export MODEL to onnx/torchscript/savedmodel/tflite with noise inputs (the default command)",
+        description="Export a Bayesian model to a deterministic graph whose noise is an explicit input, "
+        "validate it against the source model, and write the artifact with its manifest.",
+        epilog=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", metavar="MODEL", help="TorchScript archive, state dict, or pkg.module:factory (JAX)")
+    p.add_argument("--format", "-f", choices=FORMATS, default="onnx", help="artifact format (default: onnx)")
+    p.add_argument("-o", "--output", help="output path (default: MODEL's name with the format's suffix)")
+    p.add_argument(
+        "--input-shape",
+        action="append",
+        metavar="DIMS",
+        help="example input shape, e.g. 1,1,28,28 (repeat for several inputs)",
+    )
+    p.add_argument("--example-input", action="append", metavar="X.npy", help="example input array (repeatable)")
+    p.add_argument(
+        "--dtype", action="append", help="dtype of each --input-shape input: float32 (default), int64, ..."
+    )
+    p.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    p.add_argument(
+        "--samples",
+        choices=("vectorized", "per-call"),
+        default="vectorized",
+        help="vectorized: one call evaluates a chunk of S samples (default); per-call: one sample a call",
+    )
+    p.add_argument(
+        "--task", choices=("classification", "regression", "raw"), default="raw", help="how runtimes summarize outputs"
+    )
+    p.add_argument("--no-validate", action="store_true", help="skip running the artifact against the source model")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed by validation")
+    p.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled module (runs code from MODEL)")
+    p.add_argument("--factory", help="pkg.module:function that builds the model for a state dict")
+    p.add_argument("--weights", help="weights file (.npz/.safetensors) for a JAX factory MODEL")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
+    p.set_defaults(func=run)
+
+
+def default_output(model: str, fmt: str) -> Path:
+    """``cnn.pt`` -> ``cnn.onnx``; a TorchScript export of ``cnn.pt`` -> ``cnn.illia.pt``."""
+    if ":" in model and not Path(model).exists():
+        stem = model.rpartition(":")[2]
+        base = Path(stem)
+    else:
+        base = Path(model).with_suffix("")
+    if fmt == "savedmodel":
+        return base.with_name(base.name + "_savedmodel")
+    out = base.with_name(base.name + _SUFFIX[fmt])
+    if out == Path(model):
+        out = base.with_name(base.name + ".illia" + _SUFFIX[fmt])
+    return out
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise ShapeError(f"bad --input-shape {text!r}: expected comma-separated positive integers like 1,1,28,28")
+    if not dims or any(d <= 0 for d in dims):
+        raise ShapeError(f"bad --input-shape {text!r}: expected comma-separated positive integers like 1,1,28,28")
+    return dims
+
+
+def example_inputs(args, token_high: int | None = None) -> list:
+    """Build the example inputs from --example-input files or --input-shape/--dtype."""
+    import numpy as np
+
+    if args.example_input and args.input_shape:
+        raise ShapeError("give either --input-shape or --example-input, not both")
+    if args.example_input:
+        arrays = []
+        for f in args.example_input:
+            path = Path(f)
+            if not path.exists():
+                raise ArtifactError(f"example input not found: {path}")
+            try:
+                arrays.append(np.load(path, allow_pickle=False))
+            except Exception as exc:
+                raise ArtifactError(f"{path} is not a readable .npy array: {exc}") from exc
+        return arrays
+    if not args.input_shape:
+        raise ShapeError("the model's input shape is unknown: pass --input-shape (e.g. 1,1,28,28) or --example-input x.npy")
+    dtypes = args.dtype or []
+    if len(dtypes) not in (0, 1, len(args.input_shape)):
+        raise ShapeError(f"{len(dtypes)} --dtype values for {len(args.input_shape)} inputs")
+    rng = np.random.default_rng(0)
+    arrays = []
+    for i, text in enumerate(args.input_shape):
+        shape = parse_shape(text)
+        dtype = dtypes[i] if len(dtypes) > 1 else (dtypes[0] if dtypes else "float32")
+        if dtype not in ("float32", "float64", "int64", "int32"):
+            raise ShapeError(f"unsupported --dtype {dtype!r}: use float32, float64, int64 or int32")
+        if dtype.startswith("int"):
+            arrays.append(rng.integers(0, token_high or 2, size=shape).astype(dtype))
+        else:
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+    return arrays
+
+
+def _token_high(module) -> int | None:
+    sizes = [int(m.num_embeddings) for _, m in module.named_modules() if hasattr(m, "num_embeddings")]
+    return min(sizes) if sizes else None
+
+
+def run(args) -> int:
+    out = Path(args.output) if args.output else default_output(args.model, args.format)
+    common = dict(
+        format=args.format,
+        samples=args.samples,
+        task=args.task,
+        validate=not args.no_validate,
+        tolerance=args.tolerance,
+    )
+    if args.opset is not None:
+        common["opset"] = args.opset
+    is_jax = ":" in args.model and not Path(args.model).exists()
+    if is_jax:
+        from illia_export.exporters.jax_export import export_jax, load_jax_model
+
+        if not args.weights:
+            raise ExportError("a JAX factory MODEL needs --weights state.npz (saved with save_jax_weights)")
+        model = load_jax_model(args.model, args.weights)
+        manifest = export_jax(model, tuple(example_inputs(args)), out, **common)
+    else:
+        if args.format not in ("onnx", "torchscript"):
+            raise ExportError(
+                f"format {args.format!r} is for JAX models; a PyTorch model exports to onnx or torchscript"
+            )
+        from illia_export.exporters.torch_export import export_torch
+        from illia_export.exporters.torch_source import load_torch_source
+
+        source = load_torch_source(args.model, trust_pickle=args.trust_pickle, factory=args.factory)
+        inputs = example_inputs(args, _token_high(source.module))
+        manifest = export_torch(source.path if source.kind == "torchscript" else source.module, tuple(inputs), out, **common)
+    if args.json:
+        print(manifest.to_json())
+        return 0
+    mode = "vectorized (sample axis 0)" if manifest.vectorized else "one sample per call"
+    print(f"wrote {out} ({manifest.format}, {mode}, {len(manifest.noise)} noise inputs, task={manifest.task})")
+    if manifest.local is not None:
+        print(f"wrote {out.with_name(manifest.local.file)} (local reparameterization variant)")
+    if manifest.validation is not None:
+        v = manifest.validation
+        print(f"validation: {v.num_noise_draws} noise draws + zero noise, batch sizes {v.batch_sizes}")
+        for name, diff in v.per_output.items():
+            print(f"- {name}: max diff = {diff:.3g} (tolerance {v.tolerance:g}) ok")
+    else:
+        print("validation: skipped (--no-validate)")
+    return 0

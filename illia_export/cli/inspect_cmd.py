@@ -1,0 +1,96 @@
+"""``illia-export inspect ARTIFACT [--json]``: show an artifact's manifest and graph signature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from illia_export.exporters.manifest import Manifest, read_manifest
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="print an artifact's manifest, inputs, noise inputs and outputs",
+        description="Print the manifest of an illia-export artifact (ONNX, TorchScript, TFLite, SavedModel) "
+        "and the inputs/outputs of its graph. With --json, print exactly one JSON object: the manifest.",
+    )
+    p.add_argument("artifact", metavar="ARTIFACT", help="exported file or SavedModel folder")
+    p.add_argument("--json", action="store_true", help="print the manifest as one JSON object")
+    p.set_defaults(func=run)
+
+
+def _dims(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def graph_signature(path: Path, fmt: str) -> list[str]:
+    """Lines describing the graph's own inputs/outputs (best effort, from the file itself)."""
+    if fmt == "onnx" and path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+
+        def dims(vi):
+            return _dims([d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim])
+
+        init = {i.name for i in model.graph.initializer}
+        lines = [f"  in  {i.name} {dims(i)}" for i in model.graph.input if i.name not in init]
+        lines += [f"  out {o.name} {dims(o)}" for o in model.graph.output]
+        lines.append(f"  opset {model.opset_import[0].version}, {len(model.graph.node)} nodes")
+        return lines
+    if fmt == "torchscript":
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(path), map_location="cpu")
+        schema = str(module.forward.schema).replace("self: __torch__.", "")
+        methods = [m for m in ("freeze", "unfreeze", "kl_cost", "sample_forward") if hasattr(module, m)]
+        return [f"  forward{schema[schema.index('('):]}", f"  methods: {', '.join(methods)}"]
+    return []
+
+
+def summary(manifest: Manifest, path: Path) -> str:
+    lines = [
+        f"{path}: illia-export artifact (contract {manifest.contract})",
+        f"  format {manifest.format}, source {manifest.source}, task {manifest.task}, "
+        + ("vectorized (sample axis 0)" if manifest.vectorized else "one sample per call"),
+        "inputs:",
+        *[f"  {t.name} {_dims(t.shape)} {t.dtype}" for t in manifest.inputs],
+        f"noise inputs ({len(manifest.noise)}, standard normal):",
+        *[f"  {n.name} {_dims(n.shape)} <- {n.parameter}" for n in manifest.noise],
+        "outputs:",
+        *[f"  {t.name} {_dims(t.shape)} {t.dtype}" for t in manifest.outputs],
+    ]
+    if manifest.local is not None:
+        lines.append(f"local-reparameterization variant: {manifest.local.file}")
+        lines += [f"  {n.name} {_dims(n.shape)} <- {n.parameter}" for n in manifest.local.noise]
+    v = manifest.validation
+    if v is None:
+        lines.append("validation: not run")
+    else:
+        status = "passed" if v.passed else "FAILED"
+        lines.append(
+            f"validation: {status}, max abs diff {v.max_abs_diff:.3g} (tolerance {v.tolerance:g}), "
+            f"{v.num_noise_draws} noise draws + zero noise, batch sizes {v.batch_sizes}"
+        )
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    path = Path(args.artifact)
+    manifest = read_manifest(path)
+    if args.json:
+        print(manifest.to_json())
+        return 0
+    print(summary(manifest, path))
+    try:
+        sig = graph_signature(path, manifest.format)
+    except ImportError:
+        sig = []
+    if sig:
+        print("graph:")
+        print("\n".join(sig))
+    return 0
