@@ -1,0 +1,42 @@
+// An inference engine that runs one artifact graph: model inputs then noise in, outputs out.
+// Implementations: TorchScript (LibTorch, always built) and ONNX Runtime (ILLIA_WITH_ORT).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "illia/array.h"
+
+namespace illia {
+
+/// A borrowed, C-order tensor handed to a backend (never written to).
+struct TensorRef {
+  DType dtype = DType::Float32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  /// The manifest JSON embedded in the artifact, or "" when the artifact carries none.
+  virtual std::string embedded_manifest() const = 0;
+
+  /// Run the graph once. `feeds` are the model inputs (manifest.inputs order) followed by the
+  /// noise tensors (manifest.noise order); returns the outputs (manifest.outputs order) as
+  /// float32 arrays.
+  virtual std::vector<Array> run(const std::vector<TensorRef>& feeds) = 0;
+};
+
+/// Load a TorchScript archive (torch.jit.save) on CPU; throws ArtifactError when unreadable.
+std::unique_ptr<Backend> load_torchscript(const std::string& path);
+
+/// Load an ONNX (.onnx) or ORT-format (.ort) model with ONNX Runtime's CPU provider.
+/// Only available when the library was built with -DILLIA_WITH_ORT=ON; otherwise throws
+/// ArtifactError saying how to rebuild.
+std::unique_ptr<Backend> load_onnxruntime(const std::string& path);
+
+}  // namespace illia

@@ -1,0 +1,75 @@
+// Monte Carlo prediction from an illia-export artifact: seeded illia-noise-v1 noise, S samples
+// (vectorized chunks or one call per sample), and the uncertainty summaries.
+//
+//   illia::Predictor p = illia::Predictor::load("model.pt");
+//   illia::Prediction r = p.predict(x, {/*num_samples=*/32, /*seed=*/0});
+//   r.outputs[0].mean, r.outputs[0].std, r.outputs[0].mutual_information ...
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "illia/array.h"
+#include "illia/backend.h"
+#include "illia/manifest.h"
+#include "illia/summary.h"
+
+namespace illia {
+
+/// fresh: noise samples [0, S) of each stream for the call's seed, generated per chunk.
+/// bank: the same S draws, generated once and cached by the predictor (for that seed and S),
+/// then reused by every call: cheaper, same numbers.
+enum class Strategy { Fresh, Bank };
+
+struct PredictOptions {
+  int64_t num_samples = 32;
+  uint64_t seed = 0;
+  Strategy strategy = Strategy::Fresh;
+  /// Samples per graph call for vectorized artifacts (0: all S in one call). Results do not
+  /// depend on it; it bounds memory. Ignored for one-sample-per-call artifacts.
+  int64_t chunk_size = 0;
+};
+
+struct Prediction {
+  /// One summary per output, manifest.outputs order. For a classification artifact the first
+  /// output is summarized as class probabilities (softmax over its last axis) with entropy
+  /// and mutual information; other outputs are summarized as raw values.
+  std::vector<OutputSummary> outputs;
+};
+
+class Predictor {
+ public:
+  /// Load an artifact: ONNX Runtime for .onnx / .ort (when built with ILLIA_WITH_ORT),
+  /// TorchScript otherwise. The manifest is read from the artifact or from the sidecar
+  /// `<path>.manifest.json`. Throws ArtifactError / ManifestError.
+  static Predictor load(const std::string& path);
+
+  Predictor(std::unique_ptr<Backend> backend, Manifest manifest);
+  Predictor(Predictor&&) noexcept;
+  Predictor& operator=(Predictor&&) noexcept;
+  ~Predictor();
+
+  const Manifest& manifest() const { return manifest_; }
+
+  /// Run S samples on `inputs` (manifest.inputs order; shapes must match the static dims).
+  Prediction predict(const std::vector<Array>& inputs, const PredictOptions& options);
+  Prediction predict(const Array& input, const PredictOptions& options);
+
+ private:
+  struct Bank;
+  std::unique_ptr<Backend> backend_;
+  Manifest manifest_;
+  std::unique_ptr<Bank> bank_;
+
+  void check_inputs(const std::vector<Array>& inputs) const;
+  const std::vector<std::vector<float>>& bank(uint64_t seed, int64_t num_samples);
+};
+
+/// Samples [sample_start, sample_start + num_samples) of stream `stream`, `n` elements each,
+/// generated on up to `threads` threads (same numbers as the serial illia::standard_normal).
+void generate_noise(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start, int64_t num_samples,
+                    float* out, int threads);
+
+}  // namespace illia
