@@ -90,13 +90,23 @@ class _ConvNd(BayesianModule):
         self.bias = self.bias_distribution.sample().detach()
 
     def _weights_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.frozen and not self.weights_distribution.use_noise:
+        injected = self.weights_distribution.use_noise
+        if self.frozen and not injected:
             return self.weights, self.bias
         w = self.weights_distribution.sample()
         b = self.bias_distribution.sample()
-        self.weights = w
-        self.bias = b
+        if not injected:
+            # Injected noise leaves the stored sample alone (see BayesianModule).
+            self.weights = w
+            self.bias = b
         return w, b
+
+    @torch.jit.export
+    def freeze(self) -> None:
+        """Fix the stored sample (detached from autograd): later forwards are deterministic."""
+        self.frozen = True
+        self.weights = self.weights.detach()
+        self.bias = self.bias.detach()
 
     @torch.jit.export
     def kl_cost(self) -> tuple[torch.Tensor, int]:

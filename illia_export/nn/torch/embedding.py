@@ -50,11 +50,14 @@ class Embedding(BayesianModule):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if inputs.dtype == torch.float32 or inputs.dtype == torch.float64 or inputs.dtype == torch.float16:
             raise ValueError("Embedding expects integer indices, got a floating-point tensor")
-        if self.frozen and not self.weights_distribution.use_noise:
+        injected = self.weights_distribution.use_noise
+        if self.frozen and not injected:
             w = self.weights
         else:
             w = self.weights_distribution.sample()
-            self.weights = w
+            if not injected:
+                # Injected noise leaves the stored sample alone (see BayesianModule).
+                self.weights = w
         if w.dim() == 2:
             out = F.embedding(inputs, w, None, None, 2.0, self.scale_grad_by_freq, False)
         else:
@@ -74,6 +77,12 @@ class Embedding(BayesianModule):
         if padding_idx is not None:
             out = out * (inputs != padding_idx).unsqueeze(-1).to(out.dtype)
         return out
+
+    @torch.jit.export
+    def freeze(self) -> None:
+        """Fix the stored sample (detached from autograd): later forwards are deterministic."""
+        self.frozen = True
+        self.weights = self.weights.detach()
 
     @torch.jit.export
     def kl_cost(self) -> tuple[torch.Tensor, int]:

@@ -71,14 +71,17 @@ class Linear(BayesianModule):
             mean = F.linear(inputs, w_dist.mu, b_dist.mu)
             var = F.linear(inputs * inputs, w_dist.sigma() ** 2, b_dist.sigma() ** 2)
             return mean + torch.sqrt(var) * self.local_noise.reshape(mean.shape)
-        if self.frozen and not self.weights_distribution.use_noise:
+        injected = self.weights_distribution.use_noise
+        if self.frozen and not injected:
             w = self.weights
             b = self.bias
         else:
             w = self.weights_distribution.sample()
             b = self.bias_distribution.sample()
-            self.weights = w
-            self.bias = b
+            if not injected:
+                # Injected noise leaves the stored sample alone (see BayesianModule).
+                self.weights = w
+                self.bias = b
         if w.dim() == 2:
             return F.linear(inputs, w, b)
         # Sample axis: inputs are S sample-major blocks -> one batched matmul.
@@ -86,6 +89,13 @@ class Linear(BayesianModule):
         x3 = inputs.reshape([num_samples, -1, self.input_size])
         y = torch.baddbmm(b.unsqueeze(1), x3, w.transpose(1, 2))
         return y.reshape(list(inputs.shape[:-1]) + [self.output_size])
+
+    @torch.jit.export
+    def freeze(self) -> None:
+        """Fix the stored sample (detached from autograd): later forwards are deterministic."""
+        self.frozen = True
+        self.weights = self.weights.detach()
+        self.bias = self.bias.detach()
 
     @torch.jit.export
     def kl_cost(self) -> tuple[torch.Tensor, int]:

@@ -74,22 +74,54 @@ class LSTM(BayesianModule):
         self.wv = self.wv_distribution.sample().detach()
         self.bv = self.bv_distribution.sample().detach()
 
-    def _sample_all(self) -> None:
-        self.wf = self.wf_distribution.sample()
-        self.bf = self.bf_distribution.sample()
-        self.wi = self.wi_distribution.sample()
-        self.bi = self.bi_distribution.sample()
-        self.wc = self.wc_distribution.sample()
-        self.bc = self.bc_distribution.sample()
-        self.wo = self.wo_distribution.sample()
-        self.bo = self.bo_distribution.sample()
-        self.wv = self.wv_distribution.sample()
-        self.bv = self.bv_distribution.sample()
+    def _weights(self) -> list[torch.Tensor]:
+        """``[wf, bf, wi, bi, wc, bc, wo, bo, wv, bv]``: stored when frozen, else freshly sampled.
+
+        Injected noise takes precedence over the frozen state and leaves the stored sample alone.
+        """
+        injected = self.wf_distribution.use_noise
+        if self.frozen and not injected:
+            return [self.wf, self.bf, self.wi, self.bi, self.wc, self.bc, self.wo, self.bo, self.wv, self.bv]
+        w = [
+            self.wf_distribution.sample(),
+            self.bf_distribution.sample(),
+            self.wi_distribution.sample(),
+            self.bi_distribution.sample(),
+            self.wc_distribution.sample(),
+            self.bc_distribution.sample(),
+            self.wo_distribution.sample(),
+            self.bo_distribution.sample(),
+            self.wv_distribution.sample(),
+            self.bv_distribution.sample(),
+        ]
+        if not injected:
+            self.wf = w[0]
+            self.bf = w[1]
+            self.wi = w[2]
+            self.bi = w[3]
+            self.wc = w[4]
+            self.bc = w[5]
+            self.wo = w[6]
+            self.bo = w[7]
+            self.wv = w[8]
+            self.bv = w[9]
+        return w
 
     @torch.jit.export
     def freeze(self) -> None:
+        """Fix the stored samples (detached from autograd), embedding included."""
         self.frozen = True
         self.embedding.freeze()
+        self.wf = self.wf.detach()
+        self.bf = self.bf.detach()
+        self.wi = self.wi.detach()
+        self.bi = self.bi.detach()
+        self.wc = self.wc.detach()
+        self.bc = self.bc.detach()
+        self.wo = self.wo.detach()
+        self.bo = self.bo.detach()
+        self.wv = self.wv.detach()
+        self.bv = self.bv.detach()
 
     @torch.jit.export
     def unfreeze(self) -> None:
@@ -103,20 +135,16 @@ class LSTM(BayesianModule):
             inputs = inputs.squeeze(-1)
         if inputs.dim() != 2:
             raise ValueError("LSTM expects token indices of shape [batch, seq_len], got " + str(inputs.shape))
-        if not self.frozen or self.wf_distribution.use_noise:
-            self._sample_all()
+        wf, bf, wi, bi, wc, bc, wo, bo, wv, bv = self._weights()
         emb = self.embedding(inputs)  # [S*B, T, E]
-        wf = self.wf
         if wf.dim() == 2:
-            gates_w = torch.cat([wf, self.wi, self.wc, self.wo], 0).unsqueeze(0)
-            gates_b = torch.cat([self.bf, self.bi, self.bc, self.bo], 0).unsqueeze(0)
-            wv = self.wv.unsqueeze(0)
-            bv = self.bv.unsqueeze(0)
+            gates_w = torch.cat([wf, wi, wc, wo], 0).unsqueeze(0)
+            gates_b = torch.cat([bf, bi, bc, bo], 0).unsqueeze(0)
+            wv = wv.unsqueeze(0)
+            bv = bv.unsqueeze(0)
         else:
-            gates_w = torch.cat([wf, self.wi, self.wc, self.wo], 1)
-            gates_b = torch.cat([self.bf, self.bi, self.bc, self.bo], 1)
-            wv = self.wv
-            bv = self.bv
+            gates_w = torch.cat([wf, wi, wc, wo], 1)
+            gates_b = torch.cat([bf, bi, bc, bo], 1)
         num_samples = gates_w.size(0)
         hidden = self.hidden_size
         emb_dim = self.embeddings_dim

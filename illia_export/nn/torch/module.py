@@ -15,9 +15,12 @@ from torch import nn
 class BayesianModule(nn.Module):
     """Base class: a frozen flag, ``freeze``/``unfreeze``, and ``kl_cost`` (TorchScript-exported).
 
-    Frozen layers reuse their last sampled weights (deterministic outputs); unfrozen layers
-    draw new weights on every forward. Injected noise (see
-    :meth:`GaussianDistribution.set_noise`) always takes precedence over the frozen state.
+    Frozen layers reuse their stored sample (deterministic outputs) and never resample; unfrozen
+    layers draw new weights on every forward and store them (for ``kl_cost`` and a later
+    ``freeze``). Injected noise (see :meth:`GaussianDistribution.set_noise`) always takes
+    precedence over the frozen state, and leaves the stored sample untouched: an exported graph
+    evaluated with S noise draws does not replace a frozen layer's weights, nor leave a stored
+    sample with a sample axis behind.
     """
 
     frozen: bool
@@ -28,7 +31,10 @@ class BayesianModule(nn.Module):
 
     @torch.jit.export
     def freeze(self) -> None:
-        """Fix the current sampled weights: later forwards are deterministic."""
+        """Fix the current sampled weights: later forwards are deterministic.
+
+        Layers override this to also detach the stored sample from autograd.
+        """
         self.frozen = True
 
     @torch.jit.export
@@ -38,7 +44,7 @@ class BayesianModule(nn.Module):
 
     @torch.jit.export
     def kl_cost(self) -> tuple[torch.Tensor, int]:
-        """``(sum log q(w) - sum log p(w), num_params)`` at the current sampled weights."""
+        """``(sum log q(w) - sum log p(w), num_params)`` at the stored sample (last fresh draw)."""
         raise NotImplementedError("kl_cost is implemented by each Bayesian layer")
 
     @torch.jit.unused
