@@ -1,0 +1,91 @@
+"""Bayesian fully connected layer (illia's jax ``Linear``)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+
+from illia_export.distributions.jax import GaussianDistribution
+from illia_export.nn.jax.module import BayesianModule, SampledWeights, check_positive, default_rngs, fold_samples
+
+
+class Linear(BayesianModule):
+    """``y = x @ w.T + b`` with ``w ~ q(w)`` of shape ``(output_size, input_size)`` (torch layout).
+
+    Args:
+        input_size: number of input features.
+        output_size: number of output features.
+        weights_distribution: distribution of the weight, shape ``(output_size, input_size)``;
+            default ``GaussianDistribution`` with illia's priors.
+        bias_distribution: distribution of the bias, shape ``(output_size,)``.
+        use_bias: whether to add a bias.
+        precision: passed to `dot_general`.
+        dot_general: the contraction (``lax.dot_general`` by default).
+        rngs: ``nnx.Rngs`` for initial values and sampling (``None``: ``nnx.Rngs(0)``).
+
+    Input ``[*, input_size]`` -> output ``[*, output_size]``. With noise injected with a sample
+    axis (``[S, out, in]``), the input's first axis holds S sample-major blocks of the batch.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        weights_distribution: Optional[GaussianDistribution] = None,
+        bias_distribution: Optional[GaussianDistribution] = None,
+        use_bias: bool = True,
+        precision: Optional[lax.Precision] = None,
+        dot_general: Callable[..., jax.Array] = lax.dot_general,
+        rngs: Optional[nnx.Rngs] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_positive(input_size=input_size, output_size=output_size)
+        rngs = default_rngs(rngs)
+        self.input_size = input_size
+        self.output_size = output_size
+        self.use_bias = bool(use_bias)
+        self.precision = precision
+        self.dot_general = dot_general
+        self.rngs = rngs
+        self.weights_distribution = weights_distribution or GaussianDistribution((output_size, input_size), rngs=rngs)
+        if tuple(self.weights_distribution.shape) != (output_size, input_size):
+            raise ValueError(
+                f"`weights_distribution` has shape {self.weights_distribution.shape}, expected "
+                f"{(output_size, input_size)}"
+            )
+        self.weights = SampledWeights(self.weights_distribution.sample())
+        if self.use_bias:
+            self.bias_distribution = bias_distribution or GaussianDistribution((output_size,), rngs=rngs)
+            if tuple(self.bias_distribution.shape) != (output_size,):
+                raise ValueError(
+                    f"`bias_distribution` has shape {self.bias_distribution.shape}, expected {(output_size,)}"
+                )
+            self.bias = SampledWeights(self.bias_distribution.sample())
+        else:
+            self.bias_distribution = nnx.data(None)
+            self.bias = nnx.data(None)
+
+    def _distribution_pairs(self):
+        pairs = [(self.weights_distribution, self.weights)]
+        if self.use_bias:
+            pairs.append((self.bias_distribution, self.bias))
+        return pairs
+
+    def _apply(self, x: jax.Array, w: jax.Array, b: Optional[jax.Array]) -> jax.Array:
+        y = self.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())), precision=self.precision)
+        if b is not None:
+            y = y + b
+        return y
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        """Args: inputs ``[*, input_size]``. Returns ``[*, output_size]``."""
+        if inputs.ndim < 1 or inputs.shape[-1] != self.input_size:
+            raise ValueError(f"Linear expects `inputs` of shape [*, {self.input_size}], got {tuple(inputs.shape)}")
+        w = self._draw(self.weights_distribution, self.weights)
+        b = self._draw(self.bias_distribution, self.bias) if self.use_bias else None
+        return fold_samples(self._apply, jnp.asarray(inputs), [w, b], [2, 1])
