@@ -1,0 +1,161 @@
+"""The export/inspect CLI: the W2 CNN end to end, and every user error (message, exit code, no file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from illia_export.cli import main
+from illia_export.nn.torch import Conv2d, Linear
+
+
+class W2(nn.Module):
+    """DESIGN.md's reference CNN: Conv(1->16,3) ReLU Pool2, Conv(16->32,3) ReLU Pool2, Linear(800->10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = Conv2d(1, 16, 3)
+        self.conv2 = Conv2d(16, 32, 3)
+        self.fc = Linear(800, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc(x.flatten(1))
+
+
+@pytest.fixture(scope="module")
+def w2_archive(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("w2") / "cnn.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(W2()), str(path))
+    return path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("illia-export")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "illia_export.cli"]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=600)
+
+
+def test_w2_archive_to_onnx(w2_archive, tmp_path):
+    out = tmp_path / "cnn.onnx"
+    res = _cli(str(w2_archive), "--format", "onnx", "--input-shape", "2,1,28,28", "--task", "classification", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "max diff" in res.stdout
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model)
+    info = _cli("inspect", str(out), "--json")
+    assert info.returncode == 0
+    manifest = json.loads(info.stdout)  # exactly one JSON object
+    assert [n["parameter"] for n in manifest["noise"]] == [
+        "conv1.weights_distribution",
+        "conv1.bias_distribution",
+        "conv2.weights_distribution",
+        "conv2.bias_distribution",
+        "fc.weights_distribution",
+        "fc.bias_distribution",
+    ]
+    assert manifest["validation"]["max_abs_diff"] <= manifest["validation"]["tolerance"]
+    assert manifest["source"] == "torchscript" and manifest["task"] == "classification"
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    feeds = {"input": np.zeros((3, 1, 28, 28), np.float32)}
+    feeds.update({n["name"]: np.zeros([4] + n["shape"][1:], np.float32) for n in manifest["noise"]})
+    (logits,) = sess.run(None, feeds)
+    assert logits.shape == (4, 3, 10)
+    human = _cli("inspect", str(out))
+    assert "eps_conv1_weights_distribution" in human.stdout and "validation: passed" in human.stdout
+
+
+def test_default_output_path_and_torchscript(w2_archive, tmp_path):
+    src = tmp_path / "net.pt"
+    src.write_bytes(w2_archive.read_bytes())
+    assert main([str(src), "--format", "torchscript", "--input-shape", "2,1,28,28", "--samples", "per-call"]) == 0
+    assert (tmp_path / "net.illia.pt").exists()
+    assert main([str(src), "--input-shape", "1,1,28,28", "--no-validate"]) == 0
+    assert (tmp_path / "net.onnx").exists()
+
+
+def _no_leftovers(folder: Path, allowed: set[str]) -> None:
+    assert {p.name for p in folder.iterdir()} <= allowed
+
+
+def _error_case(capsys, args, expect: str):
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("illia-export: error:"), err
+    assert expect in err
+    assert "Traceback" not in err
+
+
+def test_missing_file(capsys, tmp_path):
+    _error_case(capsys, [str(tmp_path / "nope.pt"), "--input-shape", "1,4"], "not found")
+    _no_leftovers(tmp_path, set())
+
+
+def test_not_a_torchscript_archive(capsys, tmp_path):
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(b"\x00not a model" + os.urandom(256))
+    _error_case(capsys, [str(bad), "--input-shape", "1,4"], "not a TorchScript archive")
+    _no_leftovers(tmp_path, {"junk.pt"})
+
+
+def test_pickled_module_needs_flag(capsys, tmp_path):
+    path = tmp_path / "pickled.pt"
+    torch.save(nn.Sequential(Linear(4, 2)), str(path))
+    _error_case(capsys, [str(path), "--input-shape", "2,4"], "--trust-pickle")
+    _no_leftovers(tmp_path, {"pickled.pt"})
+    assert main([str(path), "--input-shape", "2,4", "--trust-pickle"]) == 0
+    assert (tmp_path / "pickled.onnx").exists()
+
+
+def test_no_bayesian_layers(capsys, tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.script(nn.Sequential(nn.Linear(4, 2))), str(path))
+    _error_case(capsys, [str(path), "--input-shape", "2,4"], "no Bayesian layers found")
+    _no_leftovers(tmp_path, {"plain.pt"})
+
+
+def test_bad_shape(capsys, w2_archive, tmp_path):
+    out = tmp_path / "x.onnx"
+    _error_case(capsys, [str(w2_archive), "--input-shape", "2,3,28,28", "-o", str(out)], "rejects the example inputs")
+    _error_case(capsys, [str(w2_archive), "--input-shape", "2,a,28", "-o", str(out)], "bad --input-shape")
+    _error_case(capsys, [str(w2_archive), "-o", str(out)], "pass --input-shape")
+    _no_leftovers(tmp_path, set())
+
+
+def test_state_dict_needs_factory(capsys, tmp_path):
+    path = tmp_path / "sd.pt"
+    torch.save(W2().state_dict(), str(path))
+    _error_case(capsys, [str(path), "--input-shape", "1,1,28,28"], "--factory")
+
+
+def test_failed_validation_leaves_nothing(capsys, w2_archive, tmp_path):
+    out = tmp_path / "cnn.onnx"
+    code = main([str(w2_archive), "--input-shape", "2,1,28,28", "-o", str(out), "--tolerance", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "validation failed" in err
+    _no_leftovers(tmp_path, set())
+
+
+def test_help_is_fast_and_lazy():
+    code = (
+        "import sys, illia_export.cli as c; c.build_parser(); "
+        "print(sorted(m for m in ('torch','tensorflow','jax','onnxruntime') if m in sys.modules))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.strip() == "[]", res.stdout + res.stderr
