@@ -1,0 +1,148 @@
+"""The C++ runtime (runtimes/cpp) against Python on the same artifacts and seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.cpp
+
+SAMPLES = 16
+SEED = 7
+TOL = 1e-4
+
+
+def run_mc(cpp_build, artifact, out_dir, *extra, samples=SAMPLES, seed=SEED):
+    proc = cpp_build.run(
+        cpp_build.illia_mc, artifact.path, "--input", artifact.input,
+        "--samples", samples, "--seed", seed, "--out", out_dir, *extra,
+    )
+    assert proc.returncode == 0, proc.stderr
+    names = ["mean", "std"] + (["entropy", "mutual_information"] if artifact.task == "classification" else [])
+    result = {name: np.load(out_dir / f"{name}.npy") for name in names}
+    for name, arr in result.items():
+        assert arr.dtype == np.float32, name
+    return result
+
+
+def assert_close(got: dict, want: dict, tol: float = TOL) -> None:
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        diff = float(np.abs(got[name].astype(np.float64) - want[name]).max())
+        assert diff <= tol, f"{name}: max abs diff {diff:.3g} > {tol}"
+
+
+@pytest.mark.parametrize("samples", ["vectorized", "per-call"])
+@pytest.mark.parametrize("workload", ["w1", "w2"])
+def test_matches_python_reference(cpp_build, artifacts, reference, tmp_path, workload, samples):
+    art = artifacts(workload, samples)
+    got = run_mc(cpp_build, art, tmp_path / "fresh")
+    assert_close(got, reference(art, SAMPLES, SEED))
+    assert np.all(got["std"] > 0), "weight noise must make the samples differ"
+    # bank: the same S draws, cached once -> the same numbers for one call.
+    bank = run_mc(cpp_build, art, tmp_path / "bank", "--strategy", "bank")
+    for name in got:
+        np.testing.assert_array_equal(bank[name], got[name])
+
+
+def test_regression_task_summarizes_raw_outputs(cpp_build, artifacts, reference, tmp_path):
+    art = artifacts("w1", "vectorized", task="regression")
+    got = run_mc(cpp_build, art, tmp_path)
+    assert not (tmp_path / "entropy.npy").exists()
+    assert_close(got, reference(art, SAMPLES, SEED))
+
+
+def test_chunking_and_seed(cpp_build, artifacts, tmp_path):
+    art = artifacts("w1", "vectorized")
+    whole = run_mc(cpp_build, art, tmp_path / "whole")
+    chunked = run_mc(cpp_build, art, tmp_path / "chunked", "--chunk-size", "5")
+    for name in whole:  # sample s always gets counter block s: chunking changes nothing but summation order
+        np.testing.assert_allclose(chunked[name], whole[name], rtol=0, atol=1e-6)
+    other = run_mc(cpp_build, art, tmp_path / "other", seed=SEED + 1)
+    assert np.abs(other["mean"] - whole["mean"]).max() > 1e-6
+
+
+@pytest.mark.parametrize(
+    "seed,stream,n,start,count",
+    [(0, 0, 7, 0, 3), (7, 2, 784 * 128, 0, 2), (123456789, 5, 10, 13, 4), (2**40 + 3, 1, 1, 5, 9)],
+)
+def test_noise_matches_numpy_generator(cpp_build, tmp_path, seed, stream, n, start, count):
+    from illia_export.runtime.noise import standard_normal
+
+    out = tmp_path / "noise.npy"
+    proc = cpp_build.run(cpp_build.illia_noise, seed, stream, n, start, count, out)
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(out)
+    want = standard_normal(seed, stream, (n,), start, count)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    # Same integer stream; float64 libm vs numpy's cos/sin/log may differ by an ulp before the
+    # float32 rounding, so allow 1 float32 ulp.
+    np.testing.assert_array_max_ulp(got, want, maxulp=1)
+
+
+def test_example_program(cpp_build, artifacts):
+    art = artifacts("w2", "vectorized")
+    proc = cpp_build.run(cpp_build.example, art.path, art.input)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 8 and all("mutual_information=" in line for line in lines)
+
+
+# --- errors: stderr message, non-zero exit -----------------------------------------------------
+
+
+def test_error_bad_artifact(cpp_build, artifacts, tmp_path):
+    art = artifacts("w1", "vectorized")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a TorchScript archive")
+    proc = cpp_build.run(cpp_build.illia_mc, bad, "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path)
+    assert proc.returncode == 1
+    assert "not a loadable TorchScript archive" in proc.stderr
+    missing = cpp_build.run(
+        cpp_build.illia_mc, tmp_path / "missing.pt", "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path
+    )
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_error_missing_manifest(cpp_build, artifacts, tmp_path):
+    import torch
+
+    art = artifacts("w1", "per-call")
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(torch.jit.load(str(art.path)), str(plain))  # drops the extra files
+    proc = cpp_build.run(cpp_build.illia_mc, plain, "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path)
+    assert proc.returncode == 1
+    assert "carries no illia-export manifest" in proc.stderr
+
+
+def test_error_wrong_input_shape(cpp_build, artifacts, tmp_path):
+    art = artifacts("w1", "vectorized")
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((4, 783), np.float32))
+    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", wrong, "--samples", 2, "--seed", 0, "--out", tmp_path / "o")
+    assert proc.returncode == 1
+    assert "dim 1 is 783, the artifact needs 784" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_error_unreadable_npy(cpp_build, artifacts, tmp_path):
+    art = artifacts("w1", "vectorized")
+    junk = tmp_path / "junk.npy"
+    junk.write_bytes(b"\x93NUMPY garbage")
+    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", junk, "--samples", 2, "--seed", 0, "--out", tmp_path)
+    assert proc.returncode == 1 and "junk.npy" in proc.stderr
+    texts = tmp_path / "s.npy"
+    np.save(texts, np.array(["a", "b"]))
+    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", texts, "--samples", 2, "--seed", 0, "--out", tmp_path)
+    assert proc.returncode == 1 and "unsupported dtype" in proc.stderr
+
+
+def test_usage_errors(cpp_build, artifacts, tmp_path):
+    art = artifacts("w1", "vectorized")
+    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", art.input, "--seed", 0, "--out", tmp_path)
+    assert proc.returncode == 2 and "missing --samples" in proc.stderr
+    proc = cpp_build.run(
+        cpp_build.illia_mc, art.path, "--input", art.input, "--samples", "0", "--seed", 0, "--out", tmp_path
+    )
+    assert proc.returncode == 2 and "--samples needs an integer >= 1" in proc.stderr
