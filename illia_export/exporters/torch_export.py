@@ -453,6 +453,20 @@ def export_torch(
         reference = prep.source.fresh_reference()
         reference.eval()
 
+        from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
+
+        if prep.source.kind == "torchscript" and is_traced(prep.script, prep.noise):
+            if format != "onnx" or vectorized:
+                raise ExportError(
+                    "this TorchScript archive was traced, which baked the noise draws into the graph: it exports "
+                    "to ONNX with samples='per-call' only. For TorchScript or vectorized exports, save a scripted "
+                    "model (torch.jit.save(torch.jit.script(model), path))"
+                )
+            manifest.extra["traced_archive"] = True
+            with atomic_output(path) as tmp:
+                export_traced_onnx(prep, tmp, manifest, opset, validate, tolerance, noise_draws_count, _resize_batch)
+                _finalize(format, tmp, manifest)
+            return manifest
         want_local = vectorized and prep.noise.linear_only and all(x.is_floating_point() for x in prep.inputs)
         if local_variant is True and not want_local:
             raise ExportError(
