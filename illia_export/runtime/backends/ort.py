@@ -1,0 +1,152 @@
+"""ONNX Runtime backend: CPU, or CUDA with device-resident inputs and noise (IOBinding)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from illia_export.errors import ArtifactError, MissingBackendError, require
+from illia_export.runtime.backends import Backend, to_numpy
+from illia_export.runtime.errors import DeviceUnavailableError
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(bool)": np.bool_,
+}
+
+
+def default_threads() -> int:
+    """Intra-op threads: the CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an ONNX graph with onnxruntime.
+
+    Options:
+        intra_op_num_threads: CPU threads per op (default: the usable cores).
+        allow_spinning: let idle ORT threads spin (ORT's default, True); False helps on a
+            machine shared with other busy processes.
+        graph_optimization_level: "all" (default), "extended", "basic" or "disabled".
+        providers: explicit provider list (advanced; must include CUDAExecutionProvider first
+            for device="cuda").
+        session_options: an ``onnxruntime.SessionOptions`` used as is.
+    """
+
+    name = "onnxruntime"
+    noise_kind = "torch"
+
+    def __init__(self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any):
+        super().__init__(path, input_names, noise_names, output_names, device, **options)
+        ort = require("onnxruntime", "onnx", "Running ONNX artifacts")
+        self._ort = ort
+        so = options.get("session_options")
+        if so is None:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = int(options.get("intra_op_num_threads") or default_threads())
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            level = str(options.get("graph_optimization_level", "all")).lower()
+            levels = {
+                "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            }
+            if level not in levels:
+                raise ArtifactError(f"`graph_optimization_level` (={level!r}) must be one of {sorted(levels)}")
+            so.graph_optimization_level = levels[level]
+            if not options.get("allow_spinning", True):
+                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if device == "cuda":
+            available = ort.get_available_providers()
+            if "CUDAExecutionProvider" not in available:
+                raise DeviceUnavailableError(
+                    "device='cuda' was requested but this onnxruntime has no CUDAExecutionProvider "
+                    f"(available: {', '.join(available)}). Install onnxruntime-gpu "
+                    "(pip install 'illia-export[gpu]') or use device='cpu'."
+                )
+            providers = options.get("providers") or [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+        else:
+            providers = options.get("providers") or ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            if "CUDA" in str(exc) and device == "cuda":
+                raise DeviceUnavailableError(f"onnxruntime could not start its CUDA provider: {exc}") from exc
+            raise ArtifactError(f"onnxruntime cannot load {path}: {exc}") from exc
+        active = self.session.get_providers()
+        if device == "cuda" and (not active or active[0] != "CUDAExecutionProvider"):
+            raise DeviceUnavailableError(
+                "device='cuda' was requested but onnxruntime did not activate CUDAExecutionProvider "
+                f"(active providers: {', '.join(active)}); check the CUDA/cuDNN libraries that "
+                "onnxruntime-gpu needs (its log above says which one failed to load). Refusing to run on CPU."
+            )
+        graph_inputs = {i.name: i for i in self.session.get_inputs()}
+        missing = [n for n in self.input_names + self.noise_names if n not in graph_inputs]
+        if missing:
+            raise ArtifactError(
+                f"{path}: the manifest names graph inputs {missing} that the ONNX graph does not have "
+                f"(graph inputs: {sorted(graph_inputs)})"
+            )
+        graph_outputs = [o.name for o in self.session.get_outputs()]
+        absent = [n for n in self.output_names if n not in graph_outputs]
+        if absent:
+            raise ArtifactError(f"{path}: outputs {absent} not in the ONNX graph (has {graph_outputs})")
+        self.input_dtypes = {n: _ORT_DTYPES.get(graph_inputs[n].type, np.float32) for n in self.input_names}
+        self._binding = self.session.io_binding() if device == "cuda" else None
+
+    @property
+    def noise_device(self) -> str:
+        return self.device
+
+    def prepare_inputs(self, inputs: list[np.ndarray]) -> list[Any]:
+        if self.device != "cuda":
+            return [np.ascontiguousarray(x) for x in inputs]
+        return [self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), "cuda", 0) for x in inputs]
+
+    def run(self, inputs: list[Any], noise: list[Any]) -> list[np.ndarray]:
+        if self.device != "cuda":
+            feeds = dict(zip(self.input_names, inputs))
+            for name, eps in zip(self.noise_names, noise):
+                feeds[name] = to_numpy(eps)
+            return self.session.run(self.output_names, feeds)
+        binding = self._binding
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        for name, value in zip(self.input_names, inputs):
+            binding.bind_ortvalue_input(name, value)
+        for name, eps in zip(self.noise_names, noise):
+            self._bind_noise(binding, name, eps)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", 0)
+        binding.synchronize_inputs()
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return binding.copy_outputs_to_cpu()
+
+    def _bind_noise(self, binding, name: str, eps: Any) -> None:
+        if hasattr(eps, "data_ptr") and eps.device.type == "cuda":
+            if not eps.is_contiguous():
+                eps = eps.contiguous()
+            binding.bind_input(name, "cuda", eps.device.index or 0, np.float32, list(eps.shape), eps.data_ptr())
+        else:
+            binding.bind_ortvalue_input(
+                name, self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(to_numpy(eps)), "cuda", 0)
+            )
+
+    def describe(self) -> str:
+        return f"onnxruntime {self._ort.__version__} ({', '.join(self.session.get_providers())})"
+
+
+__all__ = ["OnnxRuntimeBackend", "MissingBackendError"]

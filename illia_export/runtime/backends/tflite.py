@@ -1,0 +1,72 @@
+"""TFLite backend: ``tf.lite.Interpreter`` through the artifact's signature, inputs resized
+to the batch (and sample chunk) of each call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from illia_export.errors import ArtifactError, require
+from illia_export.runtime.backends import Backend, to_numpy
+from illia_export.runtime.backends.ort import default_threads
+from illia_export.runtime.errors import DeviceUnavailableError
+
+
+class TFLiteBackend(Backend):
+    """Runs a ``.tflite`` model on the CPU.
+
+    Options:
+        num_threads: interpreter threads (default: the usable cores).
+        signature: signature key (default: the model's only/first signature).
+    """
+
+    name = "tflite"
+    noise_kind = "numpy"
+
+    def __init__(self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any):
+        super().__init__(path, input_names, noise_names, output_names, device, **options)
+        if device != "cpu":
+            raise DeviceUnavailableError(
+                "the TFLite backend runs on the CPU only (GPU delegates are not wired in); use device='cpu', "
+                "or export to ONNX/TorchScript for CUDA"
+            )
+        tf = require("tensorflow", "tf", "Running TFLite artifacts")
+        try:
+            self.interpreter = tf.lite.Interpreter(
+                model_path=str(path), num_threads=int(options.get("num_threads") or default_threads())
+            )
+        except Exception as exc:  # TF raises ValueError/RuntimeError
+            raise ArtifactError(f"tf.lite cannot load {path}: {exc}") from exc
+        signatures = self.interpreter.get_signature_list()
+        if not signatures:
+            raise ArtifactError(f"{path} has no signature; illia-export TFLite artifacts are exported with one")
+        key = options.get("signature") or next(iter(signatures))
+        if key not in signatures:
+            raise ArtifactError(f"{path} has no signature {key!r} (has {sorted(signatures)})")
+        self.runner = self.interpreter.get_signature_runner(key)
+        sig_in = set(signatures[key]["inputs"])
+        missing = [n for n in self.input_names + self.noise_names if n not in sig_in]
+        if missing:
+            raise ArtifactError(f"{path}: signature {key!r} lacks inputs {missing} (has {sorted(sig_in)})")
+        self.sig_outputs = list(signatures[key]["outputs"])
+        details = self.runner.get_input_details()
+        self.input_dtypes = {n: details[n]["dtype"] for n in self.input_names}
+
+    def run(self, inputs: list[Any], noise: list[Any]) -> list[np.ndarray]:
+        feeds = dict(zip(self.input_names, inputs))
+        for name, eps in zip(self.noise_names, noise):
+            feeds[name] = np.ascontiguousarray(to_numpy(eps))
+        # SignatureRunner resizes inputs whose shape changed and reallocates tensors.
+        out = self.runner(**feeds)
+        return [np.array(out[n]) for n in self._output_keys(out)]
+
+    def _output_keys(self, out: dict) -> list[str]:
+        if all(n in out for n in self.output_names):
+            return self.output_names
+        if len(out) == len(self.output_names) == 1:
+            return list(out)
+        raise ArtifactError(
+            f"{self.path}: signature outputs {sorted(out)} do not match the manifest's outputs {self.output_names}"
+        )

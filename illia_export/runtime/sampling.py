@@ -1,0 +1,121 @@
+"""Noise for the Monte Carlo strategies: which generator, which buffers, which samples.
+
+Every strategy draws from ``illia-noise-v1`` (:mod:`illia_export.runtime.noise`): stream ``k``
+is noise input ``k`` of the graph (manifest order), sample ``s`` of a prediction with ``S``
+samples is sample ``s`` of its stream. The torch implementation is used when torch can be
+imported (on the backend's device); the numpy reference otherwise. Both give the same numbers
+to float32 rounding, so the choice never changes results beyond ~1e-6.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import secrets
+from typing import Any
+
+import numpy as np
+
+from illia_export.runtime import noise as _noise
+
+STRATEGIES = ("fresh", "bank", "local")
+#: Default cap on the noise bytes of one vectorized chunk (all noise inputs together).
+DEFAULT_CHUNK_BYTES = 512 * 1024 * 1024
+NOISE_IMPLS = ("auto", "torch", "numpy")
+
+
+def torch_available() -> bool:
+    """Whether torch can be imported (without importing it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def random_seed() -> int:
+    """A fresh non-negative 63-bit seed from the OS entropy pool."""
+    return secrets.randbits(63)
+
+
+def default_chunk(num_samples: int, per_sample_elements: int, max_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Samples per vectorized call so that one chunk's noise stays under `max_bytes`."""
+    per_sample = max(1, 4 * per_sample_elements)
+    return max(1, min(num_samples, max_bytes // per_sample))
+
+
+class NoiseMaker:
+    """Draws ``illia-noise-v1`` normals as torch tensors (on a device) or numpy arrays.
+
+    Args:
+        kind: ``"torch"`` or ``"numpy"``: the array type handed to the backend.
+        device: torch device of the tensors (``"cpu"``/``"cuda"``), used with torch.
+        impl: ``"auto"`` (torch when importable), ``"torch"`` or ``"numpy"``.
+    """
+
+    def __init__(self, kind: str = "numpy", device: str = "cpu", impl: str = "auto") -> None:
+        if impl not in NOISE_IMPLS:
+            raise ValueError(f"`noise_impl` (={impl!r}) must be one of {NOISE_IMPLS}")
+        self.use_torch = impl == "torch" or (impl == "auto" and torch_available())
+        if impl == "torch" and not torch_available():
+            from illia_export.errors import MissingBackendError
+
+            raise MissingBackendError("torch", "torch", "noise_impl='torch'")
+        self.kind = kind if self.use_torch else "numpy"
+        self.device = device if self.use_torch else "cpu"
+        self._buffers: dict[tuple, list[Any]] = {}
+
+    def draw(
+        self,
+        seed: int,
+        shapes: list[tuple[int, ...]],
+        sample_start: int,
+        num_samples: int,
+        reuse: bool = False,
+    ) -> list[Any]:
+        """Samples ``[sample_start, sample_start + num_samples)`` of every stream.
+
+        Args:
+            seed: non-negative seed.
+            shapes: per-sample shape of each noise input (stream ``k`` = position ``k``).
+            sample_start: first sample index.
+            num_samples: number of samples.
+            reuse: write into buffers kept from the previous call with the same shapes (the
+                caller must be done with the previous arrays).
+
+        Returns:
+            One array per stream, each ``[num_samples, *shape]`` float32.
+        """
+        if not self.use_torch:
+            return [_noise.standard_normal(seed, k, s, sample_start, num_samples) for k, s in enumerate(shapes)]
+        import torch
+
+        key = (tuple(shapes), num_samples)
+        bufs = self._buffers.get(key) if reuse else None
+        if bufs is None:
+            bufs = [torch.empty((num_samples, *s), dtype=torch.float32, device=self.device) for s in shapes]
+            if reuse:
+                self._buffers.clear()  # keep one set: bounded memory
+                self._buffers[key] = bufs
+        for k, (s, buf) in enumerate(zip(shapes, bufs)):
+            _noise.standard_normal_torch(seed, k, s, sample_start, num_samples, out=buf)
+        if self.kind == "numpy":
+            return [b.numpy() for b in bufs]
+        return bufs
+
+    @staticmethod
+    def elements(shapes: list[tuple[int, ...]]) -> int:
+        """Noise elements per sample, over all streams."""
+        return sum(math.prod(s) for s in shapes)
+
+
+def cpu_count() -> int:
+    """CPU cores usable by this process."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover
+        return max(1, os.cpu_count() or 1)
+
+
+def as_numpy(arrays: list[Any]) -> list[np.ndarray]:
+    """numpy copies/views of torch tensors or numpy arrays."""
+    from illia_export.runtime.backends import to_numpy
+
+    return [to_numpy(a) for a in arrays]
