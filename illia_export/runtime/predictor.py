@@ -371,4 +371,4 @@ def _progress_bar(total: int, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="sample", file=sys.stderr, desc="MC samples", leave=False)
+    return tqdm(total=total, unit="sample", file=sys.stderr, desc="MC samples", leave=False, delay=0.5)
