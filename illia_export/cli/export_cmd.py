@@ -37,7 +37,9 @@ def register(sub) -> None:
         epilog=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="TorchScript archive, state dict, or pkg.module:factory (JAX)")
+    p.add_argument(
+        "model", metavar="MODEL", help="TorchScript archive, state dict, or pkg.module:factory (JAX)"
+    )
     p.add_argument("--format", "-f", choices=FORMATS, default="onnx", help="artifact format (default: onnx)")
     p.add_argument("-o", "--output", help="output path (default: MODEL's name with the format's suffix)")
     p.add_argument(
@@ -46,7 +48,9 @@ def register(sub) -> None:
         metavar="DIMS",
         help="example input shape, e.g. 1,1,28,28 (repeat for several inputs)",
     )
-    p.add_argument("--example-input", action="append", metavar="X.npy", help="example input array (repeatable)")
+    p.add_argument(
+        "--example-input", action="append", metavar="X.npy", help="example input array (repeatable)"
+    )
     p.add_argument(
         "--dtype", action="append", help="dtype of each --input-shape input: float32 (default), int64, ..."
     )
@@ -58,11 +62,18 @@ def register(sub) -> None:
         help="vectorized: one call evaluates a chunk of S samples (default); per-call: one sample a call",
     )
     p.add_argument(
-        "--task", choices=("classification", "regression", "raw"), default="raw", help="how runtimes summarize outputs"
+        "--task",
+        choices=("classification", "regression", "raw"),
+        default="raw",
+        help="how runtimes summarize outputs",
     )
-    p.add_argument("--no-validate", action="store_true", help="skip running the artifact against the source model")
+    p.add_argument(
+        "--no-validate", action="store_true", help="skip running the artifact against the source model"
+    )
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed by validation")
-    p.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled module (runs code from MODEL)")
+    p.add_argument(
+        "--trust-pickle", action="store_true", help="allow loading a pickled module (runs code from MODEL)"
+    )
     p.add_argument("--factory", help="pkg.module:function that builds the model for a state dict")
     p.add_argument("--weights", help="weights file (.npz/.safetensors) for a JAX factory MODEL")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
@@ -88,9 +99,13 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
     except ValueError:
-        raise ShapeError(f"bad --input-shape {text!r}: expected comma-separated positive integers like 1,1,28,28")
+        raise ShapeError(
+            f"bad --input-shape {text!r}: expected comma-separated positive integers like 1,1,28,28"
+        ) from None
     if not dims or any(d <= 0 for d in dims):
-        raise ShapeError(f"bad --input-shape {text!r}: expected comma-separated positive integers like 1,1,28,28")
+        raise ShapeError(
+            f"bad --input-shape {text!r}: expected comma-separated positive integers like 1,1,28,28"
+        )
     return dims
 
 
@@ -112,7 +127,9 @@ def example_inputs(args, token_high: int | None = None) -> list:
                 raise ArtifactError(f"{path} is not a readable .npy array: {exc}") from exc
         return arrays
     if not args.input_shape:
-        raise ShapeError("the model's input shape is unknown: pass --input-shape (e.g. 1,1,28,28) or --example-input x.npy")
+        raise ShapeError(
+            "the model's input shape is unknown: pass --input-shape (e.g. 1,1,28,28) or --example-input x.npy"
+        )
     dtypes = args.dtype or []
     if len(dtypes) not in (0, 1, len(args.input_shape)):
         raise ShapeError(f"{len(dtypes)} --dtype values for {len(args.input_shape)} inputs")
@@ -164,12 +181,16 @@ def run(args) -> int:
 
         source = load_torch_source(args.model, trust_pickle=args.trust_pickle, factory=args.factory)
         inputs = example_inputs(args, _token_high(source.module))
-        manifest = export_torch(source.path if source.kind == "torchscript" else source.module, tuple(inputs), out, **common)
+        manifest = export_torch(
+            source.path if source.kind == "torchscript" else source.module, tuple(inputs), out, **common
+        )
     if args.json:
         print(manifest.to_json())
         return 0
     mode = "vectorized (sample axis 0)" if manifest.vectorized else "one sample per call"
-    print(f"wrote {out} ({manifest.format}, {mode}, {len(manifest.noise)} noise inputs, task={manifest.task})")
+    print(
+        f"wrote {out} ({manifest.format}, {mode}, {len(manifest.noise)} noise inputs, task={manifest.task})"
+    )
     if manifest.local is not None:
         print(f"wrote {out.with_name(manifest.local.file)} (local reparameterization variant)")
     if manifest.validation is not None:

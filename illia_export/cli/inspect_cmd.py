@@ -48,7 +48,7 @@ def graph_signature(path: Path, fmt: str) -> list[str]:
             module = torch.jit.load(str(path), map_location="cpu")
         schema = str(module.forward.schema).replace("self: __torch__.", "")
         methods = [m for m in ("freeze", "unfreeze", "kl_cost", "sample_forward") if hasattr(module, m)]
-        return [f"  forward{schema[schema.index('('):]}", f"  methods: {', '.join(methods)}"]
+        return [f"  forward{schema[schema.index('(') :]}", f"  methods: {', '.join(methods)}"]
     return []
 
 

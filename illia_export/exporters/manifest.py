@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from illia_export.errors import ManifestError
 
@@ -35,7 +35,7 @@ EMBEDDED_NAME = "illia_manifest.json"
 #: Suffix of a manifest written beside an artifact (TFLite, or any format on request).
 SIDECAR_SUFFIX = ".manifest.json"
 
-Dim = Union[int, str]
+Dim = int | str
 _NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -127,7 +127,9 @@ class NoiseSpec:
             raise ManifestError(f"{where}: expected an object, got {type(obj).__name__}")
         dist = obj.get("distribution", DISTRIBUTION)
         if dist != DISTRIBUTION:
-            raise ManifestError(f"{where}: unsupported noise distribution {dist!r} (expected {DISTRIBUTION!r})")
+            raise ManifestError(
+                f"{where}: unsupported noise distribution {dist!r} (expected {DISTRIBUTION!r})"
+            )
         return cls(
             name=str(_require(obj, "name", where)),
             parameter=str(_require(obj, "parameter", where)),
@@ -212,7 +214,17 @@ class Manifest:
             out["validation"] = None
         if self.local is None:
             out.pop("local")
-        order = ["contract", "format", "source", "task", "sample_axis", "inputs", "noise", "outputs", "validation"]
+        order = [
+            "contract",
+            "format",
+            "source",
+            "task",
+            "sample_axis",
+            "inputs",
+            "noise",
+            "outputs",
+            "validation",
+        ]
         return {k: out[k] for k in order} | {k: v for k, v in out.items() if k not in order}
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -223,9 +235,17 @@ class Manifest:
         if not isinstance(obj, dict):
             raise ManifestError(f"a manifest must be a JSON object, got {type(obj).__name__}")
         where = "manifest"
-        inputs = [TensorSpec.from_dict(o, f"{where}.inputs[{i}]") for i, o in enumerate(_require(obj, "inputs", where))]
-        noise = [NoiseSpec.from_dict(o, f"{where}.noise[{i}]") for i, o in enumerate(_require(obj, "noise", where))]
-        outputs = [TensorSpec.from_dict(o, f"{where}.outputs[{i}]") for i, o in enumerate(_require(obj, "outputs", where))]
+        inputs = [
+            TensorSpec.from_dict(o, f"{where}.inputs[{i}]")
+            for i, o in enumerate(_require(obj, "inputs", where))
+        ]
+        noise = [
+            NoiseSpec.from_dict(o, f"{where}.noise[{i}]") for i, o in enumerate(_require(obj, "noise", where))
+        ]
+        outputs = [
+            TensorSpec.from_dict(o, f"{where}.outputs[{i}]")
+            for i, o in enumerate(_require(obj, "outputs", where))
+        ]
         val = obj.get("validation")
         validation = None
         if val is not None:
@@ -238,7 +258,10 @@ class Manifest:
             loc = obj["local"]
             local = LocalVariant(
                 file=str(_require(loc, "file", f"{where}.local")),
-                noise=[NoiseSpec.from_dict(o, f"{where}.local.noise[{i}]") for i, o in enumerate(_require(loc, "noise", f"{where}.local"))],
+                noise=[
+                    NoiseSpec.from_dict(o, f"{where}.local.noise[{i}]")
+                    for i, o in enumerate(_require(loc, "noise", f"{where}.local"))
+                ],
             )
         return cls(
             contract=_require(obj, "contract", where),

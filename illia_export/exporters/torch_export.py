@@ -8,6 +8,7 @@ leaves nothing at the output path.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -23,6 +24,7 @@ from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
 from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNoise, discover
 from illia_export.exporters.torch_source import TorchSource, load_torch_source
+from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
 from illia_export.exporters.torch_wrapper import OutputPath, build_wrapper, wrapper_source
 from illia_export.exporters.validation import DEFAULT_TOLERANCE, Comparison, noise_draws
 
@@ -38,14 +40,13 @@ def _torch():
     return require("torch", "torch", "Exporting PyTorch models")
 
 
+@contextlib.contextmanager
 def _quiet():
     """Silence TorchScript/ONNX deprecation chatter while we use them on purpose."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore", DeprecationWarning)
-    warnings.simplefilter("ignore", FutureWarning)
-    warnings.simplefilter("ignore", UserWarning)
-    return ctx
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning, UserWarning):
+            warnings.simplefilter("ignore", category)
+        yield
 
 
 @dataclass
@@ -86,7 +87,9 @@ def _flatten_paths(out: Any, prefix: OutputPath = ()) -> list[OutputPath]:
         for i, item in enumerate(out):
             paths += _flatten_paths(item, prefix + (i,))
         return paths
-    raise ExportError(f"model outputs must be tensors or (nested) tuples of tensors, got {type(out).__name__}")
+    raise ExportError(
+        f"model outputs must be tensors or (nested) tuples of tensors, got {type(out).__name__}"
+    )
 
 
 def _pick(out: Any, path: OutputPath):
@@ -131,8 +134,13 @@ def _prepare(model, example_inputs, input_names, output_names, dynamic_axes, tru
             out = script(*inputs)
         except Exception as exc:
             msg = str(exc).strip().splitlines()
-            detail = next((line.strip() for line in reversed(msg) if "Error" in line or "expects" in line), msg[-1] if msg else "")
-            raise ShapeError(f"the model rejects the example inputs {[tuple(x.shape) for x in inputs]}: {detail}") from exc
+            detail = next(
+                (line.strip() for line in reversed(msg) if "Error" in line or "expects" in line),
+                msg[-1] if msg else "",
+            )
+            raise ShapeError(
+                f"the model rejects the example inputs {[tuple(x.shape) for x in inputs]}: {detail}"
+            ) from exc
     paths = _flatten_paths(out)
     input_names = list(input_names) if input_names else _default_names("input", len(inputs))
     output_names = list(output_names) if output_names else _default_names("output", len(paths))
@@ -172,7 +180,9 @@ def _resize_batch(prep: _Prepared, batch: int, extra_len: int = 0) -> list[Any]:
     return out
 
 
-def _reference(prep: _Prepared, reference, inputs, noise: list[np.ndarray], vectorized: bool) -> list[np.ndarray]:
+def _reference(
+    prep: _Prepared, reference, inputs, noise: list[np.ndarray], vectorized: bool
+) -> list[np.ndarray]:
     """Source-model outputs, one sample at a time with each distribution's eps injected."""
     torch = _torch()
     modules = dict(reference.named_modules())
@@ -392,118 +402,171 @@ def export_torch(
 ) -> mf.Manifest:
     """Export a PyTorch Bayesian model; see :func:`illia_export.export` for the arguments."""
     if format not in TORCH_FORMATS:
-        raise ExportError(f"format {format!r} is not available for PyTorch models; choose one of {TORCH_FORMATS}")
+        raise ExportError(
+            f"format {format!r} is not available for PyTorch models; choose one of {TORCH_FORMATS}"
+        )
     if samples not in SAMPLE_MODES:
         raise ExportError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
     if task not in mf.TASKS:
         raise ExportError(f"task must be one of {mf.TASKS}, got {task!r}")
-    ctx = _quiet()
-    try:
-        prep = _prepare(model, example_inputs, input_names, output_names, dynamic_axes, trust_pickle)
-        vectorized = samples == "vectorized"
-        if vectorized and not prep.noise.noise:
-            raise ExportError(
-                "the model has no weight noise (only BatchEnsembleLinear layers): export it with samples='per-call'"
-            )
-        if vectorized:
-            mixing = [s.path for s in prep.noise.layers if s.layer_type in BATCH_MIXING_LAYERS]
-            if mixing:
-                raise ExportError(
-                    f"BatchEnsembleLinear at {mixing} assigns batch rows to ensemble members, which the folded "
-                    "sample axis of a vectorized graph would mix up: export with samples='per-call'"
-                )
-        noise_names = [mf.noise_input_name(s.parameter) for s in prep.noise.noise]
-        mf.check_unique_names(prep.input_names + noise_names)
-        lead = [mf.SAMPLE_DIM] if vectorized else []
-        noise_specs = [
-            mf.NoiseSpec(name, s.parameter, lead + list(s.shape)) for name, s in zip(noise_names, prep.noise.noise)
-        ]
-        out_lead = [mf.SAMPLE_DIM] if vectorized else []
-        torch = _torch()
-        with torch.no_grad():
-            sample_out = prep.script(*prep.inputs)
-        outputs = []
-        for name, p in zip(prep.output_names, prep.output_paths):
-            t = _pick(sample_out, p)
-            shape = out_lead + [mf.BATCH_DIM] + [int(d) for d in t.shape[1:]]
-            outputs.append(mf.TensorSpec(name, shape, str(t.dtype).replace("torch.", "")))
-        inputs = [
-            mf.TensorSpec(n, _spec_shape(x, axes, []), str(x.dtype).replace("torch.", ""))
-            for n, x, axes in zip(prep.input_names, prep.inputs, prep.dynamic)
-        ]
-        manifest = mf.Manifest(
-            format=format,
-            source=prep.source.kind,
-            inputs=inputs,
-            noise=noise_specs,
-            outputs=outputs,
-            sample_axis=0 if vectorized else None,
-            task=task,
-            extra={"exporter": "illia_export.torch", "opset": opset if format == "onnx" else None},
+    with _quiet():
+        return _export_torch(
+            model,
+            example_inputs,
+            path,
+            format,
+            samples,
+            task,
+            opset,
+            input_names,
+            output_names,
+            dynamic_axes,
+            validate,
+            tolerance,
+            noise_draws_count,
+            local_variant,
+            trust_pickle,
         )
-        source = wrapper_source(prep.noise, prep.input_names, noise_names, prep.output_paths, samples)
-        wrapper = build_wrapper(prep.script, source)
-        shapes = [s.shape for s in prep.noise.noise]
-        args = list(prep.inputs) + [torch.from_numpy(a) for a in noise_draws(shapes, 1, 2 if vectorized else None)[0]]
-        dyn = {n: axes for n, axes in zip(prep.input_names, prep.dynamic)}
-        if vectorized:
-            dyn.update({n: {0: mf.SAMPLE_DIM} for n in noise_names})
-        for spec in outputs:
-            dyn[spec.name] = {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
-        reference = prep.source.fresh_reference()
-        reference.eval()
 
-        from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
 
-        if prep.source.kind == "torchscript" and is_traced(prep.script, prep.noise):
-            if format != "onnx" or vectorized:
-                raise ExportError(
-                    "this TorchScript archive was traced, which baked the noise draws into the graph: it exports "
-                    "to ONNX with samples='per-call' only. For TorchScript or vectorized exports, save a scripted "
-                    "model (torch.jit.save(torch.jit.script(model), path))"
-                )
-            manifest.extra["traced_archive"] = True
-            with atomic_output(path) as tmp:
-                export_traced_onnx(prep, tmp, manifest, opset, validate, tolerance, noise_draws_count, _resize_batch)
-                _finalize(format, tmp, manifest)
-            return manifest
-        want_local = vectorized and prep.noise.linear_only and all(x.is_floating_point() for x in prep.inputs)
-        if local_variant is True and not want_local:
+def _export_torch(
+    model,
+    example_inputs,
+    path,
+    format,
+    samples,
+    task,
+    opset,
+    input_names,
+    output_names,
+    dynamic_axes,
+    validate,
+    tolerance,
+    noise_draws_count,
+    local_variant,
+    trust_pickle,
+) -> mf.Manifest:
+    prep = _prepare(model, example_inputs, input_names, output_names, dynamic_axes, trust_pickle)
+    vectorized = samples == "vectorized"
+    if vectorized and not prep.noise.noise:
+        raise ExportError(
+            "the model has no weight noise (only BatchEnsembleLinear layers): export it with samples='per-call'"
+        )
+    if vectorized:
+        mixing = [s.path for s in prep.noise.layers if s.layer_type in BATCH_MIXING_LAYERS]
+        if mixing:
             raise ExportError(
-                "a local-reparameterization variant needs a vectorized export of a model whose Bayesian layers "
-                "are all Linear with float inputs (it is exact only there)"
+                f"BatchEnsembleLinear at {mixing} assigns batch rows to ensemble members, which the folded "
+                "sample axis of a vectorized graph would mix up: export with samples='per-call'"
             )
-        want_local = want_local and local_variant is not False
-        final = Path(path)
-        local_file = final.with_name(f"{final.stem}.local{final.suffix}")
-        try:
-            with atomic_output(final) as tmp:
-                _write(format, wrapper, prep, prep.input_names + noise_names, args, dyn, tmp, opset, outputs)
-                if validate:
-                    runner = _ArtifactRunner(format, tmp, prep.input_names + noise_names, len(outputs))
-                    manifest.validation = _validate(runner, prep, reference, shapes, vectorized, tolerance, noise_draws_count)
-                if want_local:
-                    manifest.local = _export_local(
-                        format, prep, reference, local_file, dyn, opset, validate, tolerance, noise_draws_count
-                    )
-                _finalize(format, tmp, manifest)
-        except BaseException:
-            if want_local and local_file.exists() and not final.exists():
-                local_file.unlink()
-            raise
+    noise_names = [mf.noise_input_name(s.parameter) for s in prep.noise.noise]
+    mf.check_unique_names(prep.input_names + noise_names)
+    lead = [mf.SAMPLE_DIM] if vectorized else []
+    noise_specs = [
+        mf.NoiseSpec(name, s.parameter, lead + list(s.shape))
+        for name, s in zip(noise_names, prep.noise.noise)
+    ]
+    out_lead = [mf.SAMPLE_DIM] if vectorized else []
+    torch = _torch()
+    with torch.no_grad():
+        sample_out = prep.script(*prep.inputs)
+    outputs = []
+    for name, p in zip(prep.output_names, prep.output_paths):
+        t = _pick(sample_out, p)
+        shape = out_lead + [mf.BATCH_DIM] + [int(d) for d in t.shape[1:]]
+        outputs.append(mf.TensorSpec(name, shape, str(t.dtype).replace("torch.", "")))
+    inputs = [
+        mf.TensorSpec(n, _spec_shape(x, axes, []), str(x.dtype).replace("torch.", ""))
+        for n, x, axes in zip(prep.input_names, prep.inputs, prep.dynamic)
+    ]
+    manifest = mf.Manifest(
+        format=format,
+        source=prep.source.kind,
+        inputs=inputs,
+        noise=noise_specs,
+        outputs=outputs,
+        sample_axis=0 if vectorized else None,
+        task=task,
+        extra={"exporter": "illia_export.torch", "opset": opset if format == "onnx" else None},
+    )
+    source = wrapper_source(prep.noise, prep.input_names, noise_names, prep.output_paths, samples)
+    wrapper = build_wrapper(prep.script, source)
+    shapes = [s.shape for s in prep.noise.noise]
+    args = list(prep.inputs) + [
+        torch.from_numpy(a) for a in noise_draws(shapes, 1, 2 if vectorized else None)[0]
+    ]
+    dyn = {n: axes for n, axes in zip(prep.input_names, prep.dynamic)}
+    if vectorized:
+        dyn.update({n: {0: mf.SAMPLE_DIM} for n in noise_names})
+    for spec in outputs:
+        dyn[spec.name] = {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
+    reference = prep.source.fresh_reference()
+    reference.eval()
+
+    if prep.source.kind == "torchscript" and is_traced(prep.script, prep.noise):
+        if format != "onnx" or vectorized:
+            raise ExportError(
+                "this TorchScript archive was traced, which baked the noise draws into the graph: it exports "
+                "to ONNX with samples='per-call' only. For TorchScript or vectorized exports, save a scripted "
+                "model (torch.jit.save(torch.jit.script(model), path))"
+            )
+        manifest.extra["traced_archive"] = True
+        with atomic_output(path) as tmp:
+            export_traced_onnx(
+                prep, tmp, manifest, opset, validate, tolerance, noise_draws_count, _resize_batch
+            )
+            _finalize(format, tmp, manifest)
         return manifest
-    finally:
-        ctx.__exit__(None, None, None)
+
+    want_local = vectorized and prep.noise.linear_only and all(x.is_floating_point() for x in prep.inputs)
+    if local_variant is True and not want_local:
+        raise ExportError(
+            "a local-reparameterization variant needs a vectorized export of a model whose Bayesian layers "
+            "are all Linear with float inputs (it is exact only there)"
+        )
+    want_local = want_local and local_variant is not False
+    final = Path(path)
+    local_file = final.with_name(f"{final.stem}.local{final.suffix}")
+    try:
+        with atomic_output(final) as tmp:
+            _write(format, wrapper, prep, prep.input_names + noise_names, args, dyn, tmp, opset, outputs)
+            if validate:
+                runner = _ArtifactRunner(format, tmp, prep.input_names + noise_names, len(outputs))
+                manifest.validation = _validate(
+                    runner, prep, reference, shapes, vectorized, tolerance, noise_draws_count
+                )
+            if want_local:
+                manifest.local = _export_local(
+                    format,
+                    prep,
+                    reference,
+                    local_file,
+                    dyn,
+                    opset,
+                    validate,
+                    tolerance,
+                    noise_draws_count,
+                )
+            _finalize(format, tmp, manifest)
+    except BaseException:
+        if want_local and local_file.exists() and not final.exists():
+            local_file.unlink()
+        raise
+    return manifest
 
 
-def _export_local(format, prep: _Prepared, reference, local_file: Path, dyn: dict, opset, validate, tolerance, draws):
+def _export_local(
+    format, prep: _Prepared, reference, local_file: Path, dyn: dict, opset, validate, tolerance, draws
+):
     """Write the local-reparameterization graph beside the artifact; return its manifest entry."""
     torch = _torch()
     layers = list(prep.noise.bayesian_layers)
     names = [mf.local_noise_input_name(s.path) for s in layers]
     modules = dict(prep.script.named_modules())
     outs = [int(modules[s.path].output_size) for s in layers]
-    specs = [mf.NoiseSpec(n, s.path, [mf.SAMPLE_DIM, mf.BATCH_DIM, o]) for n, s, o in zip(names, layers, outs)]
+    specs = [
+        mf.NoiseSpec(n, s.path, [mf.SAMPLE_DIM, mf.BATCH_DIM, o]) for n, s, o in zip(names, layers, outs)
+    ]
     mf.check_unique_names(prep.input_names + names)
     source = wrapper_source(prep.noise, prep.input_names, names, prep.output_paths, "local", layers)
     wrapper = build_wrapper(prep.script, source)

@@ -12,9 +12,10 @@ import importlib
 import os
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from illia_export.errors import ArtifactError, ExportError
 
@@ -56,7 +57,9 @@ def import_factory(spec: str) -> Callable[[], Any]:
     return fn
 
 
-def load_torch_source(path: str | os.PathLike, *, trust_pickle: bool = False, factory: str | None = None) -> TorchSource:
+def load_torch_source(
+    path: str | os.PathLike, *, trust_pickle: bool = False, factory: str | None = None
+) -> TorchSource:
     """Load `path`: a TorchScript archive, a state dict (with `factory`), or a pickled module.
 
     Raises:
@@ -79,7 +82,9 @@ def load_torch_source(path: str | os.PathLike, *, trust_pickle: bool = False, fa
                     warnings.simplefilter("ignore")
                     module = torch.jit.load(str(p), map_location="cpu")
             except Exception as exc:
-                raise ArtifactError(f"{p} looks like a TorchScript archive but cannot be loaded: {exc}") from exc
+                raise ArtifactError(
+                    f"{p} looks like a TorchScript archive but cannot be loaded: {exc}"
+                ) from exc
             return TorchSource(module, "torchscript", p)
     try:
         obj = torch.load(str(p), map_location="cpu", weights_only=True)

@@ -48,13 +48,17 @@ def replace_random_nodes(model, noise_sites) -> list[str]:
         source = node.input[0]
         param = source[: -len(RHO_SUFFIX)] if source.endswith(RHO_SUFFIX) else None
         if param not in by_param:
-            raise ExportError(f"cannot tell which distribution the traced noise draw on {source!r} belongs to")
+            raise ExportError(
+                f"cannot tell which distribution the traced noise draw on {source!r} belongs to"
+            )
         name = mf.noise_input_name(param)
         if name in order:
             raise ExportError(f"distribution {param!r} draws noise twice in the traced graph")
         order.append(name)
         renames[node.output[0]] = name
-        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(by_param[param].shape)))
+        graph.input.append(
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, list(by_param[param].shape))
+        )
     del graph.node[:]
     graph.node.extend(keep)
     for node in graph.node:
@@ -64,14 +68,18 @@ def replace_random_nodes(model, noise_sites) -> list[str]:
     for out in graph.output:
         if out.name in renames:
             raise ExportError("a traced graph output is raw noise")
-    missing = [mf.noise_input_name(s.parameter) for s in noise_sites if mf.noise_input_name(s.parameter) not in order]
+    missing = [
+        mf.noise_input_name(s.parameter) for s in noise_sites if mf.noise_input_name(s.parameter) not in order
+    ]
     if missing:
         raise ExportError(f"the traced graph has no noise draw for {missing}")
     onnx.checker.check_model(model)
     return order
 
 
-def export_traced_onnx(prep, path, manifest: mf.Manifest, opset: int, validate: bool, tolerance: float, draws: int, resize):
+def export_traced_onnx(
+    prep, path, manifest: mf.Manifest, opset: int, validate: bool, tolerance: float, draws: int, resize
+):
     """Write the per-call ONNX graph of a traced archive to `path` and fill `manifest`."""
     import onnx
     import onnxruntime as ort

@@ -37,7 +37,10 @@ class OutputCheck:
 
 
 def noise_draws(
-    shapes: Sequence[Sequence[int]], num_draws: int = DEFAULT_NOISE_DRAWS, num_samples: int | None = 2, seed: int = 0
+    shapes: Sequence[Sequence[int]],
+    num_draws: int = DEFAULT_NOISE_DRAWS,
+    num_samples: int | None = 2,
+    seed: int = 0,
 ) -> list[list[np.ndarray]]:
     """`num_draws` random standard-normal noise sets plus one all-zero set (last).
 
@@ -47,7 +50,8 @@ def noise_draws(
     rng = np.random.default_rng(seed)
     lead = () if num_samples is None else (num_samples,)
     draws = [
-        [rng.standard_normal(lead + tuple(shape)).astype(np.float32) for shape in shapes] for _ in range(num_draws)
+        [rng.standard_normal(lead + tuple(shape)).astype(np.float32) for shape in shapes]
+        for _ in range(num_draws)
     ]
     draws.append([np.zeros(lead + tuple(shape), np.float32) for shape in shapes])
     return draws
@@ -64,7 +68,9 @@ class Comparison:
         self.batch_sizes: list[int] = []
         self.zero_noise = False
 
-    def add(self, got: Sequence[np.ndarray], expected: Sequence[np.ndarray], *, zero_noise: bool = False) -> None:
+    def add(
+        self, got: Sequence[np.ndarray], expected: Sequence[np.ndarray], *, zero_noise: bool = False
+    ) -> None:
         """Compare one run of the artifact (`got`) with the source model (`expected`)."""
         if len(got) != len(self.names) or len(expected) != len(self.names):
             raise ToleranceError(
