@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from illia_export.distributions.torch import GaussianDistribution
-from illia_export.nn.torch.module import BayesianModule, check_positive
+from illia_export.nn.torch.module import BayesianModule, check_distribution_shape, check_positive
 
 IntOrPair = Union[int, tuple[int, int]]
 
@@ -84,8 +84,8 @@ class _ConvNd(BayesianModule):
         shape = (output_channels, input_channels // groups, *kernel)
         self.weights_distribution = weights_distribution or GaussianDistribution(shape)
         self.bias_distribution = bias_distribution or GaussianDistribution((output_channels,))
-        if list(self.weights_distribution.shape) != list(shape):
-            raise ValueError(f"`weights_distribution` has shape {self.weights_distribution.shape}, expected {list(shape)}")
+        check_distribution_shape("weights_distribution", self.weights_distribution, list(shape))
+        check_distribution_shape("bias_distribution", self.bias_distribution, [output_channels])
         self.weights = self.weights_distribution.sample().detach()
         self.bias = self.bias_distribution.sample().detach()
 

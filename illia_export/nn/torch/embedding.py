@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from illia_export.distributions.torch import GaussianDistribution
-from illia_export.nn.torch.module import BayesianModule, check_positive
+from illia_export.nn.torch.module import BayesianModule, check_distribution_shape, check_positive
 
 
 class Embedding(BayesianModule):
@@ -45,6 +45,7 @@ class Embedding(BayesianModule):
         self.scale_grad_by_freq = scale_grad_by_freq
         self.sparse = sparse
         self.weights_distribution = weights_distribution or GaussianDistribution((num_embeddings, embeddings_dim))
+        check_distribution_shape("weights_distribution", self.weights_distribution, [num_embeddings, embeddings_dim])
         self.weights = self.weights_distribution.sample().detach()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from illia_export.distributions.torch import GaussianDistribution
-from illia_export.nn.torch.module import BayesianModule, check_positive
+from illia_export.nn.torch.module import BayesianModule, check_distribution_shape, check_positive
 
 
 class Linear(BayesianModule):
@@ -38,11 +38,8 @@ class Linear(BayesianModule):
         self.output_size = output_size
         self.weights_distribution = weights_distribution or GaussianDistribution((output_size, input_size))
         self.bias_distribution = bias_distribution or GaussianDistribution((output_size,))
-        if list(self.weights_distribution.shape) != [output_size, input_size]:
-            raise ValueError(
-                f"`weights_distribution` has shape {self.weights_distribution.shape}, expected "
-                f"{[output_size, input_size]}"
-            )
+        check_distribution_shape("weights_distribution", self.weights_distribution, [output_size, input_size])
+        check_distribution_shape("bias_distribution", self.bias_distribution, [output_size])
         self.weights = self.weights_distribution.sample().detach()
         self.bias = self.bias_distribution.sample().detach()
         self.local_noise = torch.zeros(0)

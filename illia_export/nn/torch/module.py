@@ -76,6 +76,12 @@ def unfreeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_distribution_shape(name: str, distribution: Any, expected: list[int]) -> None:
+    """Raise ValueError when a user-given distribution does not have the layer's shape."""
+    if list(distribution.shape) != list(expected):
+        raise ValueError(f"`{name}` has shape {list(distribution.shape)}, expected {list(expected)}")
+
+
 def check_positive(**values: Any) -> None:
     """Raise ValueError naming the first argument that is not a positive integer."""
     for name, value in values.items():

@@ -312,9 +312,13 @@ def test_conv2d_bad_constructor_arguments(kwargs, match):
         Conv2d(**kwargs)
 
 
-def test_conv2d_mismatched_distribution_shape():
+def test_mismatched_distribution_shape():
     with pytest.raises(ValueError, match="weights_distribution"):
         Conv2d(2, 3, 3, weights_distribution=GaussianDistribution((3, 2, 3)))
+    with pytest.raises(ValueError, match="weights_distribution"):
+        Conv1d(4, 2, 3, groups=2, weights_distribution=GaussianDistribution((2, 4, 3)))
+    with pytest.raises(ValueError, match="bias_distribution"):
+        Conv1d(2, 3, 3, bias_distribution=GaussianDistribution((2,)))
 
 
 @pytest.mark.parametrize("shape", [(4, 6, 6), (2, 3, 6, 6), (2, 4, 6)])

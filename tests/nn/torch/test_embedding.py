@@ -154,6 +154,11 @@ def test_bad_constructor_arguments(kwargs, match):
         Embedding(**kwargs)
 
 
+def test_mismatched_distribution_shape():
+    with pytest.raises(ValueError, match="weights_distribution"):
+        Embedding(NUM, DIM, weights_distribution=GaussianDistribution((NUM - 1, DIM)))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_float_indices_rejected(dtype):
     with pytest.raises(ValueError, match="integer indices"):

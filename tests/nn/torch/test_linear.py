@@ -135,6 +135,8 @@ def test_bad_constructor_arguments(args, match):
 def test_mismatched_distribution_shape():
     with pytest.raises(ValueError, match="weights_distribution"):
         Linear(4, 3, weights_distribution=GaussianDistribution((4, 3)))
+    with pytest.raises(ValueError, match="bias_distribution"):
+        Linear(4, 3, bias_distribution=GaussianDistribution((1,)))
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (5, 4, 2)])
