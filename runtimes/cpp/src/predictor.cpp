@@ -137,8 +137,12 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
   const std::vector<std::vector<float>>* banked = options.strategy == Strategy::Bank ? &bank(options.seed, S) : nullptr;
 
   std::vector<TensorRef> feeds;
-  for (const Array& a : inputs) {
+  std::vector<std::string> output_names;
+  for (const TensorSpec& t : manifest_.outputs) output_names.push_back(t.name);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Array& a = inputs[i];
     TensorRef r;
+    r.name = manifest_.inputs[i].name;
     r.dtype = a.dtype;
     r.shape = a.shape;
     r.data = a.dtype == DType::Float32 ? static_cast<const void*>(a.f32.data()) : a.i64.data();
@@ -154,6 +158,7 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
       const std::vector<int64_t> event = manifest_.noise[k].event_shape();
       const int64_t n = manifest_.noise[k].event_numel();
       TensorRef r;
+      r.name = manifest_.noise[k].name;
       r.shape = event;
       if (vectorized) r.shape.insert(r.shape.begin(), count);
       if (banked) {
@@ -165,7 +170,7 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
       }
       feeds.push_back(r);
     }
-    std::vector<Array> outs = backend_->run(feeds);
+    std::vector<Array> outs = backend_->run(feeds, output_names);
     if (outs.size() != manifest_.outputs.size())
       throw ArtifactError("the graph returned " + std::to_string(outs.size()) + " output(s), the manifest lists " +
                           std::to_string(manifest_.outputs.size()));

@@ -34,7 +34,8 @@ class TorchScriptBackend : public Backend {
 
   std::string embedded_manifest() const override { return manifest_; }
 
-  std::vector<Array> run(const std::vector<TensorRef>& feeds) override {
+  std::vector<Array> run(const std::vector<TensorRef>& feeds, const std::vector<std::string>&) override {
+    // A TorchScript artifact's forward is positional: inputs then noise; outputs in order.
     c10::InferenceMode guard;
     std::vector<torch::jit::IValue> args;
     args.reserve(feeds.size());

@@ -13,6 +13,7 @@ namespace illia {
 
 /// A borrowed, C-order tensor handed to a backend (never written to).
 struct TensorRef {
+  std::string name;  ///< the graph input's name (manifest); positional backends ignore it
   DType dtype = DType::Float32;
   std::vector<int64_t> shape;
   const void* data = nullptr;
@@ -26,9 +27,9 @@ class Backend {
   virtual std::string embedded_manifest() const = 0;
 
   /// Run the graph once. `feeds` are the model inputs (manifest.inputs order) followed by the
-  /// noise tensors (manifest.noise order); returns the outputs (manifest.outputs order) as
-  /// float32 arrays.
-  virtual std::vector<Array> run(const std::vector<TensorRef>& feeds) = 0;
+  /// noise tensors (manifest.noise order); returns the outputs named `output_names`
+  /// (manifest.outputs order) as float32 arrays.
+  virtual std::vector<Array> run(const std::vector<TensorRef>& feeds, const std::vector<std::string>& output_names) = 0;
 };
 
 /// Load a TorchScript archive (torch.jit.save) on CPU; throws ArtifactError when unreadable.
