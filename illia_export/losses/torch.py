@@ -22,7 +22,8 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,11 @@ def _is_bayesian(module: nn.Module) -> bool:
         return True
     # A scripted (or loaded) model: its submodules are RecursiveScriptModules that keep the
     # exported `kl_cost`/`freeze` methods but lose their Python class.
-    return isinstance(module, torch.jit.ScriptModule) and hasattr(module, "kl_cost") and hasattr(module, "frozen")
+    return (
+        isinstance(module, torch.jit.ScriptModule)
+        and hasattr(module, "kl_cost")
+        and hasattr(module, "frozen")
+    )
 
 
 def bayesian_modules(model: nn.Module) -> list[nn.Module]:
@@ -54,7 +59,12 @@ def _check_reduction(reduction: str) -> str:
 
 
 def _check_weight(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise ValueError(f"`{name}` (={value!r}) must be a finite non-negative number")
     return float(value)
 

@@ -63,7 +63,9 @@ def test_sigma_is_softplus_rho_and_stable():
     with torch.no_grad():
         dist.rho.copy_(torch.tensor([-30.0, 0.0, 60.0]))
     sigma = dist.sigma()
-    torch.testing.assert_close(sigma, torch.tensor([np.log1p(np.exp(-30.0)), np.log(2.0), 60.0], dtype=torch.float32))
+    torch.testing.assert_close(
+        sigma, torch.tensor([np.log1p(np.exp(-30.0)), np.log(2.0), 60.0], dtype=torch.float32)
+    )
     assert torch.isfinite(sigma).all()
 
 
@@ -146,7 +148,9 @@ def test_script_save_load():
     for module in (scripted, loaded):
         module.set_noise(eps)
         torch.testing.assert_close(module.sample(), dist.mu + F.softplus(dist.rho) * eps)
-        torch.testing.assert_close(module.log_prob(module.sample()), dist.log_prob(dist.mu + F.softplus(dist.rho) * eps))
+        torch.testing.assert_close(
+            module.log_prob(module.sample()), dist.log_prob(dist.mu + F.softplus(dist.rho) * eps)
+        )
         module.clear_noise()
         assert not torch.equal(module.sample(), module.sample())
         assert module.num_params() == 6

@@ -133,7 +133,9 @@ def test_elbo_monte_carlo_reduces_variance():
     """Real MC: averaging K fresh draws shrinks the estimator's spread (the seed's did not)."""
     torch.manual_seed(0)
     model = nn.Sequential(
-        Linear(4, 8, weights_distribution=GaussianDistribution((8, 4), rho_init=-0.5)), nn.Tanh(), Linear(8, 3)
+        Linear(4, 8, weights_distribution=GaussianDistribution((8, 4), rho_init=-0.5)),
+        nn.Tanh(),
+        Linear(8, 3),
     )
     x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
     with torch.no_grad():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,9 +21,7 @@ ATOL = 1e-5
 
 def distributions(module: nn.Module) -> dict[str, nn.Module]:
     """Every Gaussian distribution in `module`, by dotted name."""
-    return {
-        name: m for name, m in module.named_modules() if hasattr(m, "set_noise") and hasattr(m, "rho")
-    }
+    return {name: m for name, m in module.named_modules() if hasattr(m, "set_noise") and hasattr(m, "rho")}
 
 
 def own_distributions(module: nn.Module) -> dict[str, nn.Module]:

@@ -64,7 +64,9 @@ def test_fresh_kernel_is_lecun_normal_and_bias_zero():
 
 def test_normal_init_statistics():
     torch.manual_seed(0)
-    layer = BatchEnsembleLinear(nn.Linear(500, 400), num_members=8, r_mean=1.0, r_std=0.5, s_mean=-2.0, s_std=0.1)
+    layer = BatchEnsembleLinear(
+        nn.Linear(500, 400), num_members=8, r_mean=1.0, r_std=0.5, s_mean=-2.0, s_std=0.1
+    )
     assert abs(layer.r.mean().item() - 1.0) < 0.02 and abs(layer.r.std().item() - 0.5) < 0.02
     assert abs(layer.s.mean().item() + 2.0) < 0.01 and abs(layer.s.std().item() - 0.1) < 0.01
 
@@ -139,7 +141,9 @@ def test_bad_constructor_arguments():
         BatchEnsembleLinear(nn.Linear(2, 2), init="uniform")
 
 
-@pytest.mark.parametrize("shape, match", [((6, 3), r"\[E\*B, 4\]"), ((6,), "4"), ((2, 3, 4), "4"), ((5, 4), "multiple")])
+@pytest.mark.parametrize(
+    "shape, match", [((6, 3), r"\[E\*B, 4\]"), ((6,), "4"), ((2, 3, 4), "4"), ((5, 4), "multiple")]
+)
 def test_wrong_input(shape, match):
     with pytest.raises(ValueError, match=match):
         _layer(3)(torch.randn(*shape))

@@ -39,10 +39,18 @@ def test_conv1d_output_shape(config):
     layer = Conv1d(4, 8, **config)
     x = torch.randn(3, 4, 11)
     length = _out_len(
-        11, config["kernel_size"], config.get("stride", 1), config.get("padding", 0), config.get("dilation", 1)
+        11,
+        config["kernel_size"],
+        config.get("stride", 1),
+        config.get("padding", 0),
+        config.get("dilation", 1),
     )
     assert layer(x).shape == (3, 8, length)
-    assert list(layer.weights_distribution.mu.shape) == [8, 4 // config.get("groups", 1), config["kernel_size"]]
+    assert list(layer.weights_distribution.mu.shape) == [
+        8,
+        4 // config.get("groups", 1),
+        config["kernel_size"],
+    ]
 
 
 @pytest.mark.parametrize("config", CONV1D_CONFIGS)
@@ -160,7 +168,9 @@ def test_conv2d_output_shape(config):
     layer = Conv2d(4, 8, **config)
     x = torch.randn(2, 4, 9, 10)
     kh, kw = _pair(config["kernel_size"])
-    (sh, sw), (ph, pw), (dh, dw) = (_pair(config.get(k, d)) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
+    (sh, sw), (ph, pw), (dh, dw) = (
+        _pair(config.get(k, d)) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1))
+    )
     assert layer(x).shape == (2, 8, _out_len(9, kh, sh, ph, dh), _out_len(10, kw, sw, pw, dw))
     assert list(layer.weights_distribution.mu.shape) == [8, 4 // config.get("groups", 1), kh, kw]
 
@@ -194,7 +204,17 @@ def _conv2d_case(draw):
     width = draw(st.integers(max(min_w, 1), max(min_w, 1) + 4))
     batch = draw(st.integers(1, 3))
     num_samples = draw(st.integers(1, 3))
-    return in_ch, out_ch, kernel, stride, padding, dilation, groups, (batch, in_ch, height, width), num_samples
+    return (
+        in_ch,
+        out_ch,
+        kernel,
+        stride,
+        padding,
+        dilation,
+        groups,
+        (batch, in_ch, height, width),
+        num_samples,
+    )
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -224,14 +244,18 @@ def test_conv2d_sample_axis_against_per_sample_conv(case):
     length=st.integers(8, 14),
     num_samples=st.integers(1, 3),
 )
-def test_conv1d_sample_axis_against_per_sample_conv(kernel, stride, padding, dilation, groups, length, num_samples):
+def test_conv1d_sample_axis_against_per_sample_conv(
+    kernel, stride, padding, dilation, groups, length, num_samples
+):
     torch.manual_seed(0)
     layer = Conv1d(2, 4, kernel, stride, padding, dilation, groups)
     x = torch.randn(2, 2, length)
     w = h.weights_for(layer, h.inject(layer, num_samples=num_samples, seed=3))
     y = layer(torch.cat([x] * num_samples))
     for s in range(num_samples):
-        ref = F.conv1d(x, w["weights_distribution"][s], w["bias_distribution"][s], stride, padding, dilation, groups)
+        ref = F.conv1d(
+            x, w["weights_distribution"][s], w["bias_distribution"][s], stride, padding, dilation, groups
+        )
         torch.testing.assert_close(y[2 * s : 2 * (s + 1)], ref, atol=1e-5, rtol=1e-5)
 
 

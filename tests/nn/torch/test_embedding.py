@@ -57,7 +57,10 @@ def test_injected_noise_matches_plain_torch(options):
     expected = _reference(idx, w, **ref_options)
     torch.testing.assert_close(layer(idx), expected)
     if "max_norm" in options:
-        assert (torch.linalg.vector_norm(layer(idx), options.get("norm_type", 2.0), -1) <= options["max_norm"] + 1e-5).all()
+        assert (
+            torch.linalg.vector_norm(layer(idx), options.get("norm_type", 2.0), -1)
+            <= options["max_norm"] + 1e-5
+        ).all()
         # Functional: a freshly drawn (stored) table is not renormalized in place.
         h.clear(layer)
         out = layer(idx)
@@ -89,12 +92,20 @@ def test_sample_axis_blocks(options, num_samples):
 
 
 def test_sample_axis_against_reference():
-    layer = Embedding(NUM, DIM, padding_idx=2, max_norm=0.05, weights_distribution=GaussianDistribution((NUM, DIM), rho_init=-1.0))
+    layer = Embedding(
+        NUM,
+        DIM,
+        padding_idx=2,
+        max_norm=0.05,
+        weights_distribution=GaussianDistribution((NUM, DIM), rho_init=-1.0),
+    )
     idx = torch.tensor([[2, 0, 9], [5, 2, 1]])
     w = h.weights_for(layer, h.inject(layer, num_samples=3, seed=4))["weights_distribution"]
     y = layer(torch.cat([idx] * 3))
     for s in range(3):
-        torch.testing.assert_close(y[2 * s : 2 * (s + 1)], _reference(idx, w[s], padding_idx=2, max_norm=0.05))
+        torch.testing.assert_close(
+            y[2 * s : 2 * (s + 1)], _reference(idx, w[s], padding_idx=2, max_norm=0.05)
+        )
 
 
 def test_zero_noise_is_the_mean_table():
@@ -114,7 +125,9 @@ def test_stochastic_frozen_kl_gradients():
     idx = torch.arange(NUM).reshape(2, 5)
     h.check_stochastic_and_frozen(Embedding(NUM, DIM, padding_idx=0), idx)
     layer = Embedding(
-        NUM, DIM, weights_distribution=GaussianDistribution((NUM, DIM), mu_prior=0.1, std_prior=0.4, rho_init=-2.5)
+        NUM,
+        DIM,
+        weights_distribution=GaussianDistribution((NUM, DIM), mu_prior=0.1, std_prior=0.4, rho_init=-2.5),
     )
     h.check_kl_cost(layer, idx, expected_params=NUM * DIM)
     h.check_gradients(layer, idx)
@@ -136,7 +149,9 @@ def test_trace_roundtrip():
 
 
 def test_deepcopy_and_state_dict_after_training_step():
-    h.check_deepcopy_and_state_dict(lambda: Embedding(NUM, DIM, padding_idx=0), torch.arange(NUM).reshape(2, 5))
+    h.check_deepcopy_and_state_dict(
+        lambda: Embedding(NUM, DIM, padding_idx=0), torch.arange(NUM).reshape(2, 5)
+    )
 
 
 @pytest.mark.parametrize(

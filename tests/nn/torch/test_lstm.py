@@ -27,7 +27,10 @@ def _states(batch, seed=1):
 def _stack(x, num_samples):
     if isinstance(x, tuple):
         tokens, (h0, c0) = x
-        return torch.cat([tokens] * num_samples), (torch.cat([h0] * num_samples), torch.cat([c0] * num_samples))
+        return torch.cat([tokens] * num_samples), (
+            torch.cat([h0] * num_samples),
+            torch.cat([c0] * num_samples),
+        )
     return torch.cat([x] * num_samples)
 
 
@@ -182,7 +185,10 @@ def test_deepcopy_and_state_dict_after_training_step():
         (dict(num_embeddings=5, embeddings_dim=0, hidden_size=4, output_size=2), "embeddings_dim"),
         (dict(num_embeddings=5, embeddings_dim=4, hidden_size=0, output_size=2), "hidden_size"),
         (dict(num_embeddings=5, embeddings_dim=4, hidden_size=4, output_size=-1), "output_size"),
-        (dict(num_embeddings=5, embeddings_dim=4, hidden_size=4, output_size=2, padding_idx=5), "padding_idx"),
+        (
+            dict(num_embeddings=5, embeddings_dim=4, hidden_size=4, output_size=2, padding_idx=5),
+            "padding_idx",
+        ),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):
