@@ -29,17 +29,18 @@ int main(int argc, char** argv) {
     const int64_t rows = out.mean.shape.empty() ? 1 : out.mean.shape[0];
     const int64_t width = out.mean.numel() / rows;
     for (int64_t r = 0; r < rows; ++r) {
-      const float* mean = out.mean.f32.data() + r * width;
+      const float* mean = out.mean.f32.data() + r * width;  // mean logits / mean outputs
       const float* std = out.std.f32.data() + r * width;
-      int64_t best = 0;
-      for (int64_t c = 1; c < width; ++c)
-        if (mean[c] > mean[best]) best = c;
-      if (predictor.manifest().task == "classification") {
-        // Probabilities averaged over samples; entropy = total uncertainty, mutual information =
-        // the part due to the weights (epistemic): high on inputs unlike the training data.
-        std::printf("row %lld: class %lld p=%.3f (+-%.3f) entropy=%.3f mutual_information=%.4f\n",
-                    static_cast<long long>(r), static_cast<long long>(best), mean[best], std[best],
-                    out.entropy.f32[r], out.mutual_information.f32[r]);
+      if (out.is_classification()) {
+        // Softmax averaged over samples; entropy = total uncertainty, mutual information = the
+        // part due to the weights (epistemic): high on inputs unlike the training data.
+        const float* p = out.probabilities.f32.data() + r * width;
+        int64_t best = 0;
+        for (int64_t c = 1; c < width; ++c)
+          if (p[c] > p[best]) best = c;
+        std::printf("row %lld: class %lld p=%.3f entropy=%.3f mutual_information=%.4f\n",
+                    static_cast<long long>(r), static_cast<long long>(best), p[best], out.entropy.f32[r],
+                    out.mutual_information.f32[r]);
       } else {
         std::printf("row %lld: mean[0]=%.4f std[0]=%.4f\n", static_cast<long long>(r), mean[0], std[0]);
       }

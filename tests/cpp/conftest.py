@@ -162,8 +162,10 @@ def reference():
 
 
 def reference_summary(artifact: Artifact, num_samples: int, seed: int) -> dict[str, np.ndarray]:
-    """Mean/std (ddof=0) and, for classifiers, entropy and mutual information, computed in
-    Python from the TorchScript artifact with ``standard_normal`` noise (float64 summaries)."""
+    """The summaries the C++ tool writes, computed independently in Python: the TorchScript
+    artifact run with ``standard_normal`` noise (stream k = manifest position, samples
+    [0, S)), then mean/std (ddof=0) of the raw output and, for classifiers, the softmax
+    measures in float64 (nats)."""
     import torch
 
     from illia_export.exporters.manifest import read_manifest
@@ -179,17 +181,18 @@ def reference_summary(artifact: Artifact, num_samples: int, seed: int) -> dict[s
         else:
             out = np.stack([module(x, *[torch.from_numpy(a[s]) for a in noise]).numpy() for s in range(num_samples)])
     values = out.astype(np.float64)
-    result = {}
+    result = {"mean": values.mean(0), "std": values.std(0)}
     if manifest.task == "classification":
         z = values - values.max(-1, keepdims=True)
         probs = np.exp(z)
         probs /= probs.sum(-1, keepdims=True)
         mean = probs.mean(0)
         entropy = -(mean * np.log(mean)).sum(-1)
-        per_sample = -(probs * np.log(probs)).sum(-1)
-        result["entropy"] = entropy
-        result["mutual_information"] = entropy - per_sample.mean(0)
-        values = probs
-    result["mean"] = values.mean(0)
-    result["std"] = values.std(0)
+        expected = (-(probs * np.log(probs)).sum(-1)).mean(0)
+        result.update(
+            probabilities=mean,
+            entropy=entropy,
+            expected_entropy=expected,
+            mutual_information=np.maximum(entropy - expected, 0.0),
+        )
     return result

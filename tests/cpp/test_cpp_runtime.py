@@ -18,7 +18,9 @@ def run_mc(cpp_build, artifact, out_dir, *extra, samples=SAMPLES, seed=SEED):
         "--samples", samples, "--seed", seed, "--out", out_dir, *extra,
     )
     assert proc.returncode == 0, proc.stderr
-    names = ["mean", "std"] + (["entropy", "mutual_information"] if artifact.task == "classification" else [])
+    names = ["mean", "std"]
+    if artifact.task == "classification":
+        names += ["probabilities", "entropy", "expected_entropy", "mutual_information"]
     result = {name: np.load(out_dir / f"{name}.npy") for name in names}
     for name, arr in result.items():
         assert arr.dtype == np.float32, name
@@ -45,6 +47,26 @@ def test_matches_python_reference(cpp_build, artifacts, reference, tmp_path, wor
     bank = run_mc(cpp_build, art, tmp_path / "bank", "--strategy", "bank")
     for name in got:
         np.testing.assert_allclose(bank[name], got[name], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["fresh", "bank"])
+@pytest.mark.parametrize("samples", ["vectorized", "per-call"])
+def test_matches_python_runtime(cpp_build, artifacts, tmp_path, samples, strategy):
+    """Same artifact, seed and strategy: the C++ tool and illia_export.runtime agree."""
+    from illia_export.runtime import load
+
+    art = artifacts("w2", samples)
+    got = run_mc(cpp_build, art, tmp_path, "--strategy", strategy)
+    pred = load(art.path).predict(np.load(art.input), num_samples=SAMPLES, seed=SEED, strategy=strategy)
+    want = {
+        "mean": pred.mean,
+        "std": pred.std,
+        "probabilities": pred.probabilities,
+        "entropy": pred.predictive_entropy,
+        "expected_entropy": pred.expected_entropy,
+        "mutual_information": pred.mutual_information,
+    }
+    assert_close(got, {k: np.asarray(v, np.float64) for k, v in want.items()})
 
 
 def test_regression_task_summarizes_raw_outputs(cpp_build, artifacts, reference, tmp_path):

@@ -3,8 +3,10 @@
 //   illia-mc ARTIFACT --input x.npy [--input y.npy ...] --samples N --seed S
 //            [--strategy fresh|bank] [--chunk-size N] --out DIR
 //
-// Writes DIR/mean.npy and DIR/std.npy (+ entropy.npy and mutual_information.npy for
-// classifiers) for the first output; further outputs go to mean_<name>.npy / std_<name>.npy.
+// Writes, for the first output, DIR/mean.npy and DIR/std.npy (over the raw output: logits for
+// classifiers), and for classifiers also probabilities.npy (mean softmax), entropy.npy
+// (predictive entropy), expected_entropy.npy and mutual_information.npy. Further outputs go
+// to mean_<name>.npy / std_<name>.npy.
 // Errors go to stderr with exit status 1 (2 for usage errors).
 #include <chrono>
 #include <cstdio>
@@ -119,8 +121,10 @@ int main(int argc, char** argv) {
       const std::string suffix = o == 0 ? "" : "_" + s.name;
       illia::write_npy((fs::path(args.out) / ("mean" + suffix + ".npy")).string(), s.mean);
       illia::write_npy((fs::path(args.out) / ("std" + suffix + ".npy")).string(), s.std);
-      if (!s.entropy.shape.empty() || !s.entropy.f32.empty()) {
+      if (s.is_classification()) {
+        illia::write_npy((fs::path(args.out) / ("probabilities" + suffix + ".npy")).string(), s.probabilities);
         illia::write_npy((fs::path(args.out) / ("entropy" + suffix + ".npy")).string(), s.entropy);
+        illia::write_npy((fs::path(args.out) / ("expected_entropy" + suffix + ".npy")).string(), s.expected_entropy);
         illia::write_npy((fs::path(args.out) / ("mutual_information" + suffix + ".npy")).string(),
                          s.mutual_information);
       }

@@ -33,9 +33,9 @@ struct PredictOptions {
 };
 
 struct Prediction {
-  /// One summary per output, manifest.outputs order. For a classification artifact the first
-  /// output is summarized as class probabilities (softmax over its last axis) with entropy
-  /// and mutual information; other outputs are summarized as raw values.
+  /// One summary per output, manifest.outputs order: mean and std of the raw values. For a
+  /// classification artifact the first output also gets the softmax measures (probabilities,
+  /// entropy, expected entropy, mutual information), as in the Python runtime.
   std::vector<OutputSummary> outputs;
 };
 
