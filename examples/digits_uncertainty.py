@@ -59,8 +59,8 @@ class Config:
     seed: int = 0
 
 
-QUICK = Config(channels=(8, 16), steps=150, num_samples=64)
-FULL = Config(channels=(16, 32), steps=400, num_samples=256, learning_rate=1e-2)
+QUICK = Config(channels=(8, 16), steps=250, num_samples=64)
+FULL = Config(channels=(16, 32), steps=500, num_samples=256, learning_rate=1e-2)
 
 
 def _gaussian(shape: tuple[int, ...], config: Config) -> GaussianDistribution:
@@ -179,10 +179,8 @@ def save_figures(data: DigitsData, pred_test, pred_ood, report: dict, out: Path)
     width = np.diff(edges)
     fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     ax.bar(edges[:-1], np.nan_to_num(acc), width=width, align="edge", edgecolor="k", alpha=0.8, label="accuracy")
-    ax.bar(
-        edges[:-1], np.nan_to_num(conf - acc), bottom=np.nan_to_num(acc), width=width, align="edge",
-        color="tab:red", alpha=0.35, label="gap to confidence",
-    )  # fmt: skip
+    centers = (edges[:-1] + edges[1:]) / 2
+    ax.plot(centers, conf, "o", color="tab:red", label="mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_ylabel("accuracy")
     ax.set_title(f"Reliability diagram (ECE = {report['ece']:.3f})")
@@ -220,7 +218,7 @@ def save_figures(data: DigitsData, pred_test, pred_ood, report: dict, out: Path)
     test_idx = np.linspace(0, len(data.y_test) - 1, n_each).astype(int)
     ood_idx = np.linspace(0, len(data.y_ood) - 1, n_each).astype(int)
     classes = np.arange(len(IN_DISTRIBUTION_CLASSES))
-    fig, axes = plt.subplots(4, n_each, figsize=(2.4 * n_each, 8.4), gridspec_kw={"height_ratios": [1.2, 1, 1.2, 1]})
+    fig, axes = plt.subplots(4, n_each, figsize=(2.4 * n_each, 8.0), gridspec_kw={"height_ratios": [1.3, 1, 1.3, 1]})
     for row, (pred, images, labels, idx, tag) in enumerate(
         (
             (pred_test, data.x_test, data.y_test, test_idx, "test"),

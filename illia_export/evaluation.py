@@ -32,11 +32,12 @@ DEFAULT_NUM_BINS = 15
 
 def _classification_arrays(prediction: Any, what: str) -> dict[str, np.ndarray]:
     """The classification summaries of a runtime ``Prediction``, checked."""
-    probs = getattr(prediction, "probabilities", None)
+    task = getattr(prediction, "task", "classification")
+    probs = getattr(prediction, "probabilities", None) if task == "classification" else None
     if probs is None:
         raise ArtifactError(
-            f"the {what} prediction has no class probabilities: the artifact is not a classifier "
-            "(its manifest task must be 'classification'; re-export with task=\"classification\")"
+            f"the {what} prediction (task {task!r}) has no class probabilities: the artifact is not a "
+            "classifier (its manifest task must be 'classification'; re-export with task=\"classification\")"
         )
     out = {
         "probabilities": np.asarray(probs, dtype=np.float64),
