@@ -3,6 +3,7 @@ to the batch (and sample chunk) of each call."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,17 @@ from illia_export.errors import ArtifactError, require
 from illia_export.runtime.backends import Backend, to_numpy
 from illia_export.runtime.backends.ort import default_threads
 from illia_export.runtime.errors import DeviceUnavailableError
+
+
+def _interpreter_class():
+    """LiteRT's interpreter when ``ai_edge_litert`` is installed, else ``tf.lite.Interpreter``."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        tf = require("tensorflow", "tf", "Running TFLite artifacts")
+        return tf.lite.Interpreter
 
 
 class TFLiteBackend(Backend):
@@ -32,11 +44,13 @@ class TFLiteBackend(Backend):
                 "the TFLite backend runs on the CPU only (GPU delegates are not wired in); use device='cpu', "
                 "or export to ONNX/TorchScript for CUDA"
             )
-        tf = require("tensorflow", "tf", "Running TFLite artifacts")
+        interpreter_cls = _interpreter_class()
         try:
-            self.interpreter = tf.lite.Interpreter(
-                model_path=str(path), num_threads=int(options.get("num_threads") or default_threads())
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # tf.lite.Interpreter's deprecation notice
+                self.interpreter = interpreter_cls(
+                    model_path=str(path), num_threads=int(options.get("num_threads") or default_threads())
+                )
         except Exception as exc:  # TF raises ValueError/RuntimeError
             raise ArtifactError(f"tf.lite cannot load {path}: {exc}") from exc
         signatures = self.interpreter.get_signature_list()
