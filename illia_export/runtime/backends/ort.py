@@ -126,8 +126,14 @@ class OnnxRuntimeBackend(Backend):
         binding.clear_binding_outputs()
         for name, value in zip(self.input_names, inputs):
             binding.bind_ortvalue_input(name, value)
+        torch_cuda = False
         for name, eps in zip(self.noise_names, noise):
-            self._bind_noise(binding, name, eps)
+            torch_cuda |= self._bind_noise(binding, name, eps)
+        if torch_cuda:
+            # The noise was written on torch's CUDA stream; ORT reads it on its own stream.
+            import torch
+
+            torch.cuda.current_stream().synchronize()
         for name in self.output_names:
             binding.bind_output(name, "cuda", 0)
         binding.synchronize_inputs()
@@ -135,15 +141,21 @@ class OnnxRuntimeBackend(Backend):
         binding.synchronize_outputs()
         return binding.copy_outputs_to_cpu()
 
-    def _bind_noise(self, binding, name: str, eps: Any) -> None:
+    def _bind_noise(self, binding, name: str, eps: Any) -> bool:
+        """Bind one noise array; device-resident torch tensors are bound in place (no copy).
+
+        Returns:
+            True when a torch CUDA tensor was bound.
+        """
         if hasattr(eps, "data_ptr") and eps.device.type == "cuda":
             if not eps.is_contiguous():
-                eps = eps.contiguous()
+                raise ArtifactError(f"noise {name!r} must be contiguous on the device")
             binding.bind_input(name, "cuda", eps.device.index or 0, np.float32, list(eps.shape), eps.data_ptr())
-        else:
-            binding.bind_ortvalue_input(
-                name, self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(to_numpy(eps)), "cuda", 0)
-            )
+            return True
+        binding.bind_ortvalue_input(
+            name, self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(to_numpy(eps)), "cuda", 0)
+        )
+        return False
 
     def describe(self) -> str:
         return f"onnxruntime {self._ort.__version__} ({', '.join(self.session.get_providers())})"
