@@ -110,3 +110,18 @@ def test_streams_and_seeds_differ_and_look_standard_normal():
 def test_negative_seed_is_rejected():
     with pytest.raises(ValueError, match="non-negative"):
         noise.standard_normal(-1, 0, (2,))
+
+
+def test_documented_test_vectors():
+    # docs/noise.md, "Test vectors"
+    assert noise.stream_key(0, 0) == 0xE220A8397B1DCDAF
+    assert noise.stream_key(0, 1) == 0x6E789E6AA1B965F4
+    assert noise.stream_key(42, 3) == 0x581CE1FF0E4AE394
+    expected = [
+        [0.36824694, 0.84760857, 0.8335688, 0.1226892, -0.6785614],
+        [-0.8745516, -0.27764657, 0.635246, 0.27047816, -1.6727827],
+    ]
+    np.testing.assert_allclose(noise.standard_normal(0, 0, (5,), 0, 2), expected, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(
+        noise.standard_normal(42, 3, (2, 2), 7, 1), [[[-0.24189511, 0.018521747], [1.5180649, 0.019061686]]], atol=1e-7
+    )
