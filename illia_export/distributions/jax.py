@@ -8,14 +8,36 @@ may carry a leading sample axis ``[S, *shape]``; the sample then has that axis t
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _normal_flat(key: jax.Array, size: int, dtype: Any) -> jax.Array:
+    return jax.random.normal(key, (size,), dtype=dtype)
+
+
+def standard_normal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """``N(0, 1)`` draws of `shape` (numpy eagerly, jax under tracing): the first ``prod(shape)`` of a power-of-two-sized draw.
+
+    Bucketing the draw size means eager code compiles the sampler once per size class instead
+    of once per shape (XLA compilation of the threefry sampler dominates eager start-up). Same
+    values eagerly and under ``jit``.
+    """
+    size = int(math.prod(shape))
+    bucket = max(64, 1 << (size - 1).bit_length())
+    flat = _normal_flat(key, bucket, jnp.dtype(dtype))
+    if isinstance(flat, jax.core.Tracer):
+        return flat[:size].reshape(shape)
+    return np.asarray(flat)[:size].reshape(shape)
 
 
 def _check_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -65,8 +87,8 @@ class GaussianDistribution(nnx.Module):
         self.shape = dims
         self.mu_prior = float(mu_prior)
         self.std_prior = float(std_prior)
-        self.mu = nnx.Param(mu_init + 0.1 * jax.random.normal(rngs.params(), dims))
-        self.rho = nnx.Param(rho_init + 0.1 * jax.random.normal(rngs.params(), dims))
+        self.mu = nnx.Param(jnp.asarray(mu_init + 0.1 * standard_normal(rngs.params(), dims), jnp.float32))
+        self.rho = nnx.Param(jnp.asarray(rho_init + 0.1 * standard_normal(rngs.params(), dims), jnp.float32))
         self.rngs = rngs
         self.noise = nnx.data(None)
 
@@ -112,7 +134,7 @@ class GaussianDistribution(nnx.Module):
             eps = self.noise
         else:
             source = self.rngs if rngs is None else rngs
-            eps = jax.random.normal(source.sample(), self.shape, dtype=self.mu[...].dtype)
+            eps = standard_normal(source.sample(), self.shape, self.mu[...].dtype)
         return self.sample_from_noise(eps)
 
     def __call__(self) -> jax.Array:
