@@ -77,17 +77,27 @@ class BayesianCNN(nn.Module):
         super().__init__()
         c1, c2 = config.channels
         self.conv1 = Conv2d(
-            1, c1, 3, padding=1, weights_distribution=_gaussian((c1, 1, 3, 3), config),
+            1,
+            c1,
+            3,
+            padding=1,
+            weights_distribution=_gaussian((c1, 1, 3, 3), config),
             bias_distribution=_gaussian((c1,), config),
-        )  # fmt: skip
+        )
         self.conv2 = Conv2d(
-            c1, c2, 3, padding=1, weights_distribution=_gaussian((c2, c1, 3, 3), config),
+            c1,
+            c2,
+            3,
+            padding=1,
+            weights_distribution=_gaussian((c2, c1, 3, 3), config),
             bias_distribution=_gaussian((c2,), config),
-        )  # fmt: skip
+        )
         self.fc = Linear(
-            4 * c2, num_classes, weights_distribution=_gaussian((num_classes, 4 * c2), config),
+            4 * c2,
+            num_classes,
+            weights_distribution=_gaussian((num_classes, 4 * c2), config),
             bias_distribution=_gaussian((num_classes,), config),
-        )  # fmt: skip
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
@@ -157,7 +167,11 @@ def export_artifacts(model: BayesianCNN, out: Path) -> dict[str, Path]:
     for fmt, path in paths.items():
         manifest = illia_export.export(model, example, path, format=fmt, task="classification")
         v = manifest.validation
-        diff = f"max abs diff {v.max_abs_diff:.2g} over {v.num_noise_draws} noise draws" if v else "not validated"
+        diff = (
+            f"max abs diff {v.max_abs_diff:.2g} over {v.num_noise_draws} noise draws"
+            if v
+            else "not validated"
+        )
         print(f"  {fmt:<11} -> {path}  ({len(manifest.noise)} noise inputs, {diff})")
     return paths
 
@@ -177,8 +191,12 @@ def save_figures(data: DigitsData, pred_test, pred_ood, report: dict, out: Path)
     conf = np.array([np.nan if v is None else v for v in cal["bin_confidence"]])
     counts = np.asarray(cal["bin_count"])
     width = np.diff(edges)
-    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
-    ax.bar(edges[:-1], np.nan_to_num(acc), width=width, align="edge", edgecolor="k", alpha=0.8, label="accuracy")
+    fig, (ax, ax_count) = plt.subplots(
+        2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
+    )
+    ax.bar(
+        edges[:-1], np.nan_to_num(acc), width=width, align="edge", edgecolor="k", alpha=0.8, label="accuracy"
+    )
     centers = (edges[:-1] + edges[1:]) / 2
     ax.plot(centers, conf, "o", color="tab:red", label="mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
@@ -218,7 +236,9 @@ def save_figures(data: DigitsData, pred_test, pred_ood, report: dict, out: Path)
     test_idx = np.linspace(0, len(data.y_test) - 1, n_each).astype(int)
     ood_idx = np.linspace(0, len(data.y_ood) - 1, n_each).astype(int)
     classes = np.arange(len(IN_DISTRIBUTION_CLASSES))
-    fig, axes = plt.subplots(4, n_each, figsize=(2.4 * n_each, 8.0), gridspec_kw={"height_ratios": [1.3, 1, 1.3, 1]})
+    fig, axes = plt.subplots(
+        4, n_each, figsize=(2.4 * n_each, 8.0), gridspec_kw={"height_ratios": [1.3, 1, 1.3, 1]}
+    )
     for row, (pred, images, labels, idx, tag) in enumerate(
         (
             (pred_test, data.x_test, data.y_test, test_idx, "test"),
@@ -270,7 +290,10 @@ def format_report(report: dict) -> str:
         ("test ECE (15 bins)", f"{report['ece']:.4f}"),
         ("OOD AUROC, predictive entropy", f"{ood['auroc_predictive_entropy']:.4f}"),
         ("OOD AUROC, mutual information", f"{ood['auroc_mutual_information']:.4f}"),
-        ("mean MI test / OOD", f"{report['mean_mutual_information']:.4f} / {ood['mean_mutual_information']:.4f} nats"),
+        (
+            "mean MI test / OOD",
+            f"{report['mean_mutual_information']:.4f} / {ood['mean_mutual_information']:.4f} nats",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
@@ -286,7 +309,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller CNN, fewer steps and samples (< 1 min)")
     parser.add_argument("--out", default="outputs/digits", help="output folder (default: outputs/digits)")
-    parser.add_argument("--samples", type=int, help="Monte Carlo samples per input (default: 64 quick, 256 full)")
+    parser.add_argument(
+        "--samples", type=int, help="Monte Carlo samples per input (default: 64 quick, 256 full)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="noise seed of the runtime (default: 0)")
     args = parser.parse_args(argv)
 

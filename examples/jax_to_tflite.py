@@ -68,16 +68,25 @@ FULL = Config(hidden=128, steps=800, num_samples=256, learning_rate=1e-2)
 class BayesianMLP(nnx.Module):
     """Flatten -> Linear(64 -> hidden) ReLU -> Linear(hidden -> 8): ``[B, 1, 8, 8]`` -> logits ``[B, 8]``."""
 
-    def __init__(self, config: Config, rngs: nnx.Rngs, num_classes: int = len(IN_DISTRIBUTION_CLASSES)) -> None:
+    def __init__(
+        self, config: Config, rngs: nnx.Rngs, num_classes: int = len(IN_DISTRIBUTION_CLASSES)
+    ) -> None:
         def gaussian(shape: tuple[int, ...]) -> GaussianDistribution:
-            return GaussianDistribution(shape, std_prior=config.prior_std, rho_init=config.rho_init, rngs=rngs)
+            return GaussianDistribution(
+                shape, std_prior=config.prior_std, rho_init=config.rho_init, rngs=rngs
+            )
 
         h = config.hidden
-        self.fc1 = Linear(64, h, weights_distribution=gaussian((h, 64)), bias_distribution=gaussian((h,)), rngs=rngs)
+        self.fc1 = Linear(
+            64, h, weights_distribution=gaussian((h, 64)), bias_distribution=gaussian((h,)), rngs=rngs
+        )
         self.fc2 = Linear(
-            h, num_classes, weights_distribution=gaussian((num_classes, h)), bias_distribution=gaussian((num_classes,)),
+            h,
+            num_classes,
+            weights_distribution=gaussian((num_classes, h)),
+            bias_distribution=gaussian((num_classes,)),
             rngs=rngs,
-        )  # fmt: skip
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape((x.shape[0], -1))
@@ -162,8 +171,12 @@ def main(argv: list[str] | None = None) -> dict:
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller model, fewer steps and samples")
-    parser.add_argument("--out", default="outputs/jax_tflite", help="output folder (default: outputs/jax_tflite)")
-    parser.add_argument("--samples", type=int, help="Monte Carlo samples per input (default: 64 quick, 256 full)")
+    parser.add_argument(
+        "--out", default="outputs/jax_tflite", help="output folder (default: outputs/jax_tflite)"
+    )
+    parser.add_argument(
+        "--samples", type=int, help="Monte Carlo samples per input (default: 64 quick, 256 full)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="noise seed of the runtime (default: 0)")
     args = parser.parse_args(argv)
 
@@ -179,7 +192,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     data = load_data(seed=config.seed)
     print(f"digits: {len(data.y_train)} train / {len(data.y_test)} test (0-7), {len(data.y_ood)} OOD (8-9)")
-    print(f"[1/3] training a Bayesian Flax-NNX MLP (hidden {config.hidden}, {config.steps} full-batch Adam steps)")
+    print(
+        f"[1/3] training a Bayesian Flax-NNX MLP (hidden {config.hidden}, {config.steps} full-batch Adam steps)"
+    )
     model = train(data, config)
 
     print("[2/3] exporting with the JAX exporter (noise as explicit inputs)")

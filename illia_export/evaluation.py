@@ -104,8 +104,12 @@ def summarize_predictions(
             )
         report["ood"] = {
             "num_examples": int(ood["probabilities"].shape[0]),
-            "auroc_predictive_entropy": metrics.ood_auroc(ind["predictive_entropy"], ood["predictive_entropy"]),
-            "auroc_mutual_information": metrics.ood_auroc(ind["mutual_information"], ood["mutual_information"]),
+            "auroc_predictive_entropy": metrics.ood_auroc(
+                ind["predictive_entropy"], ood["predictive_entropy"]
+            ),
+            "auroc_mutual_information": metrics.ood_auroc(
+                ind["mutual_information"], ood["mutual_information"]
+            ),
             "mean_predictive_entropy": float(ood["predictive_entropy"].mean()),
             "mean_mutual_information": float(ood["mutual_information"].mean()),
         }
@@ -136,14 +140,16 @@ def _check_task(task: str | None) -> None:
     if task is not None and task != "classification":
         raise ArtifactError(
             f"evaluate needs a classifier, but the artifact's manifest says task={task!r}; "
-            "re-export the model with task=\"classification\" (logits on the last axis)"
+            're-export the model with task="classification" (logits on the last axis)'
         )
 
 
 def _as_input(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim < 1 or arr.shape[0] == 0:
-        raise ShapeError(f"`{name}` must be a non-empty array with the batch axis first, got shape {arr.shape}")
+        raise ShapeError(
+            f"`{name}` must be a non-empty array with the batch axis first, got shape {arr.shape}"
+        )
     if np.issubdtype(arr.dtype, np.floating) and arr.dtype != np.float32:
         arr = arr.astype(np.float32)
     return arr
@@ -200,7 +206,9 @@ def evaluate(
     ood_prediction = None
     if x_ood is not None:
         x_ood = _as_input(x_ood, "x_ood")
-        ood_prediction = predictor.predict(x_ood, num_samples=int(num_samples), seed=int(seed), strategy=strategy)
+        ood_prediction = predictor.predict(
+            x_ood, num_samples=int(num_samples), seed=int(seed), strategy=strategy
+        )
     report = summarize_predictions(prediction, labels, ood_prediction, num_bins=num_bins)
     report.update({"num_samples": int(num_samples), "seed": int(seed), "strategy": strategy})
     return report

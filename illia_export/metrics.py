@@ -80,7 +80,9 @@ def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == y))
 
 
-def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray, epsilon: float = NLL_EPSILON) -> float:
+def negative_log_likelihood(
+    probabilities: np.ndarray, labels: np.ndarray, epsilon: float = NLL_EPSILON
+) -> float:
     """Mean negative log predictive probability of the true class, ``-mean(log p[n, y_n])``.
 
     Args:
@@ -259,5 +261,7 @@ def ood_auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
     """
     s_in = np.asarray(scores_in, dtype=np.float64).reshape(-1)
     s_out = np.asarray(scores_out, dtype=np.float64).reshape(-1)
-    targets = np.concatenate((np.zeros(s_in.shape[0], dtype=np.int64), np.ones(s_out.shape[0], dtype=np.int64)))
+    targets = np.concatenate(
+        (np.zeros(s_in.shape[0], dtype=np.int64), np.ones(s_out.shape[0], dtype=np.int64))
+    )
     return auroc(targets, np.concatenate((s_in, s_out)))

@@ -60,7 +60,9 @@ def test_brier_binary_is_twice_sklearn():
     p1 = np.array([0.1, 0.8, 0.35, 0.6, 0.99])
     y = np.array([0, 1, 1, 0, 1])
     probs = np.stack([1 - p1, p1], axis=1)
-    assert metrics.brier_score(probs, y) == pytest.approx(2 * sklearn_metrics.brier_score_loss(y, p1), rel=1e-12)
+    assert metrics.brier_score(probs, y) == pytest.approx(
+        2 * sklearn_metrics.brier_score_loss(y, p1), rel=1e-12
+    )
 
 
 def test_perfect_classifier():
@@ -136,7 +138,9 @@ def test_auroc_matches_sklearn_including_ties(rows):
     sklearn_metrics = pytest.importorskip("sklearn.metrics")
     targets = np.array([int(r[0]) for r in rows])
     scores = np.array([r[1] / 3.0 for r in rows])  # few distinct values -> many ties
-    assert metrics.auroc(targets, scores) == pytest.approx(sklearn_metrics.roc_auc_score(targets, scores), abs=1e-12)
+    assert metrics.auroc(targets, scores) == pytest.approx(
+        sklearn_metrics.roc_auc_score(targets, scores), abs=1e-12
+    )
 
 
 @settings(max_examples=40, deadline=None)

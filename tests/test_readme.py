@@ -109,7 +109,9 @@ def test_readme_blocks_run(tmp_path):
         elif lang == "bash":
             cmd = ["bash", "-euo", "pipefail", "-c", body]
         else:
-            pytest.fail(f"README block {i} is marked readme-test but its language {lang!r} is not python/bash")
+            pytest.fail(
+                f"README block {i} is marked readme-test but its language {lang!r} is not python/bash"
+            )
         result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, (
             f"README block {i} ({lang}) failed with exit {result.returncode}:\n{body}\n"
@@ -141,7 +143,9 @@ def test_setup_commands_exist_and_ci_runs_the_test_command():
     assert "examples/digits_uncertainty.py" in (ROOT / "scripts/demo.sh").read_text()
     ci = ROOT / ".ci" / "run"
     assert ci.is_file() and os.access(ci, os.X_OK)
-    ci_commands = [line.strip() for line in ci.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    ci_commands = [
+        line.strip() for line in ci.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert "bash scripts/test.sh" in ci_commands
 
 

@@ -48,11 +48,22 @@ def register(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("artifact", metavar="ARTIFACT", help="exported classifier (.onnx, .pt, .tflite, SavedModel folder)")
-    p.add_argument("--input", "-i", required=True, metavar="X.npy", help="in-distribution inputs, batch axis first")
+    p.add_argument(
+        "artifact", metavar="ARTIFACT", help="exported classifier (.onnx, .pt, .tflite, SavedModel folder)"
+    )
+    p.add_argument(
+        "--input", "-i", required=True, metavar="X.npy", help="in-distribution inputs, batch axis first"
+    )
     p.add_argument("--labels", "-y", required=True, metavar="Y.npy", help="integer class labels, shape [N]")
     p.add_argument("--ood", metavar="OOD.npy", help="out-of-distribution inputs (adds OOD AUROC)")
-    p.add_argument("--samples", "-S", type=_positive_int, default=64, metavar="N", help="Monte Carlo samples (default: 64)")
+    p.add_argument(
+        "--samples",
+        "-S",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="Monte Carlo samples (default: 64)",
+    )
     p.add_argument("--seed", type=_seed, default=0, help="noise seed (default: 0)")
     p.add_argument(
         "--strategy",
@@ -60,7 +71,9 @@ def register(sub) -> None:
         default="fresh",
         help="sampling strategy of the runtime (default: fresh)",
     )
-    p.add_argument("--bins", type=_positive_int, default=15, metavar="N", help="ECE confidence bins (default: 15)")
+    p.add_argument(
+        "--bins", type=_positive_int, default=15, metavar="N", help="ECE confidence bins (default: 15)"
+    )
     p.add_argument("--device", default="cpu", help="runtime device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print the metrics as exactly one JSON object")
     p.set_defaults(func=run)

@@ -45,8 +45,12 @@ def _make_mlp() -> MLP:
     torch.manual_seed(0)
     model = MLP()
     with torch.no_grad():
-        for dist in (model.fc1.weights_distribution, model.fc1.bias_distribution,
-                     model.fc2.weights_distribution, model.fc2.bias_distribution):  # fmt: skip
+        for dist in (
+            model.fc1.weights_distribution,
+            model.fc1.bias_distribution,
+            model.fc2.weights_distribution,
+            model.fc2.bias_distribution,
+        ):
             dist.mu.normal_(0.0, 1.0)
             dist.rho.fill_(math.log(math.expm1(0.5)))  # sigma = 0.5: a clearly random posterior
     return model
@@ -71,7 +75,9 @@ def artifacts(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         illia_export.export(model, torch.zeros(2, IN), paths["onnx"], format="onnx", task="classification")
-        illia_export.export(model, torch.zeros(2, IN), paths["torchscript"], format="torchscript", task="classification")
+        illia_export.export(
+            model, torch.zeros(2, IN), paths["torchscript"], format="torchscript", task="classification"
+        )
         illia_export.export(model, torch.zeros(2, IN), paths["raw"], format="onnx", task="raw")
     return model, paths
 
@@ -195,7 +201,9 @@ def test_tflite_from_jax_agrees_with_onnx_from_torch(artifacts, npy_files, tmp_p
     tflite = tmp_path / "mlp.tflite"
     import jax.numpy as jnp
 
-    manifest = illia_export.export(jm, jnp.zeros((2, IN), jnp.float32), tflite, format="tflite", task="classification")
+    manifest = illia_export.export(
+        jm, jnp.zeros((2, IN), jnp.float32), tflite, format="tflite", task="classification"
+    )
     torch_manifest = illia_export.exporters.manifest.read_manifest(paths["onnx"])
     # Same noise streams in the same order: the same seed feeds the same eps to the same weights.
     assert [n.parameter for n in manifest.noise] == [n.parameter for n in torch_manifest.noise]
@@ -213,13 +221,22 @@ def test_table_output_lists_every_metric(artifacts, npy_files, capsys):
     capsys.readouterr()
     assert main(["evaluate", *_cli_args(paths["onnx"], npy_files)]) == 0
     out = capsys.readouterr().out
-    for label in ("accuracy", "NLL", "Brier", "ECE (15 bins)", "OOD AUROC (predictive entropy)",
-                  "OOD AUROC (mutual information)"):  # fmt: skip
+    for label in (
+        "accuracy",
+        "NLL",
+        "Brier",
+        "ECE (15 bins)",
+        "OOD AUROC (predictive entropy)",
+        "OOD AUROC (mutual information)",
+    ):
         assert label in out, label
     report = evaluate(
-        paths["onnx"], *[np.load(npy_files / n) for n in ("x.npy", "y.npy")],
-        x_ood=np.load(npy_files / "ood.npy"), num_samples=SAMPLES, seed=SEED,
-    )  # fmt: skip
+        paths["onnx"],
+        *[np.load(npy_files / n) for n in ("x.npy", "y.npy")],
+        x_ood=np.load(npy_files / "ood.npy"),
+        num_samples=SAMPLES,
+        seed=SEED,
+    )
     assert f"{report['accuracy']:.4f}" in out and f"{report['ood']['auroc_mutual_information']:.4f}" in out
     capsys.readouterr()
     assert main(["evaluate", *_cli_args(paths["onnx"], npy_files, ood=False)]) == 0
@@ -240,7 +257,9 @@ def test_bad_inputs_exit_2_with_one_line(artifacts, npy_files, labels, artifact,
     args = [str(paths[artifact]), "--input", str(npy_files / "x.npy"), "--labels", str(npy_files / labels)]
     exe = Path(sys.executable).with_name("illia-export")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "illia_export.cli"]
-    res = subprocess.run(cmd + ["evaluate", *args, "--samples", "4"], capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        cmd + ["evaluate", *args, "--samples", "4"], capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 2, res.stderr
     assert res.stdout == ""
     err = [line for line in res.stderr.splitlines() if line.strip()]

@@ -50,7 +50,9 @@ def test_quick_demo_writes_artifacts_figures_and_metrics(quick_run):
             assert f.read(8) == PNG_MAGIC, path
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["accuracy"] == pytest.approx(report["accuracy"])
-    assert saved["ood"]["auroc_mutual_information"] == pytest.approx(report["ood"]["auroc_mutual_information"])
+    assert saved["ood"]["auroc_mutual_information"] == pytest.approx(
+        report["ood"]["auroc_mutual_information"]
+    )
 
 
 def test_quick_demo_artifact_matches_cli_evaluate(quick_run, tmp_path, capsys):
@@ -65,11 +67,21 @@ def test_quick_demo_artifact_matches_cli_evaluate(quick_run, tmp_path, capsys):
     capsys.readouterr()
     code = cli_main(
         [
-            "evaluate", str(out / "digits_cnn.onnx"), "--input", str(tmp_path / "x.npy"),
-            "--labels", str(tmp_path / "y.npy"), "--ood", str(tmp_path / "ood.npy"),
-            "--samples", str(report["num_samples"]), "--seed", str(report["seed"]), "--json",
+            "evaluate",
+            str(out / "digits_cnn.onnx"),
+            "--input",
+            str(tmp_path / "x.npy"),
+            "--labels",
+            str(tmp_path / "y.npy"),
+            "--ood",
+            str(tmp_path / "ood.npy"),
+            "--samples",
+            str(report["num_samples"]),
+            "--seed",
+            str(report["seed"]),
+            "--json",
         ]
-    )  # fmt: skip
+    )
     assert code == 0
     cli = json.loads(capsys.readouterr().out)
     for key in ("accuracy", "nll", "brier", "ece"):
