@@ -1,0 +1,245 @@
+"""Monte Carlo throughput of the illia-export runtime on the reference workloads W1-W3.
+
+For each workload, backend (onnxruntime, TorchScript) and strategy (fresh, bank, local where the
+artifact has a local variant), times ``Predictor.predict(x, num_samples=S, seed=0)`` and
+compares it with:
+
+* ``naive``: the eager loop a user writes today: S forwards of the Bayesian torch model, each
+  drawing all weights anew (``torch.randn_like`` inside every layer);
+* ``det``: the deterministic network (same architecture, plain ``torch.nn`` layers) run once on
+  a batch of S*B inputs, eager, under ``torch.inference_mode``;
+* ``randn``: ``torch.randn(S, |W|)``, the cost of the weight noise alone.
+
+Columns: ``ms`` (median of the repeats), ``best`` (fastest repeat), ``MC/s`` (S*B sample
+predictions per second, from the median), ``x naive`` (speed-up over the naive loop), ``/det``
+(time over the deterministic S*B forward) and, for ``fresh``, ``/(randn+det)``.
+
+Usage::
+
+    python benchmarks/mc_throughput.py                # W1-W3, ~3-6 min on 2 cores
+    python benchmarks/mc_throughput.py --quick        # W1 only, fewer repeats
+    python benchmarks/mc_throughput.py --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import illia_export  # noqa: E402
+from illia_export.nn.torch import LSTM, Conv2d, Linear  # noqa: E402
+from illia_export.runtime import load  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- workloads
+class MLP(nn.Module):
+    """W1: Linear 784-512-512-10, ReLU."""
+
+    def __init__(self, bayesian: bool = True) -> None:
+        super().__init__()
+        lin = Linear if bayesian else nn.Linear
+        self.fc1, self.fc2, self.fc3 = lin(784, 512), lin(512, 512), lin(512, 10)
+
+    def forward(self, x):
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class CNN(nn.Module):
+    """W2: Conv(1->16,3) ReLU MaxPool2, Conv(16->32,3) ReLU MaxPool2, Linear(800->10)."""
+
+    def __init__(self, bayesian: bool = True) -> None:
+        super().__init__()
+        conv, lin = (Conv2d, Linear) if bayesian else (nn.Conv2d, nn.Linear)
+        self.conv1, self.conv2, self.fc = conv(1, 16, 3), conv(16, 32, 3), lin(800, 10)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
+        return self.fc(x.flatten(1))
+
+
+class SeqModel(nn.Module):
+    """W3: illia LSTM(num_embeddings=1000, embeddings_dim=64, hidden 128, output 5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = LSTM(1000, 64, 128, 5)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+class PlainSeq(nn.Module):
+    """W3's deterministic twin: nn.Embedding -> nn.LSTM -> nn.Linear on the last hidden state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.lstm, self.head = nn.Embedding(1000, 64), nn.LSTM(64, 128, batch_first=True), nn.Linear(128, 5)
+
+    def forward(self, x):
+        out, _ = self.lstm(self.emb(x))
+        return self.head(out[:, -1])
+
+
+def workloads(quick: bool) -> list[dict[str, Any]]:
+    w = [
+        dict(name="W1 MLP", model=MLP, det=lambda: MLP(False), x=lambda b: torch.randn(b, 784), batch=64, S=32,
+             task="classification"),
+        dict(name="W2 CNN", model=CNN, det=lambda: CNN(False), x=lambda b: torch.randn(b, 1, 28, 28), batch=64, S=32,
+             task="classification"),
+        dict(name="W3 LSTM", model=SeqModel, det=PlainSeq, x=lambda b: torch.randint(0, 1000, (b, 32)), batch=32, S=16,
+             task="classification"),
+    ]
+    return w[:1] if quick else w
+
+
+# -------------------------------------------------------------------------------- timing
+def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Wall-clock median and best, and the median CPU time of this process (all threads).
+
+    On a machine shared with other jobs, wall time includes waiting for a core; CPU time does
+    not (but includes threads spinning while they wait for work).
+    """
+    for _ in range(warmup):
+        fn()
+    times, cpu = [], []
+    for _ in range(repeats):
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {
+        "median_ms": 1e3 * statistics.median(times),
+        "best_ms": 1e3 * min(times),
+        "cpu_ms": 1e3 * statistics.median(cpu),
+    }
+
+
+def num_weights(model: nn.Module) -> int:
+    """|W|: scalar weights sampled per forward (the size of every distribution's mu)."""
+    return sum(p.numel() for n, p in model.named_parameters() if n.endswith(".mu"))
+
+
+def bench_workload(spec: dict[str, Any], repeats: int, tmp: Path, backends: list[str], threads: int | None) -> dict[str, Any]:
+    torch.manual_seed(0)
+    model = spec["model"]().eval()
+    det = spec["det"]().eval()
+    B, S = spec["batch"], spec["S"]
+    x = spec["x"](B)
+    xs = spec["x"](S * B)
+    W = num_weights(model)
+    res: dict[str, Any] = {"workload": spec["name"], "batch": B, "samples": S, "num_weights": W, "rows": []}
+
+    with torch.inference_mode():
+        res["naive"] = timeit(lambda: torch.stack([model(x) for _ in range(S)]), repeats)
+        res["det"] = timeit(lambda: det(xs), repeats)
+        res["randn"] = timeit(lambda: torch.randn(S, W), repeats)
+
+    x_np = x.numpy()
+    for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
+        if fmt not in backends:
+            continue
+        path = tmp / f"{spec['name'].split()[0]}.{ext}"
+        t0 = time.perf_counter()
+        illia_export.export(model, spec["x"](2), path, format=fmt, task=spec["task"], validate=False)
+        export_s = time.perf_counter() - t0
+        predictor = load(path, **({"intra_op_num_threads": threads} if fmt == "onnx" and threads else {}))
+        strategies = ["fresh", "bank"] + (["local"] if predictor.manifest.local else [])
+        for strategy in strategies:
+            # TorchScript's profiling executor specializes the graph over the first calls.
+            t = timeit(lambda: predictor.predict(x_np, num_samples=S, seed=0, strategy=strategy), repeats, warmup=3)
+            res["rows"].append({"backend": predictor.backend.name, "strategy": strategy, "export_s": export_s, **t})
+    return res
+
+
+def add_ratios(res: dict[str, Any]) -> None:
+    S, B = res["samples"], res["batch"]
+    naive, det, randn = res["naive"]["median_ms"], res["det"]["median_ms"], res["randn"]["median_ms"]
+    for row in res["rows"]:
+        ms = row["median_ms"]
+        row["mc_per_s"] = S * B / (ms / 1e3)
+        row["speedup_vs_naive"] = naive / ms
+        row["over_det"] = ms / det
+        row["over_randn_plus_det"] = ms / (randn + det) if row["strategy"] == "fresh" else None
+
+
+def _t(t: dict[str, float]) -> str:
+    return f"{t['median_ms']:.1f} / {t['best_ms']:.1f} / {t['cpu_ms']:.1f}"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for res in results:
+        S, B = res["samples"], res["batch"]
+        lines.append(
+            f"\n{res['workload']}  (B={B}, S={S}, |W|={res['num_weights']:,})   naive {_t(res['naive'])}, "
+            f"det S*B {_t(res['det'])}, randn S*|W| {_t(res['randn'])}   [median / best / cpu ms]"
+        )
+        lines.append(
+            f"  {'backend':<12} {'strategy':<8} {'ms':>8} {'best':>8} {'cpu ms':>8} {'MC/s':>10} {'x naive':>8} {'/det':>7} "
+            f"{'/(randn+det)':>13}"
+        )
+        for r in res["rows"]:
+            frd = f"{r['over_randn_plus_det']:.2f}" if r["over_randn_plus_det"] is not None else "-"
+            lines.append(
+                f"  {r['backend']:<12} {r['strategy']:<8} {r['median_ms']:>8.1f} {r['best_ms']:>8.1f} {r['cpu_ms']:>8.1f} {r['mc_per_s']:>10,.0f} "
+                f"{r['speedup_vs_naive']:>8.2f} {r['over_det']:>7.2f} {frd:>13}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="W1 only, 3 repeats")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 7, quick 3)")
+    ap.add_argument("--backends", default="onnx,torchscript", help="comma list: onnx, torchscript")
+    ap.add_argument("--threads", type=int, default=None, help="torch and onnxruntime intra-op threads (default: all cores)")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeats = args.repeats or (3 if args.quick else 7)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    results = []
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in workloads(args.quick):
+            res = bench_workload(spec, repeats, Path(tmp), backends, args.threads)
+            add_ratios(res)
+            results.append(res)
+            print(table([res]), flush=True)
+    meta = {
+        "torch": torch.__version__,
+        "onnxruntime": __import__("onnxruntime").__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_end": os.getloadavg(),
+        "repeats": repeats,
+        "total_s": time.perf_counter() - t_start,
+    }
+    print(f"\n(repeats={repeats}, torch threads={meta['torch_threads']}, load average at end {meta['loadavg_end'][0]:.1f}, "
+          f"total {meta['total_s']:.0f} s)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        print(f"saved {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
