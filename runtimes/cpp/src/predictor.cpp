@@ -31,29 +31,30 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
-int default_threads() {
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(std::min(n, 16u));
-}
+// Element pairs below which splitting the noise over threads does not pay.
+constexpr int64_t kNoiseGrain = 1 << 15;
 
 }  // namespace
 
-void generate_noise(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start, int64_t num_samples,
-                    float* out, int threads) {
-  const uint64_t key = stream_key(seed, stream);
-  const int64_t pairs = num_samples * ((n + 1) / 2);
-  const int64_t min_per_thread = 1 << 15;
-  int64_t t = std::max<int64_t>(1, std::min<int64_t>(threads, pairs / min_per_thread));
+void Backend::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t t = std::max<int64_t>(1, std::min<int64_t>(cores, n / std::max<int64_t>(grain, 1)));
   if (t == 1) {
-    fill_normal_pairs(key, n, sample_start, 0, pairs, out);
+    fn(0, n);
     return;
   }
   std::vector<std::thread> pool;
-  for (int64_t i = 0; i < t; ++i) {
-    int64_t begin = pairs * i / t, end = pairs * (i + 1) / t;
-    pool.emplace_back(fill_normal_pairs, key, n, sample_start, begin, end, out);
-  }
+  for (int64_t i = 0; i < t; ++i) pool.emplace_back(fn, n * i / t, n * (i + 1) / t);
   for (auto& th : pool) th.join();
+}
+
+void Predictor::generate_noise(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start,
+                               int64_t num_samples, float* out) {
+  const uint64_t key = stream_key(seed, stream);
+  const int64_t pairs = num_samples * ((n + 1) / 2);
+  backend_->parallel_for(pairs, kNoiseGrain, [&](int64_t begin, int64_t end) {
+    fill_normal_pairs(key, n, sample_start, begin, end, out);
+  });
 }
 
 Predictor Predictor::load(const std::string& path) {
@@ -112,7 +113,7 @@ const std::vector<std::vector<float>>& Predictor::bank(uint64_t seed, int64_t nu
     for (size_t k = 0; k < manifest_.noise.size(); ++k) {
       const int64_t n = manifest_.noise[k].event_numel();
       std::vector<float> buf(static_cast<size_t>(num_samples * n));
-      generate_noise(seed, k, n, 0, num_samples, buf.data(), default_threads());
+      generate_noise(seed, k, n, 0, num_samples, buf.data());
       bank_->noise.push_back(std::move(buf));
     }
     bank_->seed = seed;
@@ -165,7 +166,7 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
         r.data = (*banked)[k].data() + start * n;
       } else {
         fresh[k].resize(static_cast<size_t>(count * n));
-        generate_noise(options.seed, k, n, start, count, fresh[k].data(), default_threads());
+        generate_noise(options.seed, k, n, start, count, fresh[k].data());
         r.data = fresh[k].data();
       }
       feeds.push_back(r);

@@ -1,4 +1,5 @@
 // TorchScript backend: torch::jit::load with the manifest read from the archive's extra files.
+#include <ATen/Parallel.h>
 #include <ATen/core/ivalue.h>
 #include <ATen/ops/from_blob.h>
 #include <c10/core/InferenceMode.h>
@@ -33,6 +34,10 @@ class TorchScriptBackend : public Backend {
   }
 
   std::string embedded_manifest() const override { return manifest_; }
+
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) override {
+    at::parallel_for(0, n, grain, fn);  // LibTorch's intra-op pool (OpenMP)
+  }
 
   std::vector<Array> run(const std::vector<TensorRef>& feeds, const std::vector<std::string>&) override {
     // A TorchScript artifact's forward is positional: inputs then noise; outputs in order.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +31,11 @@ class Backend {
   /// noise tensors (manifest.noise order); returns the outputs named `output_names`
   /// (manifest.outputs order) as float32 arrays.
   virtual std::vector<Array> run(const std::vector<TensorRef>& feeds, const std::vector<std::string>& output_names) = 0;
+
+  /// Call fn(begin, end) on disjoint ranges covering [0, n), on the engine's own thread pool
+  /// (so that noise generation does not fight the engine's threads for the cores). The base
+  /// version uses up to hardware_concurrency std::threads, with at least `grain` per range.
+  virtual void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 };
 
 /// Load a TorchScript archive (torch.jit.save) on CPU; throws ArtifactError when unreadable.

@@ -65,11 +65,9 @@ class Predictor {
 
   void check_inputs(const std::vector<Array>& inputs) const;
   const std::vector<std::vector<float>>& bank(uint64_t seed, int64_t num_samples);
+  /// illia::standard_normal, split over the backend's thread pool (same numbers).
+  void generate_noise(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start, int64_t num_samples,
+                      float* out);
 };
-
-/// Samples [sample_start, sample_start + num_samples) of stream `stream`, `n` elements each,
-/// generated on up to `threads` threads (same numbers as the serial illia::standard_normal).
-void generate_noise(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start, int64_t num_samples,
-                    float* out, int threads);
 
 }  // namespace illia
