@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
 from illia_export.nn.jax.module import check_positive
 
@@ -92,7 +93,7 @@ class BatchEnsembleLinear(nnx.Module):
                 f"({self.num_members})"
             )
         x = inputs.reshape((self.num_members, -1, self.in_features)) * self.r[...][:, None, :]
-        y = jnp.matmul(x, self.kernel[...]) * self.s[...][:, None, :]
+        y = lax.dot_general(x, self.kernel[...], (((2,), (0,)), ((), ()))) * self.s[...][:, None, :]
         if self.bias is not None:
             y = y + self.bias[...][:, None, :]
         y = y.reshape((-1, self.out_features))

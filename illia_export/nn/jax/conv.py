@@ -65,13 +65,15 @@ def conv2d_im2col(
     cols = []
     for i in range(kh):
         for j in range(kw):
-            cols.append(
-                x[:, :, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
-            )
+            # lax.slice (static bounds) rather than x[..., a:b:s], which lowers to a gather
+            rows = lax.slice_in_dim(x, i * dh, i * dh + sh * (out_h - 1) + 1, sh, axis=2)
+            cols.append(lax.slice_in_dim(rows, j * dw, j * dw + sw * (out_w - 1) + 1, sw, axis=3))
     patches = jnp.stack(cols, axis=2)  # [N, C, kh*kw, H', W']
     patches = patches.reshape((-1, groups, cg * kh * kw, out_h, out_w))
     w = weights.reshape((groups, out_channels // groups, cg * kh * kw))
-    out = jnp.einsum("gok,ngkhw->ngohw", w, patches)
+    # contract k, batch over groups: [g, N, H', W', o/g] -> [N, g, o/g, H', W']
+    out = lax.dot_general(patches, w, (((2,), (2,)), ((1,), (0,))))
+    out = jnp.transpose(out, (1, 0, 4, 2, 3))
     return out.reshape((-1, out_channels, out_h, out_w))
 
 

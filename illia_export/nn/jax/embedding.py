@@ -7,6 +7,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
 from illia_export.distributions.jax import GaussianDistribution
 from illia_export.nn.jax.module import (
@@ -34,7 +35,7 @@ def embedding_lookup(
     """
     if portable():
         one_hot = jax.nn.one_hot(inputs, table.shape[0], dtype=table.dtype)
-        out = jnp.matmul(one_hot, table)
+        out = lax.dot_general(one_hot, table, (((one_hot.ndim - 1,), (0,)), ((), ())))
     else:
         out = jnp.take(table, inputs, axis=0)
     if max_norm is not None:

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
 from illia_export.distributions.jax import GaussianDistribution
 from illia_export.nn.jax.embedding import Embedding
@@ -93,14 +94,15 @@ class LSTM(BayesianModule):
         gates_b = jnp.concatenate([bf, bi, bc, bo], axis=0)  # [4H]
         w_x = gates_w[:, : self.embeddings_dim]
         w_h = gates_w[:, self.embeddings_dim :]
-        x_proj = jnp.einsum("bte,ge->tbg", emb, w_x) + gates_b  # [T, B, 4H]
+        x_proj = lax.dot_general(emb, w_x, (((2,), (1,)), ((), ()))) + gates_b  # [B, T, 4H]
+        x_proj = jnp.transpose(x_proj, (1, 0, 2))  # [T, B, 4H]
         if init_h is None:
             init_h = jnp.zeros((emb.shape[0], hidden), emb.dtype)
             init_c = jnp.zeros((emb.shape[0], hidden), emb.dtype)
 
         def step(carry, xp):
             h_t, c_t = carry
-            g = xp + h_t @ w_h.T
+            g = xp + lax.dot_general(h_t, w_h, (((1,), (1,)), ((), ())))
             f_t = jax.nn.sigmoid(g[:, :hidden])
             i_t = jax.nn.sigmoid(g[:, hidden : 2 * hidden])
             cand = jnp.tanh(g[:, 2 * hidden : 3 * hidden])
@@ -110,7 +112,7 @@ class LSTM(BayesianModule):
             return (h_t, c_t), None
 
         (h_t, c_t), _ = jax.lax.scan(step, (init_h, init_c), x_proj)
-        y = h_t @ wv.T + bv
+        y = lax.dot_general(h_t, wv, (((1,), (1,)), ((), ()))) + bv
         return y, h_t, c_t
 
     def __call__(
