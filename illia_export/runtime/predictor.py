@@ -83,6 +83,7 @@ class Predictor:
         self._local_backend: Backend | None = None
         self._makers: dict[int, NoiseMaker] = {}
         self._bank: tuple[tuple, list[Any]] | None = None
+        self._bank_tokens: dict[tuple[int, int, int], Any] = {}
         self._bank_seed: int | None = None
 
     # ----------------------------------------------------------------- plumbing
@@ -224,14 +225,24 @@ class Predictor:
     def clear_bank(self) -> None:
         """Drop the cached noise bank (the next ``strategy='bank'`` call draws a new one)."""
         self._bank = None
+        self._bank_tokens = {}
         self._bank_seed = None
 
     def _bank_noise(self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int) -> list[Any]:
         key = (seed, num_samples, tuple(shapes))
         if self._bank is None or self._bank[0] != key:
             self._bank = None  # free the old bank before drawing the new one
+            self._bank_tokens = {}
             self._bank = (key, self._maker(backend).draw(seed, shapes, 0, num_samples))
         return self._bank[1]
+
+    def _bank_token(self, backend: Backend, bank: list[Any], start: int, count: int) -> Any | None:
+        """The backend's precomputed noise-only values for one bank chunk (cached)."""
+        key = (id(backend), start, count)
+        if key not in self._bank_tokens:
+            chunk = [b[start : start + count] for b in bank]
+            self._bank_tokens[key] = backend.precompute_noise(chunk)
+        return self._bank_tokens[key]
 
     # ------------------------------------------------------------------- predict
     def predict(
@@ -311,12 +322,15 @@ class Predictor:
         try:
             for start in range(0, num_samples, chunk):
                 count = min(chunk, num_samples - start)
+                token = None
                 if bank is not None:
                     noise = [b[start : start + count] for b in bank]
+                    if vectorized:
+                        token = self._bank_token(backend, bank, start, count)
                 else:
                     noise = maker.draw(seed, shapes, start, count, reuse=True)
                 if vectorized:
-                    outs = backend.run(inputs, noise)
+                    outs = backend.run(inputs, noise) if token is None else backend.run_precomputed(inputs, token)
                     results = self._store(results, outs, start, count, num_samples, vectorized=True)
                     if bar is not None:
                         bar.update(count)

@@ -67,11 +67,23 @@ def test_local_chunk_size_does_not_change_results(artifacts):
     np.testing.assert_allclose(p.predict(X, num_samples=6, seed=2, strategy="local", chunk_size=4).samples, ref, atol=1e-6)
 
 
-def test_fresh_and_bank_with_one_seed_give_the_same_samples(artifacts):
-    p = load(artifacts["mlp_onnx_vectorized"])
-    np.testing.assert_array_equal(
-        p.predict(X, num_samples=5, seed=11).samples, p.predict(X, num_samples=5, seed=11, strategy="bank").samples
-    )
+@pytest.mark.parametrize("key", ["mlp_onnx_vectorized", "mlp_torchscript_vectorized", "cnn_onnx"])
+def test_fresh_and_bank_with_one_seed_give_the_same_samples(artifacts, key):
+    p = load(artifacts[key])
+    x = np.random.default_rng(0).normal(size=(3, 1, 6, 6)).astype(np.float32) if key == "cnn_onnx" else X
+    fresh = p.predict(x, num_samples=5, seed=11).samples
+    np.testing.assert_allclose(p.predict(x, num_samples=5, seed=11, strategy="bank").samples, fresh, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(p.predict(x, num_samples=5, seed=11, strategy="bank", chunk_size=2).samples, fresh, rtol=1e-6, atol=1e-6)
+
+
+def test_onnx_bank_precomputes_the_noise_only_subgraph(artifacts):
+    split = load(artifacts["mlp_onnx_vectorized"])
+    plain = load(artifacts["mlp_onnx_vectorized"], split_bank=False)
+    a = split.predict(X, num_samples=4, seed=6, strategy="bank")
+    b = plain.predict(X, num_samples=4, seed=6, strategy="bank")
+    assert split.backend._split and plain.backend._split is False
+    assert len(split._bank_tokens) == 1
+    np.testing.assert_allclose(a.samples, b.samples, rtol=1e-6, atol=1e-6)
 
 
 def test_bank_is_drawn_once_and_reused(artifacts):

@@ -86,6 +86,16 @@ class Backend(ABC):
             ``[B, ...]`` (per-call).
         """
 
+    def precompute_noise(self, noise: list[Any]) -> Any | None:
+        """Evaluate whatever depends on the noise alone, for a noise chunk that will be reused
+        (the ``bank`` strategy). Returns a token for :meth:`run_precomputed`, or None when the
+        backend has nothing to precompute (the default)."""
+        return None
+
+    def run_precomputed(self, inputs: list[Any], token: Any) -> list[np.ndarray]:
+        """Like :meth:`run` with the noise chunk that :meth:`precompute_noise` returned `token` for."""
+        raise NotImplementedError(f"{type(self).__name__} does not precompute noise")
+
     def describe(self) -> str:
         """One line: backend name and where it runs."""
         return f"{self.name} ({self.device})"

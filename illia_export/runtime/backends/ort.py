@@ -41,6 +41,9 @@ class OnnxRuntimeBackend(Backend):
         providers: explicit provider list (advanced; must include CUDAExecutionProvider first
             for device="cuda").
         session_options: an ``onnxruntime.SessionOptions`` used as is.
+        split_bank: for the ``bank`` strategy, evaluate the noise-only part of the graph
+            (``w = mu + sigma * eps`` and its reshapes) once per bank chunk and run only the
+            rest on each call (default True; CPU only; see :mod:`.ort_split`).
     """
 
     name = "onnxruntime"
@@ -105,6 +108,9 @@ class OnnxRuntimeBackend(Backend):
             raise ArtifactError(f"{path}: outputs {absent} not in the ONNX graph (has {graph_outputs})")
         self.input_dtypes = {n: _ORT_DTYPES.get(graph_inputs[n].type, np.float32) for n in self.input_names}
         self._binding = self.session.io_binding() if device == "cuda" else None
+        self._so = so
+        self._providers = providers
+        self._split: Any = None  # False: not splittable; else (prefix session, suffix session, frontier)
 
     @property
     def noise_device(self) -> str:
@@ -140,6 +146,35 @@ class OnnxRuntimeBackend(Backend):
         self.session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         return binding.copy_outputs_to_cpu()
+
+    def _split_sessions(self):
+        if self._split is None:
+            self._split = False
+            if self.device == "cpu" and self.options.get("split_bank", True):
+                from illia_export.runtime.backends.ort_split import split_noise_prefix
+
+                graphs = split_noise_prefix(self.path, self.input_names, self.noise_names)
+                if graphs is not None:
+                    ort = self._ort
+                    prefix = ort.InferenceSession(graphs.prefix, sess_options=self._so, providers=self._providers)
+                    suffix = ort.InferenceSession(graphs.suffix, sess_options=self._so, providers=self._providers)
+                    self._split = (prefix, suffix, graphs.frontier)
+        return self._split
+
+    def precompute_noise(self, noise: list[Any]) -> Any | None:
+        split = self._split_sessions()
+        if not split:
+            return None
+        prefix, _, frontier = split
+        names = [i.name for i in prefix.get_inputs()]
+        feeds = {n: to_numpy(e) for n, e in zip(self.noise_names, noise) if n in names}
+        return dict(zip(frontier, prefix.run(frontier, feeds)))
+
+    def run_precomputed(self, inputs: list[Any], token: Any) -> list[np.ndarray]:
+        _, suffix, _ = self._split
+        feeds = dict(zip(self.input_names, inputs))
+        feeds.update(token)
+        return suffix.run(self.output_names, feeds)
 
     def _bind_noise(self, binding, name: str, eps: Any) -> bool:
         """Bind one noise array; device-resident torch tensors are bound in place (no copy).
