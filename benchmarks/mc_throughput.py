@@ -12,7 +12,9 @@ compares it with:
 
 Columns: ``ms`` (median of the repeats), ``best`` (fastest repeat), ``MC/s`` (S*B sample
 predictions per second, from the median), ``x naive`` (speed-up over the naive loop), ``/det``
-(time over the deterministic S*B forward) and, for ``fresh``, ``/(randn+det)``.
+(time over the deterministic S*B forward) and, for ``fresh``, ``/(randn+det)``. Strategy
+``local`` runs with seed 0 (its pre-activation noise is kept between calls, like a bank);
+``local*`` with ``seed=None`` (noise drawn on every call).
 
 Usage::
 
@@ -159,11 +161,14 @@ def bench_workload(spec: dict[str, Any], repeats: int, tmp: Path, backends: list
         illia_export.export(model, spec["x"](2), path, format=fmt, task=spec["task"], validate=False)
         export_s = time.perf_counter() - t0
         predictor = load(path, **({"intra_op_num_threads": threads} if fmt == "onnx" and threads else {}))
-        strategies = ["fresh", "bank"] + (["local"] if predictor.manifest.local else [])
-        for strategy in strategies:
+        # (strategy, seed): "local" with a fixed seed reuses its pre-activation noise between
+        # calls; "local*" (seed=None) draws it on every call.
+        runs = [("fresh", 0), ("bank", 0)] + ([("local", 0), ("local*", None)] if predictor.manifest.local else [])
+        for label, seed in runs:
+            strategy = label.rstrip("*")
             # TorchScript's profiling executor specializes the graph over the first calls.
-            t = timeit(lambda: predictor.predict(x_np, num_samples=S, seed=0, strategy=strategy), repeats, warmup=3)
-            res["rows"].append({"backend": predictor.backend.name, "strategy": strategy, "export_s": export_s, **t})
+            t = timeit(lambda: predictor.predict(x_np, num_samples=S, seed=seed, strategy=strategy), repeats, warmup=3)
+            res["rows"].append({"backend": predictor.backend.name, "strategy": label, "export_s": export_s, **t})
     return res
 
 

@@ -148,7 +148,7 @@ def _fill_pairs_torch(torch, out_pairs, first_counter: int, key: int) -> None:
     """Write the normals of counters ``[first_counter, first_counter + len(out_pairs))``.
 
     Args:
-        out_pairs: float32 tensor of shape ``[P, 2]`` (rows contiguous), written in place; row
+        out_pairs: contiguous float32 tensor of shape ``[P, 2]``, written in place; row
             ``p`` receives elements ``(2p', 2p' + 1)`` of counter ``first_counter + p``.
         first_counter: the counter of row 0 (``c`` in the spec, before the ``+ 1``).
         key: the stream key (unsigned 64-bit Python int).
@@ -156,6 +156,7 @@ def _fill_pairs_torch(torch, out_pairs, first_counter: int, key: int) -> None:
     block = _CUDA_BLOCK if out_pairs.device.type == "cuda" else _CPU_BLOCK
     sc = _scratch(torch, out_pairs.device, block)
     total = out_pairs.shape[0]
+    out_complex = out_pairs.view(torch.complex64).view(total)
     inv24 = 1.0 / 16777216.0
     done = 0
     while done < total:
@@ -186,9 +187,10 @@ def _fill_pairs_torch(torch, out_pairs, first_counter: int, key: int) -> None:
         torch.bitwise_right_shift(z, 16, out=t).bitwise_and_(0xFFFFFF).mul_(2).sub_(16777215)
         phi.copy_(t).mul_(math.pi * inv24)
         r.neg_()
-        rows = out_pairs[done : done + n]
-        torch.mul(torch.cos(phi, out=trig), r, out=rows[:, 0])
-        torch.mul(torch.sin(phi, out=trig), r, out=rows[:, 1])
+        torch.cos(phi, out=trig).mul_(r)
+        torch.sin(phi, out=phi).mul_(r)
+        # (cos, sin) pairs interleaved in one contiguous write: a complex64 view of the rows.
+        torch.complex(trig, phi, out=out_complex[done : done + n])
         done += n
 
 

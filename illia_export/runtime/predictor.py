@@ -24,6 +24,9 @@ from illia_export.runtime.errors import StrategyError
 from illia_export.runtime.prediction import TASKS, Prediction
 from illia_export.runtime.sampling import STRATEGIES, NoiseMaker, default_chunk, random_seed
 
+#: Largest pre-activation noise (bytes) an explicitly seeded ``local`` call keeps for reuse.
+LOCAL_CACHE_BYTES = 256 * 1024 * 1024
+
 InputLike = Any  # an array, a sequence of arrays (manifest order) or {name: array}
 
 
@@ -84,6 +87,7 @@ class Predictor:
         self._makers: dict[int, NoiseMaker] = {}
         self._bank: tuple[tuple, list[Any]] | None = None
         self._bank_tokens: dict[tuple[int, int, int], Any] = {}
+        self._local_cache: tuple[tuple, list[Any]] | None = None
         self._bank_seed: int | None = None
 
     # ----------------------------------------------------------------- plumbing
@@ -236,6 +240,18 @@ class Predictor:
             self._bank = (key, self._maker(backend).draw(seed, shapes, 0, num_samples))
         return self._bank[1]
 
+    def _local_noise(self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int) -> list[Any] | None:
+        """Pre-activation noise of an explicitly seeded ``local`` call, kept for the next call
+        with the same (seed, S, shapes) — the same numbers a fresh draw would give. None when
+        it would exceed LOCAL_CACHE_BYTES (then each call draws it)."""
+        if 4 * num_samples * NoiseMaker.elements(shapes) > LOCAL_CACHE_BYTES:
+            return None
+        key = (seed, num_samples, tuple(shapes))
+        if self._local_cache is None or self._local_cache[0] != key:
+            self._local_cache = None
+            self._local_cache = (key, self._maker(backend).draw(seed, shapes, 0, num_samples))
+        return self._local_cache[1]
+
     def _bank_token(self, backend: Backend, bank: list[Any], start: int, count: int) -> Any | None:
         """The backend's precomputed noise-only values for one bank chunk (cached)."""
         key = (id(backend), start, count)
@@ -268,7 +284,9 @@ class Predictor:
                 every call (exact weight-space MC). ``"bank"``: the same noise, drawn once per
                 (seed, S) and kept for later calls (a fixed ensemble of S weight samples; same
                 numbers as ``fresh`` with that seed). ``"local"``: the local-reparameterization
-                variant (Linear-only artifacts), pre-activation noise ``[S, B, out]`` per layer.
+                variant (Linear-only artifacts), pre-activation noise ``[S, B, out]`` per layer;
+                with an explicit seed that noise is kept for the next call with the same seed,
+                S and B (same numbers; up to 256 MiB), with ``seed=None`` it is drawn per call.
             chunk_size: samples per graph call for vectorized graphs (bounds memory; default:
                 noise of one chunk under 512 MiB). Per-call graphs always run one sample per
                 call; chunk_size then bounds how many samples of noise are drawn at once.
@@ -305,6 +323,7 @@ class Predictor:
         shapes = self._noise_shapes(specs, batch)
         maker = self._maker(backend)
 
+        explicit_seed = seed is not None
         if seed is None:
             if strategy == "bank":
                 if self._bank_seed is None:
@@ -316,6 +335,8 @@ class Predictor:
         chunk = int(chunk_size) if chunk_size else default_chunk(num_samples, NoiseMaker.elements(shapes))
         chunk = min(chunk, num_samples)
         bank = self._bank_noise(backend, seed, shapes, num_samples) if strategy == "bank" else None
+        if strategy == "local" and explicit_seed:
+            bank = self._local_noise(backend, seed, shapes, num_samples)
 
         results: list[np.ndarray] | None = None
         bar = _progress_bar(num_samples, progress)
@@ -325,7 +346,7 @@ class Predictor:
                 token = None
                 if bank is not None:
                     noise = [b[start : start + count] for b in bank]
-                    if vectorized:
+                    if vectorized and strategy == "bank":
                         token = self._bank_token(backend, bank, start, count)
                 else:
                     noise = maker.draw(seed, shapes, start, count, reuse=True)

@@ -255,3 +255,18 @@ def test_repr_and_task_override(artifacts):
     pred = p.predict(X, num_samples=3, seed=0, task="raw")
     assert pred.task == "raw"
     pred.interval(0.8)
+
+
+def test_local_noise_is_kept_for_an_explicit_seed_and_drawn_per_call_otherwise(artifacts):
+    p = load(artifacts["mlp_onnx_vectorized"])
+    a = p.predict(X, num_samples=5, seed=3, strategy="local")
+    cached = p._local_cache[1]
+    b = p.predict(X, num_samples=5, seed=3, strategy="local")
+    assert p._local_cache[1] is cached
+    np.testing.assert_array_equal(a.samples, b.samples)
+    # the same numbers as a predictor that never cached anything
+    fresh = load(artifacts["mlp_onnx_vectorized"]).predict(X, num_samples=5, seed=3, strategy="local", chunk_size=2)
+    np.testing.assert_allclose(fresh.samples, a.samples, atol=1e-6)
+    c = p.predict(X, num_samples=5, strategy="local")
+    d = p.predict(X, num_samples=5, strategy="local")
+    assert c.seed != d.seed and not np.allclose(c.samples, d.samples)
