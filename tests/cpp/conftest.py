@@ -96,7 +96,7 @@ def _w1():
         def forward(self, x):
             return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
-    return MLP(), (BATCH, 784)
+    return MLP(), torch.randn(BATCH, 784)
 
 
 def _w2():
@@ -116,10 +116,19 @@ def _w2():
             x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
             return self.fc(x.flatten(1))
 
-    return CNN(), (BATCH, 1, 28, 28)
+    return CNN(), torch.randn(BATCH, 1, 28, 28)
 
 
-WORKLOADS = {"w1": _w1, "w2": _w2}
+def _w3():
+    """W3 scaled down: int64 tokens in, a tuple of outputs (logits, h, c) out."""
+    import torch
+
+    from illia_export.nn.torch import LSTM
+
+    return LSTM(num_embeddings=100, embeddings_dim=16, hidden_size=32, output_size=5), torch.randint(0, 100, (BATCH, 12))
+
+
+WORKLOADS = {"w1": _w1, "w2": _w2, "w3": _w3}
 
 
 @dataclass
@@ -143,8 +152,7 @@ def artifacts(tmp_path_factory):
         key = (workload, samples, task)
         if key not in cache:
             torch.manual_seed(0)
-            model, shape = WORKLOADS[workload]()
-            x = torch.randn(*shape)
+            model, x = WORKLOADS[workload]()
             path = root / f"{workload}_{samples}_{task}.pt"
             illia_export.export(model, (x,), path, format="torchscript", samples=samples, task=task)
             npy = root / f"{workload}_x.npy"

@@ -69,6 +69,35 @@ def test_matches_python_runtime(cpp_build, artifacts, tmp_path, samples, strateg
     assert_close(got, {k: np.asarray(v, np.float64) for k, v in want.items()})
 
 
+@pytest.mark.parametrize("samples", ["vectorized", "per-call"])
+def test_lstm_int64_tokens_and_several_outputs(cpp_build, artifacts, tmp_path, samples):
+    """W3 (LSTM): int64 inputs, a tuple of outputs (each summarized), any sequence length."""
+    from illia_export.runtime import load
+
+    art = artifacts("w3", samples)
+    got = run_mc(cpp_build, art, tmp_path / "a")
+    pred = load(art.path).predict(np.load(art.input), num_samples=SAMPLES, seed=SEED)
+    assert_close(
+        {k: got[k] for k in ("mean", "std", "mutual_information")},
+        {"mean": pred.mean, "std": pred.std, "mutual_information": pred.mutual_information},
+    )
+    for name in ("output_1", "output_2"):  # h and c: mean_<name>.npy / std_<name>.npy
+        raw = pred.outputs[name].astype(np.float64)
+        np.testing.assert_allclose(np.load(tmp_path / "a" / f"mean_{name}.npy"), raw.mean(0), rtol=0, atol=TOL)
+        np.testing.assert_allclose(np.load(tmp_path / "a" / f"std_{name}.npy"), raw.std(0), rtol=0, atol=TOL)
+
+    longer = tmp_path / "tokens.npy"
+    np.save(longer, np.random.default_rng(0).integers(0, 100, (3, 20)))
+    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", longer, "--samples", 2, "--seed", 0, "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    assert np.load(tmp_path / "b" / "mean.npy").shape == (3, 5)
+
+    floats = tmp_path / "floats.npy"
+    np.save(floats, np.zeros((3, 20), np.float32))
+    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", floats, "--samples", 2, "--seed", 0, "--out", tmp_path / "c")
+    assert proc.returncode == 1 and "dtype float32, the artifact needs int64" in proc.stderr
+
+
 def test_regression_task_summarizes_raw_outputs(cpp_build, artifacts, reference, tmp_path):
     art = artifacts("w1", "vectorized", task="regression")
     got = run_mc(cpp_build, art, tmp_path)
