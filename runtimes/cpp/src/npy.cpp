@@ -19,6 +19,7 @@ std::string header_field(const std::string& header, const std::string& key, cons
   size_t colon = header.find(':', k);
   if (colon == std::string::npos) throw NpyError(path + ": malformed .npy header");
   size_t start = header.find_first_not_of(' ', colon + 1);
+  if (start == std::string::npos) throw NpyError(path + ": malformed .npy header");
   size_t end = start;
   if (header[start] == '(') {
     end = header.find(')', start);
@@ -26,6 +27,7 @@ std::string header_field(const std::string& header, const std::string& key, cons
     return header.substr(start, end - start + 1);
   }
   end = header.find_first_of(",}", start);
+  if (end == std::string::npos) throw NpyError(path + ": malformed .npy header");
   return header.substr(start, end - start);
 }
 
