@@ -134,8 +134,11 @@ def test_evaluate_matches_metrics_computed_from_the_runtime(artifacts, data):
     assert (report["num_examples"], report["num_classes"], report["ood"]["num_examples"]) == (60, CLASSES, 40)
     assert (report["num_samples"], report["seed"], report["strategy"]) == (SAMPLES, SEED, "fresh")
     # Independent check of the probabilities themselves: softmax of the eager model under the same noise.
-    assert probs.shape == (60, CLASSES)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    from illia_export.exporters.manifest import read_manifest
+
+    model, _ = artifacts
+    reference = _reference_probabilities(model, read_manifest(paths["onnx"]), x, SEED, SAMPLES)
+    np.testing.assert_allclose(probs, reference, atol=1e-5)
     # A different seed gives different predictions (the noise really is used).
     other = evaluate(paths["onnx"], x, y, num_samples=SAMPLES, seed=SEED + 1)
     assert other["nll"] != report["nll"]
@@ -192,28 +195,68 @@ def _jax_twin(torch_model: MLP):
     return jm
 
 
-def test_tflite_from_jax_agrees_with_onnx_from_torch(artifacts, npy_files, tmp_path, capsys):
-    pytest.importorskip("tensorflow")
-    import illia_export
+def _reference_probabilities(
+    torch_model: MLP, manifest, x: np.ndarray, seed: int, num_samples: int
+) -> np.ndarray:
+    """Predictive probabilities of the eager torch model fed the runtime's noise for `manifest`.
 
-    torch_model, paths = artifacts
-    jm = _jax_twin(torch_model)
-    tflite = tmp_path / "mlp.tflite"
+    Stream k of ``illia-noise-v1`` feeds the k-th noise input of the manifest, which names the
+    distribution it belongs to; the same numbers are injected into the torch model by that name.
+    """
+    from illia_export.runtime.noise import standard_normal
+
+    modules = dict(torch_model.named_modules())
+    try:
+        for k, spec in enumerate(manifest.noise):
+            shape = [d for d in spec.shape if d != "samples"]
+            eps = standard_normal(seed, k, shape, 0, num_samples)
+            modules[spec.parameter].set_noise(torch.from_numpy(eps))
+        with torch.no_grad():
+            xs = torch.from_numpy(np.tile(x, (num_samples, 1)))  # S sample-major copies of the batch
+            logits = torch_model(xs).reshape(num_samples, x.shape[0], -1).double()
+    finally:
+        for spec in manifest.noise:
+            modules[spec.parameter].clear_noise()
+    return torch.softmax(logits, dim=-1).mean(dim=0).numpy()
+
+
+def test_tflite_from_jax_agrees_with_onnx_and_with_the_torch_model(
+    artifacts, data, npy_files, tmp_path, capsys
+):
+    """TFLite (JAX exporter) on the torch model's weights: same metrics as the JAX exporter's ONNX
+    artifact for the same seed, and the same probabilities as the torch model fed the same noise.
+
+    The JAX and torch manifests may list the noise inputs in different orders (stream k feeds
+    the k-th entry), so the cross-framework check maps the noise by distribution name.
+    """
+    pytest.importorskip("tensorflow")
     import jax.numpy as jnp
 
-    manifest = illia_export.export(
-        jm, jnp.zeros((2, IN), jnp.float32), tflite, format="tflite", task="classification"
-    )
+    import illia_export
+    from illia_export import runtime
+
+    torch_model, paths = artifacts
+    x, y, _ = data
+    jm = _jax_twin(torch_model)
+    tflite, jax_onnx = tmp_path / "mlp.tflite", tmp_path / "mlp_jax.onnx"
+    example = jnp.zeros((2, IN), jnp.float32)
+    manifest = illia_export.export(jm, example, tflite, format="tflite", task="classification")
+    illia_export.export(jm, example, jax_onnx, format="onnx", task="classification")
     torch_manifest = illia_export.exporters.manifest.read_manifest(paths["onnx"])
-    # Same noise streams in the same order: the same seed feeds the same eps to the same weights.
-    assert [n.parameter for n in manifest.noise] == [n.parameter for n in torch_manifest.noise]
+    assert sorted(n.parameter for n in manifest.noise) == sorted(n.parameter for n in torch_manifest.noise)
+
     tfl_report = _run_json(*_cli_args(tflite, npy_files), capsys=capsys)
-    onnx_report = _run_json(*_cli_args(paths["onnx"], npy_files), capsys=capsys)
-    for key in ("accuracy", "nll", "brier", "ece"):
-        assert tfl_report[key] == pytest.approx(onnx_report[key], abs=1e-4), key
-    assert tfl_report["ood"]["auroc_mutual_information"] == pytest.approx(
-        onnx_report["ood"]["auroc_mutual_information"], abs=1e-3
-    )
+    onnx_report = _run_json(*_cli_args(jax_onnx, npy_files), capsys=capsys)
+    for key in ("accuracy", "nll", "brier", "ece", "mean_mutual_information"):
+        assert tfl_report[key] == pytest.approx(onnx_report[key], abs=1e-5), key
+    for key in ("auroc_predictive_entropy", "auroc_mutual_information"):
+        assert tfl_report["ood"][key] == pytest.approx(onnx_report["ood"][key], abs=1e-3), key
+
+    probs = runtime.load(tflite).predict(x, num_samples=SAMPLES, seed=SEED).probabilities
+    reference = _reference_probabilities(torch_model, manifest, x, SEED, SAMPLES)
+    np.testing.assert_allclose(probs, reference, atol=1e-5)
+    assert tfl_report["nll"] == pytest.approx(metrics.negative_log_likelihood(reference, y), abs=1e-5)
+    assert tfl_report["accuracy"] == metrics.accuracy(reference, y)
 
 
 def test_table_output_lists_every_metric(artifacts, npy_files, capsys):
