@@ -160,7 +160,8 @@ def bench_workload(spec: dict[str, Any], repeats: int, tmp: Path, backends: list
         t0 = time.perf_counter()
         illia_export.export(model, spec["x"](2), path, format=fmt, task=spec["task"], validate=False)
         export_s = time.perf_counter() - t0
-        predictor = load(path, **({"intra_op_num_threads": threads} if fmt == "onnx" and threads else {}))
+        opts: dict[str, Any] = {"intra_op_num_threads": threads} if fmt == "onnx" and threads else {}
+        predictor = load(path, **opts)
         # (strategy, seed): "local" with a fixed seed reuses its pre-activation noise between
         # calls; "local*" (seed=None) draws it on every call.
         runs = [("fresh", 0), ("bank", 0)] + ([("local", 0), ("local*", None)] if predictor.manifest.local else [])
@@ -214,10 +215,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 7, quick 3)")
     ap.add_argument("--backends", default="onnx,torchscript", help="comma list: onnx, torchscript")
     ap.add_argument("--threads", type=int, default=None, help="torch and onnxruntime intra-op threads (default: all cores)")
+    ap.add_argument(
+        "--no-keep-memory",
+        action="store_true",
+        help="leave glibc malloc alone (default: keep_process_memory() at start, for every row and "
+        "baseline alike: what TorchScript's keep_memory=True option does)",
+    )
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not args.no_keep_memory:
+        from illia_export.runtime.backends.torchscript import keep_process_memory
+
+        keep_process_memory()
     repeats = args.repeats or (3 if args.quick else 7)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     results = []
@@ -236,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "loadavg_end": os.getloadavg(),
         "repeats": repeats,
+        "keep_process_memory": not args.no_keep_memory,
         "total_s": time.perf_counter() - t_start,
     }
     print(f"\n(repeats={repeats}, torch threads={meta['torch_threads']}, load average at end {meta['loadavg_end'][0]:.1f}, "

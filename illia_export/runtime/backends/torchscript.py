@@ -12,11 +12,38 @@ from illia_export.runtime.backends import Backend
 from illia_export.runtime.errors import DeviceUnavailableError
 
 
+def keep_process_memory() -> bool:
+    """Ask glibc to serve large allocations from the heap and not to trim it (process-wide).
+
+    Returns:
+        True when the settings were applied (glibc found), False otherwise.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = mallopt(m_mmap_threshold, 1 << 30) == 1
+    return ok and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
+
+
 class TorchScriptBackend(Backend):
     """Runs a TorchScript archive under ``torch.inference_mode``.
 
     Options:
         num_threads: torch intra-op threads (default: leave torch's setting).
+        keep_memory: on Linux/glibc, raise malloc's mmap and trim thresholds (process-wide,
+            via ``mallopt``) so that the large per-call tensors (``S x |W|`` sampled weights)
+            are recycled instead of being mapped and page-faulted anew on every call; about
+            2x faster for W1 here. Off by default because it changes the whole process's
+            allocator behaviour (memory is kept at its peak).
     """
 
     name = "torchscript"
@@ -31,6 +58,8 @@ class TorchScriptBackend(Backend):
                 "device='cuda' was requested but torch.cuda.is_available() is False (this torch "
                 f"{torch.__version__} has no usable CUDA device); use device='cpu' or a CUDA build of torch."
             )
+        if options.get("keep_memory"):
+            keep_process_memory()
         if options.get("num_threads"):
             torch.set_num_threads(int(options["num_threads"]))
         self._device = torch.device(device)
