@@ -71,7 +71,9 @@ def main() -> None:
         np.save(npy, x.numpy())
         for samples in ("vectorized", "per-call"):
             path = tmp / f"{name}_{samples}.pt"
-            illia_export.export(model, (x,), path, format="torchscript", samples=samples, task="classification")
+            illia_export.export(
+                model, (x,), path, format="torchscript", samples=samples, task="classification"
+            )
             predictor = load(path)
             for strategy in ("fresh", "bank"):
                 times = []
@@ -80,9 +82,25 @@ def main() -> None:
                     predictor.predict(x.numpy(), num_samples=SAMPLES, seed=0, strategy=strategy)
                     times.append((time.perf_counter() - t0) * 1000)
                 proc = subprocess.run(
-                    [str(tool), str(path), "--input", str(npy), "--samples", str(SAMPLES), "--seed", "0",
-                     "--strategy", strategy, "--repeat", str(args.repeat), "--out", str(tmp / "out")],
-                    capture_output=True, text=True, check=True,
+                    [
+                        str(tool),
+                        str(path),
+                        "--input",
+                        str(npy),
+                        "--samples",
+                        str(SAMPLES),
+                        "--seed",
+                        "0",
+                        "--strategy",
+                        strategy,
+                        "--repeat",
+                        str(args.repeat),
+                        "--out",
+                        str(tmp / "out"),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 cpp_ms = float(re.search(r", ([0-9.]+) ms \(best", proc.stdout).group(1))
                 py_ms = min(times)

@@ -33,10 +33,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -90,7 +90,11 @@ class PlainSeq(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.emb, self.lstm, self.head = nn.Embedding(1000, 64), nn.LSTM(64, 128, batch_first=True), nn.Linear(128, 5)
+        self.emb, self.lstm, self.head = (
+            nn.Embedding(1000, 64),
+            nn.LSTM(64, 128, batch_first=True),
+            nn.Linear(128, 5),
+        )
 
     def forward(self, x):
         out, _ = self.lstm(self.emb(x))
@@ -99,12 +103,33 @@ class PlainSeq(nn.Module):
 
 def workloads(quick: bool) -> list[dict[str, Any]]:
     w = [
-        dict(name="W1 MLP", model=MLP, det=lambda: MLP(False), x=lambda b: torch.randn(b, 784), batch=64, S=32,
-             task="classification"),
-        dict(name="W2 CNN", model=CNN, det=lambda: CNN(False), x=lambda b: torch.randn(b, 1, 28, 28), batch=64, S=32,
-             task="classification"),
-        dict(name="W3 LSTM", model=SeqModel, det=PlainSeq, x=lambda b: torch.randint(0, 1000, (b, 32)), batch=32, S=16,
-             task="classification"),
+        dict(
+            name="W1 MLP",
+            model=MLP,
+            det=lambda: MLP(False),
+            x=lambda b: torch.randn(b, 784),
+            batch=64,
+            S=32,
+            task="classification",
+        ),
+        dict(
+            name="W2 CNN",
+            model=CNN,
+            det=lambda: CNN(False),
+            x=lambda b: torch.randn(b, 1, 28, 28),
+            batch=64,
+            S=32,
+            task="classification",
+        ),
+        dict(
+            name="W3 LSTM",
+            model=SeqModel,
+            det=PlainSeq,
+            x=lambda b: torch.randint(0, 1000, (b, 32)),
+            batch=32,
+            S=16,
+            task="classification",
+        ),
     ]
     return w[:1] if quick else w
 
@@ -137,7 +162,9 @@ def num_weights(model: nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if n.endswith(".mu"))
 
 
-def bench_workload(spec: dict[str, Any], repeats: int, tmp: Path, backends: list[str], threads: int | None) -> dict[str, Any]:
+def bench_workload(
+    spec: dict[str, Any], repeats: int, tmp: Path, backends: list[str], threads: int | None
+) -> dict[str, Any]:
     torch.manual_seed(0)
     model = spec["model"]().eval()
     det = spec["det"]().eval()
@@ -164,12 +191,20 @@ def bench_workload(spec: dict[str, Any], repeats: int, tmp: Path, backends: list
         predictor = load(path, **opts)
         # (strategy, seed): "local" with a fixed seed reuses its pre-activation noise between
         # calls; "local*" (seed=None) draws it on every call.
-        runs = [("fresh", 0), ("bank", 0)] + ([("local", 0), ("local*", None)] if predictor.manifest.local else [])
+        runs = [("fresh", 0), ("bank", 0)] + (
+            [("local", 0), ("local*", None)] if predictor.manifest.local else []
+        )
         for label, seed in runs:
             strategy = label.rstrip("*")
+
             # TorchScript's profiling executor specializes the graph over the first calls.
-            t = timeit(lambda: predictor.predict(x_np, num_samples=S, seed=seed, strategy=strategy), repeats, warmup=3)
-            res["rows"].append({"backend": predictor.backend.name, "strategy": label, "export_s": export_s, **t})
+            def call(p=predictor, sd=seed, st=strategy):
+                return p.predict(x_np, num_samples=S, seed=sd, strategy=st)
+
+            t = timeit(call, repeats, warmup=3)
+            res["rows"].append(
+                {"backend": predictor.backend.name, "strategy": label, "export_s": export_s, **t}
+            )
     return res
 
 
@@ -212,9 +247,16 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="W1 only, 3 repeats")
-    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default 7, quick 3)")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats per measurement (default 7, quick 3)"
+    )
     ap.add_argument("--backends", default="onnx,torchscript", help="comma list: onnx, torchscript")
-    ap.add_argument("--threads", type=int, default=None, help="torch and onnxruntime intra-op threads (default: all cores)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch and onnxruntime intra-op threads (default: all cores)",
+    )
     ap.add_argument(
         "--no-keep-memory",
         action="store_true",
@@ -250,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         "keep_process_memory": not args.no_keep_memory,
         "total_s": time.perf_counter() - t_start,
     }
-    print(f"\n(repeats={repeats}, torch threads={meta['torch_threads']}, load average at end {meta['loadavg_end'][0]:.1f}, "
-          f"total {meta['total_s']:.0f} s)")
+    print(
+        f"\n(repeats={repeats}, torch threads={meta['torch_threads']}, load average at end {meta['loadavg_end'][0]:.1f}, "
+        f"total {meta['total_s']:.0f} s)"
+    )
     if args.out:
         Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
         print(f"saved {args.out}")

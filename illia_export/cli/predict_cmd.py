@@ -19,15 +19,39 @@ def register(sub) -> None:
         "(one input) or .npz (one array per input name) file, with seeded noise. Prints a summary "
         "(stdout); --output saves samples and summaries (.npz) or summaries (.json).",
     )
-    p.add_argument("artifact", metavar="ARTIFACT", help="exported file (.onnx, .pt, .tflite) or SavedModel folder")
-    p.add_argument("--input", "-i", required=True, metavar="FILE", help=".npy (single input) or .npz (by input name)")
-    p.add_argument("--samples", "-S", type=int, default=64, metavar="S", help="Monte Carlo samples (default 64)")
+    p.add_argument(
+        "artifact", metavar="ARTIFACT", help="exported file (.onnx, .pt, .tflite) or SavedModel folder"
+    )
+    p.add_argument(
+        "--input", "-i", required=True, metavar="FILE", help=".npy (single input) or .npz (by input name)"
+    )
+    p.add_argument(
+        "--samples", "-S", type=int, default=64, metavar="S", help="Monte Carlo samples (default 64)"
+    )
     p.add_argument("--seed", type=int, default=None, help="noise seed (default: a random one, printed)")
-    p.add_argument("--strategy", choices=("fresh", "bank", "local"), default="fresh", help="noise strategy (default fresh)")
-    p.add_argument("--chunk-size", type=int, default=None, metavar="N", help="samples per graph call (bounds memory)")
+    p.add_argument(
+        "--strategy",
+        choices=("fresh", "bank", "local"),
+        default="fresh",
+        help="noise strategy (default fresh)",
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=None, metavar="N", help="samples per graph call (bounds memory)"
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
-    p.add_argument("--task", choices=("classification", "regression", "raw"), default=None, help="override the manifest's task")
-    p.add_argument("--output", "-o", metavar="FILE", default=None, help="save to .npz (samples + summaries) or .json (summaries)")
+    p.add_argument(
+        "--task",
+        choices=("classification", "regression", "raw"),
+        default=None,
+        help="override the manifest's task",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        default=None,
+        help="save to .npz (samples + summaries) or .json (summaries)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -51,7 +75,9 @@ def load_inputs(path: str, input_names: list[str]):
             return data[keys[0]]
         missing = [n for n in input_names if n not in keys]
         if missing:
-            raise ShapeError(f"{p} must hold one array per model input {input_names}; missing {missing} (has {keys})")
+            raise ShapeError(
+                f"{p} must hold one array per model input {input_names}; missing {missing} (has {keys})"
+            )
         return {n: data[n] for n in input_names}
 
 
@@ -81,9 +107,14 @@ def format_summary(pred, limit: int = MAX_ROWS) -> str:
         mean = pred.mean.reshape(batch, -1)
         std = pred.std.reshape(batch, -1)
         lo, hi = (a.reshape(batch, -1) for a in pred.interval(0.9))
-        lines.append(f"{'row':>5} {'mean':>10} {'std':>10} {'90% interval':>24}" + ("   (first value per row)" if mean.shape[1] > 1 else ""))
+        lines.append(
+            f"{'row':>5} {'mean':>10} {'std':>10} {'90% interval':>24}"
+            + ("   (first value per row)" if mean.shape[1] > 1 else "")
+        )
         for i in range(shown):
-            lines.append(f"{i:>5} {mean[i, 0]:>10.4f} {std[i, 0]:>10.4f}   [{lo[i, 0]:>9.4f}, {hi[i, 0]:>9.4f}]")
+            lines.append(
+                f"{i:>5} {mean[i, 0]:>10.4f} {std[i, 0]:>10.4f}   [{lo[i, 0]:>9.4f}, {hi[i, 0]:>9.4f}]"
+            )
         lines.append(f"mean std {float(np.mean(pred.std)):.4f}")
     if batch > shown:
         lines.append(f"... {batch - shown} more rows (use --output to save all)")

@@ -51,7 +51,13 @@ class Prediction:
         >>> pred.mean.shape, pred.mutual_information.shape   # ([B, C], [B])
     """
 
-    def __init__(self, outputs: dict[str, np.ndarray], task: str = "raw", seed: int | None = None, strategy: str = "fresh") -> None:
+    def __init__(
+        self,
+        outputs: dict[str, np.ndarray],
+        task: str = "raw",
+        seed: int | None = None,
+        strategy: str = "fresh",
+    ) -> None:
         if not outputs:
             raise TaskError("a Prediction needs at least one output")
         if task not in TASKS:
@@ -105,7 +111,9 @@ class Prediction:
             ``(lower, upper)``, each ``[B, ...]``.
         """
         if self.task == "classification":
-            raise TaskError("interval() is for regression outputs; use probabilities / predictive_entropy for classifiers")
+            raise TaskError(
+                "interval() is for regression outputs; use probabilities / predictive_entropy for classifiers"
+            )
         if not 0 < level < 1:
             raise TaskError(f"`level` (={level!r}) must lie strictly between 0 and 1")
         lo, hi = self.quantiles([(1 - level) / 2, (1 + level) / 2])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,9 @@ LOCAL_CACHE_BYTES = 256 * 1024 * 1024
 InputLike = Any  # an array, a sequence of arrays (manifest order) or {name: array}
 
 
-def load(path: str | os.PathLike, device: str = "cpu", noise_impl: str = "auto", **backend_options: Any) -> "Predictor":
+def load(
+    path: str | os.PathLike, device: str = "cpu", noise_impl: str = "auto", **backend_options: Any
+) -> Predictor:
     """Open an artifact for Monte Carlo inference.
 
     Args:
@@ -59,7 +62,9 @@ def load(path: str | os.PathLike, device: str = "cpu", noise_impl: str = "auto",
     manifest = read_manifest(p)
     fmt = detect_format(p)
     if manifest.format != fmt:
-        raise ManifestError(f"{p} looks like a {fmt} artifact but its manifest says format={manifest.format!r}")
+        raise ManifestError(
+            f"{p} looks like a {fmt} artifact but its manifest says format={manifest.format!r}"
+        )
     return Predictor(p, manifest, device=device, noise_impl=noise_impl, **backend_options)
 
 
@@ -76,7 +81,14 @@ class Predictor:
         backend: the :class:`~illia_export.runtime.backends.Backend` of the main graph.
     """
 
-    def __init__(self, path: Path, manifest: Manifest, device: str = "cpu", noise_impl: str = "auto", **backend_options: Any) -> None:
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        device: str = "cpu",
+        noise_impl: str = "auto",
+        **backend_options: Any,
+    ) -> None:
         self.path = Path(path)
         self.manifest = manifest
         self.device = device
@@ -105,7 +117,9 @@ class Predictor:
     def _maker(self, backend: Backend) -> NoiseMaker:
         maker = self._makers.get(id(backend))
         if maker is None:
-            maker = self._makers[id(backend)] = NoiseMaker(backend.noise_kind, backend.noise_device, self._noise_impl)
+            maker = self._makers[id(backend)] = NoiseMaker(
+                backend.noise_kind, backend.noise_device, self._noise_impl
+            )
         return maker
 
     def local_backend(self) -> Backend:
@@ -122,7 +136,9 @@ class Predictor:
         if self._local_backend is None:
             file = self.path.parent / local.file
             if not file.exists():
-                raise ArtifactError(f"the manifest's local variant {local.file!r} is missing (looked for {file})")
+                raise ArtifactError(
+                    f"the manifest's local variant {local.file!r} is missing (looked for {file})"
+                )
             self._local_backend = self._open(file, local.noise)
         return self._local_backend
 
@@ -142,15 +158,21 @@ class Predictor:
             unknown = sorted(set(x) - set(names))
             missing = [n for n in names if n not in x]
             if unknown or missing:
-                raise ShapeError(f"inputs {sorted(x)} do not match the model's inputs {names} (missing {missing}, unknown {unknown})")
+                raise ShapeError(
+                    f"inputs {sorted(x)} do not match the model's inputs {names} (missing {missing}, unknown {unknown})"
+                )
             values = [x[n] for n in names]
         elif isinstance(x, (list, tuple)):
             if len(x) != len(specs):
-                raise ShapeError(f"the model takes {len(specs)} inputs {[s.name for s in specs]}, got {len(x)} arrays")
+                raise ShapeError(
+                    f"the model takes {len(specs)} inputs {[s.name for s in specs]}, got {len(x)} arrays"
+                )
             values = list(x)
         else:
             if len(specs) != 1:
-                raise ShapeError(f"the model takes {len(specs)} inputs {[s.name for s in specs]}; pass a list or a dict")
+                raise ShapeError(
+                    f"the model takes {len(specs)} inputs {[s.name for s in specs]}; pass a list or a dict"
+                )
             values = [x]
         bound: dict[str, int] = {}
         arrays = [self._check_input(spec, value, bound) for spec, value in zip(specs, values)]
@@ -163,18 +185,28 @@ class Predictor:
         want = np.dtype(spec.dtype)
         expected = f"[{', '.join(str(d) for d in spec.shape)}] {spec.dtype}"
         if arr.dtype != want:
-            same_kind = (arr.dtype.kind == "f" and want.kind == "f") or (arr.dtype.kind in "iu" and want.kind in "iu")
+            same_kind = (arr.dtype.kind == "f" and want.kind == "f") or (
+                arr.dtype.kind in "iu" and want.kind in "iu"
+            )
             if not same_kind:
                 raise ShapeError(f"input {spec.name!r} must be {expected}, got dtype {arr.dtype}")
-            if want.kind in "iu" and arr.size and (arr.min() < np.iinfo(want).min or arr.max() > np.iinfo(want).max):
+            if (
+                want.kind in "iu"
+                and arr.size
+                and (arr.min() < np.iinfo(want).min or arr.max() > np.iinfo(want).max)
+            ):
                 raise ShapeError(f"input {spec.name!r}: values do not fit {spec.dtype}")
             arr = arr.astype(want)
         if arr.ndim != len(spec.shape):
-            raise ShapeError(f"input {spec.name!r} must have shape {expected}, got {list(arr.shape)} (rank {arr.ndim})")
+            raise ShapeError(
+                f"input {spec.name!r} must have shape {expected}, got {list(arr.shape)} (rank {arr.ndim})"
+            )
         for axis, (dim, got) in enumerate(zip(spec.shape, arr.shape)):
             if isinstance(dim, int):
                 if got != dim:
-                    raise ShapeError(f"input {spec.name!r} must have shape {expected}, got {list(arr.shape)} (axis {axis})")
+                    raise ShapeError(
+                        f"input {spec.name!r} must have shape {expected}, got {list(arr.shape)} (axis {axis})"
+                    )
             elif dim in bound and bound[dim] != got:
                 raise ShapeError(
                     f"input {spec.name!r} must have shape {expected}: dim {dim!r} is {bound[dim]} in another input, got {got}"
@@ -199,11 +231,15 @@ class Predictor:
                 elif isinstance(d, int):
                     dims.append(d)
                 else:
-                    raise ManifestError(f"noise {n.name!r} has a symbolic dim {d!r}; only 'samples' and 'batch' are allowed")
+                    raise ManifestError(
+                        f"noise {n.name!r} has a symbolic dim {d!r}; only 'samples' and 'batch' are allowed"
+                    )
             shapes.append(tuple(dims))
         return shapes
 
-    def noise(self, num_samples: int, seed: int, strategy: str = "fresh", batch_size: int = 1) -> dict[str, np.ndarray]:
+    def noise(
+        self, num_samples: int, seed: int, strategy: str = "fresh", batch_size: int = 1
+    ) -> dict[str, np.ndarray]:
         """The exact noise a prediction with these arguments feeds the graph (numpy copies).
 
         Args:
@@ -232,7 +268,9 @@ class Predictor:
         self._bank_tokens = {}
         self._bank_seed = None
 
-    def _bank_noise(self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int) -> list[Any]:
+    def _bank_noise(
+        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int
+    ) -> list[Any]:
         key = (seed, num_samples, tuple(shapes))
         if self._bank is None or self._bank[0] != key:
             self._bank = None  # free the old bank before drawing the new one
@@ -240,7 +278,9 @@ class Predictor:
             self._bank = (key, self._maker(backend).draw(seed, shapes, 0, num_samples))
         return self._bank[1]
 
-    def _local_noise(self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int) -> list[Any] | None:
+    def _local_noise(
+        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int
+    ) -> list[Any] | None:
         """Pre-activation noise of an explicitly seeded ``local`` call, kept for the next call
         with the same (seed, S, shapes) — the same numbers a fresh draw would give. None when
         it would exceed LOCAL_CACHE_BYTES (then each call draws it)."""
@@ -302,9 +342,13 @@ class Predictor:
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise ValueError(f"`num_samples` (={num_samples!r}) must be a positive integer")
         num_samples = int(num_samples)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+        ):
             raise ValueError(f"`seed` (={seed!r}) must be None or a non-negative integer")
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1
+        ):
             raise ValueError(f"`chunk_size` (={chunk_size!r}) must be None or a positive integer")
         task = task or self.manifest.task
         if task not in TASKS:
@@ -351,7 +395,11 @@ class Predictor:
                 else:
                     noise = maker.draw(seed, shapes, start, count, reuse=True)
                 if vectorized:
-                    outs = backend.run(inputs, noise) if token is None else backend.run_precomputed(inputs, token)
+                    outs = (
+                        backend.run(inputs, noise)
+                        if token is None
+                        else backend.run_precomputed(inputs, token)
+                    )
                     results = self._store(results, outs, start, count, num_samples, vectorized=True)
                     if bar is not None:
                         bar.update(count)
@@ -369,10 +417,18 @@ class Predictor:
         return Prediction(dict(zip(names, results)), task=task, seed=seed, strategy=strategy)
 
     def _store(
-        self, results: list[np.ndarray] | None, outs: Sequence[np.ndarray], start: int, count: int, total: int, vectorized: bool
+        self,
+        results: list[np.ndarray] | None,
+        outs: Sequence[np.ndarray],
+        start: int,
+        count: int,
+        total: int,
+        vectorized: bool,
     ) -> list[np.ndarray]:
         if len(outs) != len(self.manifest.outputs):
-            raise ArtifactError(f"the graph returned {len(outs)} outputs, the manifest lists {len(self.manifest.outputs)}")
+            raise ArtifactError(
+                f"the graph returned {len(outs)} outputs, the manifest lists {len(self.manifest.outputs)}"
+            )
         if results is None:
             results = []
             for o in outs:
@@ -390,7 +446,9 @@ class Predictor:
                 res[start : start + count] = o
             else:
                 if o.shape != res.shape[1:]:
-                    raise ArtifactError(f"a per-call graph must return {list(res.shape[1:])}, got {list(o.shape)}")
+                    raise ArtifactError(
+                        f"a per-call graph must return {list(res.shape[1:])}, got {list(o.shape)}"
+                    )
                 res[start] = o
         return results
 

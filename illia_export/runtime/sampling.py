@@ -84,7 +84,9 @@ class NoiseMaker:
             One array per stream, each ``[num_samples, *shape]`` float32.
         """
         if not self.use_torch:
-            return [_noise.standard_normal(seed, k, s, sample_start, num_samples) for k, s in enumerate(shapes)]
+            return [
+                _noise.standard_normal(seed, k, s, sample_start, num_samples) for k, s in enumerate(shapes)
+            ]
         import torch
 
         key = (tuple(shapes), num_samples)

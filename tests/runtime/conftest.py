@@ -129,7 +129,14 @@ MULTI_MANIFEST = {
     "task": "regression",
     "sample_axis": 0,
     "inputs": [{"name": "input", "shape": ["batch", 2], "dtype": "float32"}],
-    "noise": [{"name": "eps_scale", "parameter": "scale", "shape": ["samples", 2], "distribution": "standard_normal"}],
+    "noise": [
+        {
+            "name": "eps_scale",
+            "parameter": "scale",
+            "shape": ["samples", 2],
+            "distribution": "standard_normal",
+        }
+    ],
     "outputs": [
         {"name": "y", "shape": ["samples", "batch", 2], "dtype": "float32"},
         {"name": "z", "shape": ["samples", "batch", 2], "dtype": "float32"},

@@ -22,7 +22,20 @@ def x_file(tmp_path):
 
 def test_predict_prints_a_summary_and_saves_npz(artifacts, x_file, tmp_path, capsys):
     out = tmp_path / "out.npz"
-    rc = main(["predict", str(artifacts["mlp_onnx_vectorized"]), "--input", str(x_file), "--samples", "8", "--seed", "0", "--output", str(out)])
+    rc = main(
+        [
+            "predict",
+            str(artifacts["mlp_onnx_vectorized"]),
+            "--input",
+            str(x_file),
+            "--samples",
+            "8",
+            "--seed",
+            "0",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "8 samples, strategy fresh, seed 0, task classification" in text
@@ -37,7 +50,16 @@ def test_predict_prints_a_summary_and_saves_npz(artifacts, x_file, tmp_path, cap
 
 def test_predict_json_with_options(artifacts, x_file, tmp_path, capsys):
     out = tmp_path / "out.json"
-    args = ["predict", str(artifacts["mlp_torchscript_vectorized"]), "-i", str(x_file), "-S", "6", "--seed", "3"]
+    args = [
+        "predict",
+        str(artifacts["mlp_torchscript_vectorized"]),
+        "-i",
+        str(x_file),
+        "-S",
+        "6",
+        "--seed",
+        "3",
+    ]
     rc = main(args + ["--strategy", "local", "--chunk-size", "2", "-o", str(out), "--no-progress"])
     assert rc == 0
     d = json.loads(out.read_text())
@@ -48,7 +70,12 @@ def test_predict_json_with_options(artifacts, x_file, tmp_path, capsys):
 def test_predict_regression_summary(artifacts, tmp_path, capsys):
     path = tmp_path / "x3.npy"
     np.save(path, X[:, :3])
-    assert main(["predict", str(artifacts["single_onnx"]), "--input", str(path), "--samples", "5", "--seed", "1"]) == 0
+    assert (
+        main(
+            ["predict", str(artifacts["single_onnx"]), "--input", str(path), "--samples", "5", "--seed", "1"]
+        )
+        == 0
+    )
     assert "90% interval" in capsys.readouterr().out
 
 
@@ -88,5 +115,7 @@ def test_predict_bad_input_shape_exit_2(artifacts, tmp_path, capsys):
 
 
 def test_predict_missing_input_file_exit_2(artifacts, tmp_path, capsys):
-    assert main(["predict", str(artifacts["mlp_onnx_vectorized"]), "--input", str(tmp_path / "none.npy")]) == 2
+    assert (
+        main(["predict", str(artifacts["mlp_onnx_vectorized"]), "--input", str(tmp_path / "none.npy")]) == 2
+    )
     assert "not found" in capsys.readouterr().err

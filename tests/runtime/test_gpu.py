@@ -42,7 +42,9 @@ def test_torchscript_cuda_matches_cpu(artifacts, strategy):
     cpu = load(artifacts["mlp_torchscript_vectorized"]).predict(X, num_samples=6, seed=1, strategy=strategy)
     gpu = load(artifacts["mlp_torchscript_vectorized"], device="cuda")
     assert gpu.backend.noise_device == "cuda"
-    np.testing.assert_allclose(gpu.predict(X, num_samples=6, seed=1, strategy=strategy).samples, cpu.samples, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        gpu.predict(X, num_samples=6, seed=1, strategy=strategy).samples, cpu.samples, rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("strategy", ["fresh", "bank", "local"])

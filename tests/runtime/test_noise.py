@@ -123,5 +123,7 @@ def test_documented_test_vectors():
     ]
     np.testing.assert_allclose(noise.standard_normal(0, 0, (5,), 0, 2), expected, rtol=0, atol=1e-7)
     np.testing.assert_allclose(
-        noise.standard_normal(42, 3, (2, 2), 7, 1), [[[-0.24189511, 0.018521747], [1.5180649, 0.019061686]]], atol=1e-7
+        noise.standard_normal(42, 3, (2, 2), 7, 1),
+        [[[-0.24189511, 0.018521747], [1.5180649, 0.019061686]]],
+        atol=1e-7,
     )

@@ -53,7 +53,13 @@ def test_mean_std_quantiles_interval():
 
 def test_task_specific_measures_refuse_other_tasks():
     reg = Prediction({"y": np.zeros((3, 2, 1), np.float32)}, task="regression")
-    for name in ("probabilities", "predicted_class", "predictive_entropy", "expected_entropy", "mutual_information"):
+    for name in (
+        "probabilities",
+        "predicted_class",
+        "predictive_entropy",
+        "expected_entropy",
+        "mutual_information",
+    ):
         with pytest.raises(TaskError, match="classification"):
             getattr(reg, name)
     cls = Prediction({"y": LOGITS}, task="classification")
@@ -76,7 +82,9 @@ def test_multi_output_summarizes_the_first_and_keeps_all():
 def test_to_dict_json_and_npz_round_trip(tmp_path):
     pred = Prediction({"logits": LOGITS, "aux": LOGITS * 2}, task="classification", seed=9, strategy="bank")
     d = pred.to_dict()
-    assert d["task"] == "classification" and d["seed"] == 9 and d["strategy"] == "bank" and d["num_samples"] == 2
+    assert (
+        d["task"] == "classification" and d["seed"] == 9 and d["strategy"] == "bank" and d["num_samples"] == 2
+    )
     np.testing.assert_allclose(d["probabilities"], pred.probabilities)
     assert "samples" not in d
     js = json.loads(pred.to_json(include_samples=True))
@@ -94,7 +102,9 @@ def test_to_dict_json_and_npz_round_trip(tmp_path):
 def test_regression_dict_has_interval():
     pred = Prediction({"y": np.arange(10, dtype=np.float32).reshape(10, 1, 1)}, task="regression", seed=None)
     d = pred.to_dict()
-    assert d["interval_90_lower"][0][0] == pytest.approx(0.45) and d["interval_90_upper"][0][0] == pytest.approx(8.55)
+    assert d["interval_90_lower"][0][0] == pytest.approx(0.45) and d["interval_90_upper"][0][
+        0
+    ] == pytest.approx(8.55)
     assert d["seed"] is None
 
 

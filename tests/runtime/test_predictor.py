@@ -58,13 +58,17 @@ def test_chunk_size_does_not_change_results(artifacts, key, strategy):
     p = load(artifacts[key])
     ref = p.predict(X, num_samples=7, seed=1, strategy=strategy).samples
     for chunk in (1, 3, 7, 100):
-        np.testing.assert_array_equal(p.predict(X, num_samples=7, seed=1, strategy=strategy, chunk_size=chunk).samples, ref)
+        np.testing.assert_array_equal(
+            p.predict(X, num_samples=7, seed=1, strategy=strategy, chunk_size=chunk).samples, ref
+        )
 
 
 def test_local_chunk_size_does_not_change_results(artifacts):
     p = load(artifacts["mlp_onnx_vectorized"])
     ref = p.predict(X, num_samples=6, seed=2, strategy="local").samples
-    np.testing.assert_allclose(p.predict(X, num_samples=6, seed=2, strategy="local", chunk_size=4).samples, ref, atol=1e-6)
+    np.testing.assert_allclose(
+        p.predict(X, num_samples=6, seed=2, strategy="local", chunk_size=4).samples, ref, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("key", ["mlp_onnx_vectorized", "mlp_torchscript_vectorized", "cnn_onnx"])
@@ -72,8 +76,15 @@ def test_fresh_and_bank_with_one_seed_give_the_same_samples(artifacts, key):
     p = load(artifacts[key])
     x = np.random.default_rng(0).normal(size=(3, 1, 6, 6)).astype(np.float32) if key == "cnn_onnx" else X
     fresh = p.predict(x, num_samples=5, seed=11).samples
-    np.testing.assert_allclose(p.predict(x, num_samples=5, seed=11, strategy="bank").samples, fresh, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(p.predict(x, num_samples=5, seed=11, strategy="bank", chunk_size=2).samples, fresh, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        p.predict(x, num_samples=5, seed=11, strategy="bank").samples, fresh, rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        p.predict(x, num_samples=5, seed=11, strategy="bank", chunk_size=2).samples,
+        fresh,
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_onnx_bank_precomputes_the_noise_only_subgraph(artifacts):
@@ -199,7 +210,8 @@ def test_wrong_input_shape_names_the_expected_shape(artifacts):
 def test_float64_inputs_are_cast(artifacts):
     p = load(artifacts["mlp_onnx_vectorized"])
     np.testing.assert_array_equal(
-        p.predict(X.astype(np.float64), num_samples=2, seed=0).samples, p.predict(X, num_samples=2, seed=0).samples
+        p.predict(X.astype(np.float64), num_samples=2, seed=0).samples,
+        p.predict(X, num_samples=2, seed=0).samples,
     )
     np.testing.assert_array_equal(
         p.predict({"input": X}, num_samples=2, seed=0).samples, p.predict([X], num_samples=2, seed=0).samples
@@ -236,7 +248,11 @@ def test_cuda_without_cuda_is_a_clear_error(artifacts, key):
     import onnxruntime
     import torch
 
-    has_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers() if key.startswith("mlp_onnx") else torch.cuda.is_available()
+    has_cuda = (
+        "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        if key.startswith("mlp_onnx")
+        else torch.cuda.is_available()
+    )
     if has_cuda:
         pytest.skip("a CUDA device is available here; the GPU tests cover it")
     with pytest.raises(DeviceUnavailableError, match="cuda") as info:
@@ -265,7 +281,9 @@ def test_local_noise_is_kept_for_an_explicit_seed_and_drawn_per_call_otherwise(a
     assert p._local_cache[1] is cached
     np.testing.assert_array_equal(a.samples, b.samples)
     # the same numbers as a predictor that never cached anything
-    fresh = load(artifacts["mlp_onnx_vectorized"]).predict(X, num_samples=5, seed=3, strategy="local", chunk_size=2)
+    fresh = load(artifacts["mlp_onnx_vectorized"]).predict(
+        X, num_samples=5, seed=3, strategy="local", chunk_size=2
+    )
     np.testing.assert_allclose(fresh.samples, a.samples, atol=1e-6)
     c = p.predict(X, num_samples=5, strategy="local")
     d = p.predict(X, num_samples=5, strategy="local")

@@ -88,7 +88,9 @@ def test_tf_backends_match_onnx_for_the_same_seed(artifacts, tf_artifacts, fmt, 
     got = p.predict(X3, num_samples=6, seed=77)
     np.testing.assert_allclose(got.samples, ref.samples, rtol=1e-5, atol=1e-5)
     # the batch is resized between calls
-    np.testing.assert_allclose(p.predict(X3[:1], num_samples=6, seed=77).samples, ref.samples[:, :1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        p.predict(X3[:1], num_samples=6, seed=77).samples, ref.samples[:, :1], rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_array_equal(p.predict(X3, num_samples=6, seed=77, chunk_size=4).samples, got.samples)
 
 
@@ -106,7 +108,8 @@ def test_savedmodel_cuda_without_gpu(tf_artifacts):
 
 def test_jax_exports_match_onnx(tmp_path):
     jax_export = pytest.importorskip(
-        "illia_export.exporters.jax_export", reason="the JAX exporter (illia_export.exporters.jax_export) has not landed"
+        "illia_export.exporters.jax_export",
+        reason="the JAX exporter (illia_export.exporters.jax_export) has not landed",
     )
     nnx = pytest.importorskip("flax.nnx")
     jnn = pytest.importorskip("illia_export.nn.jax")

@@ -49,7 +49,9 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     noise_kind = "torch"
 
-    def __init__(self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any):
+    def __init__(
+        self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any
+    ):
         super().__init__(path, input_names, noise_names, output_names, device, **options)
         ort = require("onnxruntime", "onnx", "Running ONNX artifacts")
         self._ort = ort
@@ -67,7 +69,9 @@ class OnnxRuntimeBackend(Backend):
                 "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             }
             if level not in levels:
-                raise ArtifactError(f"`graph_optimization_level` (={level!r}) must be one of {sorted(levels)}")
+                raise ArtifactError(
+                    f"`graph_optimization_level` (={level!r}) must be one of {sorted(levels)}"
+                )
             so.graph_optimization_level = levels[level]
             if not options.get("allow_spinning", True):
                 so.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -79,7 +83,10 @@ class OnnxRuntimeBackend(Backend):
                     f"(available: {', '.join(available)}). Install onnxruntime-gpu "
                     "(pip install 'illia-export[gpu]') or use device='cpu'."
                 )
-            providers = options.get("providers") or [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+            providers = options.get("providers") or [
+                ("CUDAExecutionProvider", {"device_id": 0}),
+                "CPUExecutionProvider",
+            ]
         else:
             providers = options.get("providers") or ["CPUExecutionProvider"]
         try:
@@ -156,8 +163,12 @@ class OnnxRuntimeBackend(Backend):
                 graphs = split_noise_prefix(self.path, self.input_names, self.noise_names)
                 if graphs is not None:
                     ort = self._ort
-                    prefix = ort.InferenceSession(graphs.prefix, sess_options=self._so, providers=self._providers)
-                    suffix = ort.InferenceSession(graphs.suffix, sess_options=self._so, providers=self._providers)
+                    prefix = ort.InferenceSession(
+                        graphs.prefix, sess_options=self._so, providers=self._providers
+                    )
+                    suffix = ort.InferenceSession(
+                        graphs.suffix, sess_options=self._so, providers=self._providers
+                    )
                     self._split = (prefix, suffix, graphs.frontier)
         return self._split
 
@@ -185,7 +196,9 @@ class OnnxRuntimeBackend(Backend):
         if hasattr(eps, "data_ptr") and eps.device.type == "cuda":
             if not eps.is_contiguous():
                 raise ArtifactError(f"noise {name!r} must be contiguous on the device")
-            binding.bind_input(name, "cuda", eps.device.index or 0, np.float32, list(eps.shape), eps.data_ptr())
+            binding.bind_input(
+                name, "cuda", eps.device.index or 0, np.float32, list(eps.shape), eps.data_ptr()
+            )
             return True
         binding.bind_ortvalue_input(
             name, self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(to_numpy(eps)), "cuda", 0)

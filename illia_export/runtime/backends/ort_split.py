@@ -72,7 +72,10 @@ def split_noise_prefix(path: Path, input_names: list[str], noise_names: list[str
         inferred = shape_inference.infer_shapes(model)
     except Exception:  # inference is best effort; without types we cannot declare inputs
         return None
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    types = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.input)
+    }
     if any(not types.get(f) for f in frontier):
         return None
 
@@ -102,6 +105,10 @@ def split_noise_prefix(path: Path, input_names: list[str], noise_names: list[str
 
     by_name = {i.name: i for i in graph.input}
     frontier_info = [helper.make_tensor_value_info(f, types[f], None) for f in frontier]
-    prefix = make(prefix_nodes, [by_name[n] for n in noise_names if n in by_name], frontier_info, "noise_prefix")
-    suffix = make(suffix_nodes, [by_name[n] for n in input_names] + frontier_info, list(graph.output), "noise_suffix")
+    prefix = make(
+        prefix_nodes, [by_name[n] for n in noise_names if n in by_name], frontier_info, "noise_prefix"
+    )
+    suffix = make(
+        suffix_nodes, [by_name[n] for n in input_names] + frontier_info, list(graph.output), "noise_suffix"
+    )
     return SplitGraphs(prefix=prefix, suffix=suffix, noise_names=list(noise_names), frontier=frontier)

@@ -23,7 +23,9 @@ class SavedModelBackend(Backend):
     name = "savedmodel"
     noise_kind = "numpy"
 
-    def __init__(self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any):
+    def __init__(
+        self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any
+    ):
         super().__init__(path, input_names, noise_names, output_names, device, **options)
         tf = require("tensorflow", "tf", "Running TF SavedModel artifacts")
         self._tf = tf

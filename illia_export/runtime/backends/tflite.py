@@ -37,7 +37,9 @@ class TFLiteBackend(Backend):
     name = "tflite"
     noise_kind = "numpy"
 
-    def __init__(self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any):
+    def __init__(
+        self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any
+    ):
         super().__init__(path, input_names, noise_names, output_names, device, **options)
         if device != "cpu":
             raise DeviceUnavailableError(
@@ -55,7 +57,9 @@ class TFLiteBackend(Backend):
             raise ArtifactError(f"tf.lite cannot load {path}: {exc}") from exc
         signatures = self.interpreter.get_signature_list()
         if not signatures:
-            raise ArtifactError(f"{path} has no signature; illia-export TFLite artifacts are exported with one")
+            raise ArtifactError(
+                f"{path} has no signature; illia-export TFLite artifacts are exported with one"
+            )
         key = options.get("signature") or next(iter(signatures))
         if key not in signatures:
             raise ArtifactError(f"{path} has no signature {key!r} (has {sorted(signatures)})")

@@ -49,7 +49,9 @@ class TorchScriptBackend(Backend):
     name = "torchscript"
     noise_kind = "torch"
 
-    def __init__(self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any):
+    def __init__(
+        self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any
+    ):
         super().__init__(path, input_names, noise_names, output_names, device, **options)
         torch = require("torch", "torch", "Running TorchScript artifacts")
         self._torch = torch
@@ -76,7 +78,9 @@ class TorchScriptBackend(Backend):
     def run(self, inputs: list[Any], noise: list[Any]) -> list[np.ndarray]:
         torch = self._torch
         eps = [
-            n if isinstance(n, torch.Tensor) and n.device == self._device else torch.as_tensor(n).to(self._device)
+            n
+            if isinstance(n, torch.Tensor) and n.device == self._device
+            else torch.as_tensor(n).to(self._device)
             for n in noise
         ]
         with torch.inference_mode():
