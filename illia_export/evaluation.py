@@ -165,6 +165,7 @@ def evaluate(
     strategy: str = "fresh",
     num_bins: int = DEFAULT_NUM_BINS,
     device: str = "cpu",
+    chunk_size: int | None = None,
 ) -> dict[str, Any]:
     """Run Monte Carlo inference with an exported classifier and compute its metrics.
 
@@ -182,6 +183,8 @@ def evaluate(
         strategy: the runtime's sampling strategy (``"fresh"``, ``"bank"``, ``"local"``).
         num_bins: confidence bins of the expected calibration error.
         device: runtime device when a path is given.
+        chunk_size: Monte Carlo samples per graph call (bounds memory; the results do not depend
+            on it); ``None`` lets the runtime choose.
 
     Returns:
         The dict of :func:`summarize_predictions`, plus ``num_samples``, ``seed`` and
@@ -202,12 +205,14 @@ def evaluate(
         )
     predictor = _load_predictor(predictor_or_path, device)
     _check_classifier(predictor)
-    prediction = predictor.predict(x, num_samples=int(num_samples), seed=int(seed), strategy=strategy)
+    prediction = predictor.predict(
+        x, num_samples=int(num_samples), seed=int(seed), strategy=strategy, chunk_size=chunk_size
+    )
     ood_prediction = None
     if x_ood is not None:
         x_ood = _as_input(x_ood, "x_ood")
         ood_prediction = predictor.predict(
-            x_ood, num_samples=int(num_samples), seed=int(seed), strategy=strategy
+            x_ood, num_samples=int(num_samples), seed=int(seed), strategy=strategy, chunk_size=chunk_size
         )
     report = summarize_predictions(prediction, labels, ood_prediction, num_bins=num_bins)
     report.update({"num_samples": int(num_samples), "seed": int(seed), "strategy": strategy})

@@ -72,6 +72,9 @@ def register(sub) -> None:
         help="sampling strategy of the runtime (default: fresh)",
     )
     p.add_argument(
+        "--chunk-size", type=_positive_int, metavar="N", help="samples per graph call (bounds memory)"
+    )
+    p.add_argument(
         "--bins", type=_positive_int, default=15, metavar="N", help="ECE confidence bins (default: 15)"
     )
     p.add_argument("--device", default="cpu", help="runtime device (default: cpu)")
@@ -135,6 +138,7 @@ def run(args) -> int:
         strategy=args.strategy,
         num_bins=args.bins,
         device=args.device,
+        chunk_size=args.chunk_size,
     )
     if args.json:
         print(json.dumps(report))

@@ -153,6 +153,9 @@ def test_evaluate_accepts_a_loaded_predictor(artifacts, data):
     by_predictor = evaluate(runtime.load(paths["onnx"]), x, y, num_samples=SAMPLES, seed=SEED)
     assert by_path == by_predictor
     assert "ood" not in by_path
+    chunked = evaluate(paths["onnx"], x, y, num_samples=SAMPLES, seed=SEED, chunk_size=5)
+    for key in ("accuracy", "nll", "brier", "ece"):
+        assert chunked[key] == pytest.approx(by_path[key], abs=1e-6), key
 
 
 def test_onnx_and_torchscript_agree_for_the_same_seed(artifacts, npy_files, capsys):
