@@ -33,6 +33,8 @@ std::string read_text(const std::string& path) {
 
 // Element pairs below which splitting the noise over threads does not pay.
 constexpr int64_t kNoiseGrain = 1 << 15;
+// Default bound on the noise drawn at once (all streams), as in the Python runtime.
+constexpr int64_t kDefaultNoiseBytes = int64_t{512} << 20;
 
 }  // namespace
 
@@ -134,12 +136,18 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
   const int64_t S = options.num_samples;
   const size_t K = manifest_.noise.size();
   const bool vectorized = manifest_.vectorized;
-  const int64_t chunk = !vectorized ? 1 : (options.chunk_size == 0 ? S : std::min(options.chunk_size, S));
+  int64_t per_sample = 0;  // noise floats per sample, all streams
+  for (const NoiseSpec& n : manifest_.noise) per_sample += n.event_numel();
+  // Samples whose noise is drawn at once: vectorized graphs take them in one call, per-call
+  // graphs run them one by one from the same buffer (fewer, larger noise jobs).
+  const int64_t chunk = std::min(
+      S, options.chunk_size > 0 ? options.chunk_size
+                                : std::max<int64_t>(1, kDefaultNoiseBytes / (4 * std::max<int64_t>(per_sample, 1))));
   const std::vector<std::vector<float>>* banked = options.strategy == Strategy::Bank ? &bank(options.seed, S) : nullptr;
 
-  std::vector<TensorRef> feeds;
   std::vector<std::string> output_names;
   for (const TensorSpec& t : manifest_.outputs) output_names.push_back(t.name);
+  std::vector<TensorRef> feeds;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Array& a = inputs[i];
     TensorRef r;
@@ -149,27 +157,22 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
     r.data = a.dtype == DType::Float32 ? static_cast<const void*>(a.f32.data()) : a.i64.data();
     feeds.push_back(r);
   }
+  for (size_t k = 0; k < K; ++k) {
+    TensorRef r;
+    r.name = manifest_.noise[k].name;
+    r.shape = manifest_.noise[k].event_shape();
+    if (vectorized) r.shape.insert(r.shape.begin(), 0);  // set per chunk
+    feeds.push_back(r);
+  }
   std::vector<std::vector<float>> fresh(K);
   std::vector<SummaryAccumulator> acc;
 
-  for (int64_t start = 0; start < S; start += chunk) {
-    const int64_t count = std::min(chunk, S - start);
-    feeds.resize(inputs.size());
+  // One graph call on `count` samples whose noise starts at noise[k] for stream k.
+  auto call = [&](const std::vector<const float*>& noise, int64_t count) {
     for (size_t k = 0; k < K; ++k) {
-      const std::vector<int64_t> event = manifest_.noise[k].event_shape();
-      const int64_t n = manifest_.noise[k].event_numel();
-      TensorRef r;
-      r.name = manifest_.noise[k].name;
-      r.shape = event;
-      if (vectorized) r.shape.insert(r.shape.begin(), count);
-      if (banked) {
-        r.data = (*banked)[k].data() + start * n;
-      } else {
-        fresh[k].resize(static_cast<size_t>(count * n));
-        generate_noise(options.seed, k, n, start, count, fresh[k].data());
-        r.data = fresh[k].data();
-      }
-      feeds.push_back(r);
+      TensorRef& r = feeds[inputs.size() + k];
+      r.data = noise[k];
+      if (vectorized) r.shape[0] = count;
     }
     std::vector<Array> outs = backend_->run(feeds, output_names);
     if (outs.size() != manifest_.outputs.size())
@@ -190,6 +193,30 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
         throw ArtifactError("output '" + manifest_.outputs[o].name + "' changed shape between samples");
       }
       acc[o].add(outs[o].f32.data(), count);
+    }
+  };
+
+  for (int64_t start = 0; start < S; start += chunk) {
+    const int64_t count = std::min(chunk, S - start);
+    std::vector<const float*> noise(K);
+    for (size_t k = 0; k < K; ++k) {
+      const int64_t n = manifest_.noise[k].event_numel();
+      if (banked) {
+        noise[k] = (*banked)[k].data() + start * n;
+      } else {
+        fresh[k].resize(static_cast<size_t>(count * n));
+        generate_noise(options.seed, k, n, start, count, fresh[k].data());
+        noise[k] = fresh[k].data();
+      }
+    }
+    if (vectorized) {
+      call(noise, count);
+    } else {
+      for (int64_t j = 0; j < count; ++j) {
+        std::vector<const float*> one(K);
+        for (size_t k = 0; k < K; ++k) one[k] = noise[k] + j * manifest_.noise[k].event_numel();
+        call(one, 1);
+      }
     }
   }
   Prediction result;

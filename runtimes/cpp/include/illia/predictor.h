@@ -27,8 +27,9 @@ struct PredictOptions {
   int64_t num_samples = 32;
   uint64_t seed = 0;
   Strategy strategy = Strategy::Fresh;
-  /// Samples per graph call for vectorized artifacts (0: all S in one call). Results do not
-  /// depend on it; it bounds memory. Ignored for one-sample-per-call artifacts.
+  /// Samples whose noise is drawn at once (0: as many as fit in 512 MiB of noise, at most S):
+  /// a vectorized artifact takes them in one graph call; a per-call artifact still runs one
+  /// call per sample. Results do not depend on it; it bounds memory.
   int64_t chunk_size = 0;
 };
 
