@@ -102,7 +102,7 @@ def _resize(arr: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([arr] * reps, axis=0)[:batch]
 
 
-def _check_exportable(model: Any) -> None:
+def _check_exportable(model: Any, fmt: str) -> None:
     """Refuse layers whose exported behaviour would differ from the model's (train-mode layers)."""
     from flax import nnx
 
@@ -110,13 +110,13 @@ def _check_exportable(model: Any) -> None:
         where = ".".join(map(str, path)) or "<root>"
         if isinstance(module, nnx.Dropout) and not module.deterministic and module.rate > 0:
             raise ExportError(
-                f"layer {where!r} (nnx.Dropout) draws random numbers inside the graph; call model.eval() "
-                "(or set deterministic=True) before exporting"
+                f"cannot export to {fmt}: layer {where!r} (nnx.Dropout) draws random numbers inside the graph; "
+                "call model.eval() (or set deterministic=True) before exporting"
             )
         if isinstance(module, nnx.BatchNorm) and not module.use_running_average:
             raise ExportError(
-                f"layer {where!r} (nnx.BatchNorm) is in training mode (batch statistics); call model.eval() "
-                "before exporting"
+                f"cannot export to {fmt}: layer {where!r} (nnx.BatchNorm) is in training mode (batch "
+                "statistics); call model.eval() before exporting"
             )
 
 
@@ -126,6 +126,7 @@ class _Prepared:
     def __init__(
         self,
         model: Any,
+        fmt: str,
         example_inputs: Any,
         samples: str,
         input_names: Sequence[str] | None,
@@ -136,9 +137,15 @@ class _Prepared:
 
         from illia_export.exporters.jax_noise import find_random_primitives, make_pure_function, zeros_noise
 
-        _check_exportable(model)
+        _check_exportable(model, fmt)
         self.vectorized = samples == "vectorized"
         self.inputs = _as_inputs(example_inputs)
+        self.batch_multiple = batch_multiple(model)
+        if any(x.shape[0] % self.batch_multiple for x in self.inputs):
+            raise ShapeError(
+                f"the example batch ({self.inputs[0].shape[0]}) must be a multiple of {self.batch_multiple} "
+                "(the model's BatchEnsembleLinear num_members)"
+            )
         n = len(self.inputs)
         self.input_names = list(input_names) if input_names else (["input"] if n == 1 else [f"input_{i}" for i in range(n)])
         if len(self.input_names) != n:
@@ -160,7 +167,7 @@ class _Prepared:
             )
         # output shapes; dims that change with the batch size are the batch axis
         out_a = jax.eval_shape(self.fn, *args)
-        args_b = [_resize(x, x.shape[0] + 1) for x in self.inputs] + args[n:]
+        args_b = [_resize(x, 2 * x.shape[0]) for x in self.inputs] + args[n:]
         out_b = jax.eval_shape(self.fn, *args_b)
         m = len(out_a)
         self.output_names = list(output_names) if output_names else (["output"] if m == 1 else [f"output_{i}" for i in range(m)])
@@ -208,8 +215,28 @@ class _Prepared:
         )
 
 
-def _symbol(dim: mf.Dim) -> str:
-    return str(dim) if isinstance(dim, int) else _SYMBOL.get(dim, dim)
+def _symbol(dim: mf.Dim, batch_multiple: int = 1) -> str:
+    if isinstance(dim, int):
+        return str(dim)
+    name = _SYMBOL.get(dim, dim)
+    if dim == mf.BATCH_DIM and batch_multiple > 1:
+        return f"{batch_multiple}*{name}"
+    return name
+
+
+def batch_multiple(model: Any) -> int:
+    """The batch size must be a multiple of this (lcm of BatchEnsembleLinear ``num_members``)."""
+    import math
+
+    from flax import nnx
+
+    from illia_export.nn.jax.batch_ensemble import BatchEnsembleLinear
+
+    out = 1
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, BatchEnsembleLinear):
+            out = math.lcm(out, module.num_members)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +248,7 @@ def _tf_function(prep: _Prepared):
     tf = _tensorflow()
     from jax.experimental import jax2tf
 
-    poly = ["(" + ", ".join(_symbol(d) for d in dims) + ",)" for dims in prep.arg_dims()]
+    poly = ["(" + ", ".join(_symbol(d, prep.batch_multiple) for d in dims) + ",)" for dims in prep.arg_dims()]
     converted = jax2tf.convert(prep.fn, polymorphic_shapes=poly, with_gradient=False)
     names = prep.output_names
 
@@ -302,23 +329,43 @@ def _onnx_graph(prep: _Prepared, model: Any, opset: int):
     # one shared symbolic scope for every argument
     all_syms = sorted({d for dims in prep.arg_dims() for d in dims if isinstance(d, str)})
     scope = jax.export.SymbolicScope()
-    sym = dict(zip(all_syms, jax.export.symbolic_shape(", ".join(all_syms), scope=scope))) if all_syms else {}
+    exprs = [_symbol(d, prep.batch_multiple) for d in all_syms]
+    sym = dict(zip(all_syms, jax.export.symbolic_shape(", ".join(exprs), scope=scope))) if all_syms else {}
     specs = [
         jax.ShapeDtypeStruct(tuple(sym[d] if isinstance(d, str) else d for d in dims), jnp.dtype(dtype))
         for dims, dtype in zip(prep.arg_dims(), prep.arg_dtypes())
     ]
-    try:
-        with _quiet():
-            onnx_model = jax2onnx.to_onnx(
-                prep.fn,
-                specs,
-                model_name="illia_export_jax",
-                opset=opset,
-                input_names=prep.arg_names(),
-                output_names=prep.output_names,
-            )
-    except Exception as exc:
-        raise ExportError(f"onnx: jax2onnx failed for a model with layers [{_model_layers(model)}]: {exc}") from exc
+    def direct():
+        return prep.fn
+
+    def replay():
+        # Trace to a jaxpr first and hand jax2onnx a function that replays it: jax2onnx then
+        # sees only lax primitives (its plugins for flax layers such as nnx.Linear have no
+        # vmap rule, so a vectorized graph with plain flax layers fails the direct way).
+        closed = jax.make_jaxpr(prep.fn)(*specs)
+        return lambda *args: tuple(jax.core.eval_jaxpr(closed.jaxpr, closed.consts, *args))
+
+    errors = []
+    onnx_model = None
+    for strategy, build in (("direct", direct), ("jaxpr-replay", replay)):
+        try:
+            with _quiet():
+                onnx_model = jax2onnx.to_onnx(
+                    build(),
+                    specs,
+                    model_name="illia_export_jax",
+                    opset=opset,
+                    input_names=prep.arg_names(),
+                    output_names=prep.output_names,
+                )
+            prep.onnx_strategy = strategy
+            break
+        except Exception as exc:  # jax2onnx raises many kinds
+            errors.append(f"{strategy}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    if onnx_model is None:
+        raise ExportError(
+            f"onnx: jax2onnx failed for a model with layers [{_model_layers(model)}]; tried " + "; ".join(errors)
+        )
     onnx_model.ir_version = min(onnx_model.ir_version, MAX_IR_VERSION)
     _check_onnx(onnx_model, prep)
     return onnx_model
@@ -380,7 +427,7 @@ def artifact_runner(fmt: str, path: Path) -> Callable[[dict[str, np.ndarray]], l
 
         def run_sm(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
             out = fn(**{k: tf.constant(v) for k, v in feeds.items()})
-            return [out[k].numpy() for k in order]
+            return [out[k].numpy() for k in run_sm.order]  # type: ignore[attr-defined]
 
         run_sm.order = order  # type: ignore[attr-defined]
         return run_sm
@@ -465,7 +512,7 @@ def export_jax(
         input_names, output_names: override the contract's default graph names.
         dynamic_axes: extra dynamic axes per input, e.g. ``{0: {1: "time"}}`` for a variable
             sequence length (the batch axis 0 is always dynamic).
-        batch_sizes: the two batch sizes used by validation (default: example batch and +1).
+        batch_sizes: the batch sizes used by validation (default: the example's batch and twice it).
 
     Returns:
         The manifest (also embedded in, or written beside, the artifact).
@@ -485,10 +532,10 @@ def export_jax(
 
     if not isinstance(model, nnx.Module):
         raise ExportError(f"export_jax expects a flax.nnx.Module, got {type(model).__name__}")
-    prep = _Prepared(model, example_inputs, samples, input_names, output_names, dynamic_axes)
+    prep = _Prepared(model, format, example_inputs, samples, input_names, output_names, dynamic_axes)
     manifest = prep.manifest(format, task)
     base = prep.inputs[0].shape[0]
-    sizes = list(batch_sizes) if batch_sizes else [base, base + 1]
+    sizes = list(batch_sizes) if batch_sizes else [base, 2 * base]
     final = Path(path)
     with atomic_output(final, directory=format == "savedmodel") as tmp:
         onnx_model = None
@@ -500,6 +547,7 @@ def export_jax(
             import onnx
 
             onnx_model = _onnx_graph(prep, model, opset or DEFAULT_OPSET)
+            manifest.extra["onnx_conversion"] = prep.onnx_strategy
             onnx.save(onnx_model, str(tmp))
         if validate:
             manifest.validation = _validate(prep, format, tmp, tolerance, num_noise_draws, sizes)

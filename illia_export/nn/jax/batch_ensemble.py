@@ -87,7 +87,7 @@ class BatchEnsembleLinear(nnx.Module):
             raise ValueError(
                 f"BatchEnsembleLinear expects `inputs` of shape [E*B, {self.in_features}], got {tuple(inputs.shape)}"
             )
-        if inputs.shape[0] % self.num_members:
+        if isinstance(inputs.shape[0], int) and inputs.shape[0] % self.num_members:
             raise ValueError(
                 f"BatchEnsembleLinear: the batch ({inputs.shape[0]}) must be a multiple of num_members "
                 f"({self.num_members})"

@@ -37,6 +37,15 @@ def _pair(value: IntOrPair, name: str, allow_zero: bool = False) -> tuple[int, i
     return (items[0], items[1])
 
 
+def _zero_pad(x: jax.Array, amount: int, axis: int) -> jax.Array:
+    """Zeros on both sides of `axis` by concatenation (``pad`` with a symbolic batch does not
+    lower through every exporter)."""
+    if amount == 0:
+        return x
+    zeros = jnp.zeros_like(lax.slice_in_dim(x, 0, 1, axis=axis))
+    return jnp.concatenate([zeros] * amount + [x] + [zeros] * amount, axis=axis)
+
+
 def conv2d_im2col(
     inputs: jax.Array,
     weights: jax.Array,
@@ -61,7 +70,7 @@ def conv2d_im2col(
     out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"the input's spatial size {(height, width)} is too small for the kernel")
-    x = jnp.pad(inputs, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else inputs
+    x = _zero_pad(_zero_pad(inputs, ph, axis=2), pw, axis=3)
     cols = []
     for i in range(kh):
         for j in range(kw):
@@ -186,8 +195,9 @@ class Conv1d(_ConvNd):
         )
 
     def _apply(self, x, w, b):
-        y = self._conv2d(x[:, :, None, :], w[:, :, None, :], b, (1, self.stride), (0, self.padding), (1, self.dilation))
-        return y[:, :, 0, :]
+        x4, w4 = jnp.expand_dims(x, 2), jnp.expand_dims(w, 2)  # as [N, C, 1, L] / [O, I, 1, k]
+        y = self._conv2d(x4, w4, b, (1, self.stride), (0, self.padding), (1, self.dilation))
+        return jnp.squeeze(y, axis=2)
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
         """Args: inputs ``[B, input_channels, L]``. Returns ``[B, output_channels, L']``."""

@@ -92,8 +92,11 @@ class LSTM(BayesianModule):
         hidden = self.hidden_size
         gates_w = jnp.concatenate([wf, wi, wc, wo], axis=0)  # [4H, E+H]
         gates_b = jnp.concatenate([bf, bi, bc, bo], axis=0)  # [4H]
-        w_x = gates_w[:, : self.embeddings_dim]
-        w_h = gates_w[:, self.embeddings_dim :]
+        # lax.slice_in_dim everywhere: basic indexing lowers to a gather under vmap with
+        # symbolic shapes, which TFLite cannot convert
+        emb_dim = self.embeddings_dim
+        w_x = lax.slice_in_dim(gates_w, 0, emb_dim, axis=1)
+        w_h = lax.slice_in_dim(gates_w, emb_dim, emb_dim + hidden, axis=1)
         x_proj = lax.dot_general(emb, w_x, (((2,), (1,)), ((), ()))) + gates_b  # [B, T, 4H]
         x_proj = jnp.transpose(x_proj, (1, 0, 2))  # [T, B, 4H]
         if init_h is None:
@@ -103,10 +106,10 @@ class LSTM(BayesianModule):
         def step(carry, xp):
             h_t, c_t = carry
             g = xp + lax.dot_general(h_t, w_h, (((1,), (1,)), ((), ())))
-            f_t = jax.nn.sigmoid(g[:, :hidden])
-            i_t = jax.nn.sigmoid(g[:, hidden : 2 * hidden])
-            cand = jnp.tanh(g[:, 2 * hidden : 3 * hidden])
-            o_t = jax.nn.sigmoid(g[:, 3 * hidden :])
+            f_t = jax.nn.sigmoid(lax.slice_in_dim(g, 0, hidden, axis=1))
+            i_t = jax.nn.sigmoid(lax.slice_in_dim(g, hidden, 2 * hidden, axis=1))
+            cand = jnp.tanh(lax.slice_in_dim(g, 2 * hidden, 3 * hidden, axis=1))
+            o_t = jax.nn.sigmoid(lax.slice_in_dim(g, 3 * hidden, 4 * hidden, axis=1))
             c_t = c_t * f_t + cand * i_t
             h_t = o_t * jnp.tanh(c_t)
             return (h_t, c_t), None
@@ -121,7 +124,7 @@ class LSTM(BayesianModule):
         """Args: inputs ``[B, T]`` or ``[B, T, 1]`` (int). Returns ``(y [B, out], (h, c) [B, H])``."""
         inputs = jnp.asarray(inputs)
         if inputs.ndim == 3 and inputs.shape[-1] == 1:
-            inputs = inputs[..., 0]
+            inputs = jnp.squeeze(inputs, axis=-1)
         if inputs.ndim != 2:
             raise ValueError(f"LSTM expects token indices `inputs` of shape [batch, seq_len], got {tuple(inputs.shape)}")
         emb = self.embedding(inputs)  # [B, T, E] (S*B with a sample axis)
