@@ -34,7 +34,9 @@ class CppBuild:
     seconds: float
 
     def run(self, *args, check: bool = False) -> subprocess.CompletedProcess:
-        return subprocess.run([str(a) for a in args], capture_output=True, text=True, check=check, timeout=300)
+        return subprocess.run(
+            [str(a) for a in args], capture_output=True, text=True, check=check, timeout=300
+        )
 
 
 def _compiler() -> str | None:
@@ -50,13 +52,19 @@ def cpp_build(tmp_path_factory) -> CppBuild:
     if cmake is None:
         pytest.skip("cmake is not installed: the C++ runtime cannot be built here")
     if _compiler() is None:
-        pytest.skip("no C++ compiler (c++, g++ or clang++) is installed: the C++ runtime cannot be built here")
+        pytest.skip(
+            "no C++ compiler (c++, g++ or clang++) is installed: the C++ runtime cannot be built here"
+        )
     import torch
 
     build = Path(os.environ.get("ILLIA_CPP_BUILD_DIR") or tmp_path_factory.mktemp("illia-cpp-build"))
     build.mkdir(parents=True, exist_ok=True)
     configure = [
-        cmake, "-S", str(RUNTIME_DIR), "-B", str(build),
+        cmake,
+        "-S",
+        str(RUNTIME_DIR),
+        "-B",
+        str(build),
         "-DCMAKE_BUILD_TYPE=Release",
         f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
         "-DILLIA_BUILD_EXAMPLES=ON",
@@ -70,7 +78,9 @@ def cpp_build(tmp_path_factory) -> CppBuild:
             pytest.fail(f"C++ build failed: {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     seconds = time.perf_counter() - start
     sys.stderr.write(f"\n[cpp] runtimes/cpp built in {seconds:.1f} s ({build})\n")
-    return CppBuild(build, build / "illia-mc", build / "illia-noise", build / "examples" / "illia_example", seconds)
+    return CppBuild(
+        build, build / "illia-mc", build / "illia-noise", build / "examples" / "illia_example", seconds
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,7 +135,9 @@ def _w3():
 
     from illia_export.nn.torch import LSTM
 
-    return LSTM(num_embeddings=100, embeddings_dim=16, hidden_size=32, output_size=5), torch.randint(0, 100, (BATCH, 12))
+    return LSTM(num_embeddings=100, embeddings_dim=16, hidden_size=32, output_size=5), torch.randint(
+        0, 100, (BATCH, 12)
+    )
 
 
 WORKLOADS = {"w1": _w1, "w2": _w2, "w3": _w3}
@@ -187,7 +199,9 @@ def reference_summary(artifact: Artifact, num_samples: int, seed: int) -> dict[s
         if manifest.vectorized:
             out = module(x, *[torch.from_numpy(a) for a in noise]).numpy()
         else:
-            out = np.stack([module(x, *[torch.from_numpy(a[s]) for a in noise]).numpy() for s in range(num_samples)])
+            out = np.stack(
+                [module(x, *[torch.from_numpy(a[s]) for a in noise]).numpy() for s in range(num_samples)]
+            )
     values = out.astype(np.float64)
     result = {"mean": values.mean(0), "std": values.std(0)}
     if manifest.task == "classification":

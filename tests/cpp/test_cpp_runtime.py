@@ -14,8 +14,17 @@ TOL = 1e-4
 
 def run_mc(cpp_build, artifact, out_dir, *extra, samples=SAMPLES, seed=SEED):
     proc = cpp_build.run(
-        cpp_build.illia_mc, artifact.path, "--input", artifact.input,
-        "--samples", samples, "--seed", seed, "--out", out_dir, *extra,
+        cpp_build.illia_mc,
+        artifact.path,
+        "--input",
+        artifact.input,
+        "--samples",
+        samples,
+        "--seed",
+        seed,
+        "--out",
+        out_dir,
+        *extra,
     )
     assert proc.returncode == 0, proc.stderr
     names = ["mean", "std"]
@@ -83,18 +92,24 @@ def test_lstm_int64_tokens_and_several_outputs(cpp_build, artifacts, tmp_path, s
     )
     for name in ("output_1", "output_2"):  # h and c: mean_<name>.npy / std_<name>.npy
         raw = pred.outputs[name].astype(np.float64)
-        np.testing.assert_allclose(np.load(tmp_path / "a" / f"mean_{name}.npy"), raw.mean(0), rtol=0, atol=TOL)
+        np.testing.assert_allclose(
+            np.load(tmp_path / "a" / f"mean_{name}.npy"), raw.mean(0), rtol=0, atol=TOL
+        )
         np.testing.assert_allclose(np.load(tmp_path / "a" / f"std_{name}.npy"), raw.std(0), rtol=0, atol=TOL)
 
     longer = tmp_path / "tokens.npy"
     np.save(longer, np.random.default_rng(0).integers(0, 100, (3, 20)))
-    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", longer, "--samples", 2, "--seed", 0, "--out", tmp_path / "b")
+    proc = cpp_build.run(
+        cpp_build.illia_mc, art.path, "--input", longer, "--samples", 2, "--seed", 0, "--out", tmp_path / "b"
+    )
     assert proc.returncode == 0, proc.stderr
     assert np.load(tmp_path / "b" / "mean.npy").shape == (3, 5)
 
     floats = tmp_path / "floats.npy"
     np.save(floats, np.zeros((3, 20), np.float32))
-    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", floats, "--samples", 2, "--seed", 0, "--out", tmp_path / "c")
+    proc = cpp_build.run(
+        cpp_build.illia_mc, art.path, "--input", floats, "--samples", 2, "--seed", 0, "--out", tmp_path / "c"
+    )
     assert proc.returncode == 1 and "dtype float32, the artifact needs int64" in proc.stderr
 
 
@@ -148,11 +163,22 @@ def test_error_bad_artifact(cpp_build, artifacts, tmp_path):
     art = artifacts("w1", "vectorized")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"this is not a TorchScript archive")
-    proc = cpp_build.run(cpp_build.illia_mc, bad, "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path)
+    proc = cpp_build.run(
+        cpp_build.illia_mc, bad, "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path
+    )
     assert proc.returncode == 1
     assert "not a loadable TorchScript archive" in proc.stderr
     missing = cpp_build.run(
-        cpp_build.illia_mc, tmp_path / "missing.pt", "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path
+        cpp_build.illia_mc,
+        tmp_path / "missing.pt",
+        "--input",
+        art.input,
+        "--samples",
+        2,
+        "--seed",
+        0,
+        "--out",
+        tmp_path,
     )
     assert missing.returncode == 1 and "not found" in missing.stderr
 
@@ -163,7 +189,9 @@ def test_error_missing_manifest(cpp_build, artifacts, tmp_path):
     art = artifacts("w1", "per-call")
     plain = tmp_path / "plain.pt"
     torch.jit.save(torch.jit.load(str(art.path)), str(plain))  # drops the extra files
-    proc = cpp_build.run(cpp_build.illia_mc, plain, "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path)
+    proc = cpp_build.run(
+        cpp_build.illia_mc, plain, "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path
+    )
     assert proc.returncode == 1
     assert "carries no illia-export manifest" in proc.stderr
 
@@ -172,7 +200,9 @@ def test_error_wrong_input_shape(cpp_build, artifacts, tmp_path):
     art = artifacts("w1", "vectorized")
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((4, 783), np.float32))
-    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", wrong, "--samples", 2, "--seed", 0, "--out", tmp_path / "o")
+    proc = cpp_build.run(
+        cpp_build.illia_mc, art.path, "--input", wrong, "--samples", 2, "--seed", 0, "--out", tmp_path / "o"
+    )
     assert proc.returncode == 1
     assert "dim 1 is 783, the artifact needs 784" in proc.stderr
     assert not (tmp_path / "o").exists()
@@ -182,11 +212,15 @@ def test_error_unreadable_npy(cpp_build, artifacts, tmp_path):
     art = artifacts("w1", "vectorized")
     junk = tmp_path / "junk.npy"
     junk.write_bytes(b"\x93NUMPY garbage")
-    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", junk, "--samples", 2, "--seed", 0, "--out", tmp_path)
+    proc = cpp_build.run(
+        cpp_build.illia_mc, art.path, "--input", junk, "--samples", 2, "--seed", 0, "--out", tmp_path
+    )
     assert proc.returncode == 1 and "junk.npy" in proc.stderr
     texts = tmp_path / "s.npy"
     np.save(texts, np.array(["a", "b"]))
-    proc = cpp_build.run(cpp_build.illia_mc, art.path, "--input", texts, "--samples", 2, "--seed", 0, "--out", tmp_path)
+    proc = cpp_build.run(
+        cpp_build.illia_mc, art.path, "--input", texts, "--samples", 2, "--seed", 0, "--out", tmp_path
+    )
     assert proc.returncode == 1 and "unsupported dtype" in proc.stderr
 
 
@@ -207,7 +241,9 @@ def test_onnx_artifact_without_ort_backend(cpp_build, tmp_path):
     model.write_bytes(b"")
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((1, 4), np.float32))
-    proc = cpp_build.run(cpp_build.illia_mc, model, "--input", x, "--samples", 2, "--seed", 0, "--out", tmp_path / "o")
+    proc = cpp_build.run(
+        cpp_build.illia_mc, model, "--input", x, "--samples", 2, "--seed", 0, "--out", tmp_path / "o"
+    )
     assert proc.returncode == 1
     assert "built without ONNX Runtime" in proc.stderr and "-DILLIA_WITH_ORT=ON" in proc.stderr
 
@@ -217,6 +253,8 @@ def test_ort_option_needs_onnxruntime_root(cpp_build, tmp_path):
     from pathlib import Path
 
     runtime_dir = Path(__file__).resolve().parents[2] / "runtimes" / "cpp"
-    proc = cpp_build.run(shutil.which("cmake"), "-S", runtime_dir, "-B", tmp_path / "b", "-DILLIA_WITH_ORT=ON")
+    proc = cpp_build.run(
+        shutil.which("cmake"), "-S", runtime_dir, "-B", tmp_path / "b", "-DILLIA_WITH_ORT=ON"
+    )
     assert proc.returncode != 0
     assert "ILLIA_WITH_ORT=ON needs -DONNXRUNTIME_ROOT" in proc.stderr

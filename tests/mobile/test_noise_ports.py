@@ -30,8 +30,21 @@ def java_classes(tmp_path_factory):
 )
 def test_java_port_matches_numpy(java_classes, seed, stream, n, start, count):
     proc = subprocess.run(
-        ["java", "-cp", str(java_classes), "IlliaNoise", str(seed), str(stream), str(n), str(start), str(count)],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            "java",
+            "-cp",
+            str(java_classes),
+            "IlliaNoise",
+            str(seed),
+            str(stream),
+            str(n),
+            str(start),
+            str(count),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     got = np.array([int(v) for v in proc.stdout.split()], dtype=np.int64).astype(np.uint32).view(np.float32)
     want = standard_normal(seed, stream, (n,), start, count).reshape(-1)

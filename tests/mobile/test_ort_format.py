@@ -49,12 +49,24 @@ def test_ort_format_conversion_keeps_manifest_and_outputs(tmp_path, samples):
 
     torch.manual_seed(0)
     onnx_path = tmp_path / f"mlp_{samples}.onnx"
-    illia_export.export(_mlp(), (torch.randn(4, 784),), onnx_path, format="onnx", samples=samples, task="classification")
+    illia_export.export(
+        _mlp(), (torch.randn(4, 784),), onnx_path, format="onnx", samples=samples, task="classification"
+    )
 
     proc = subprocess.run(
-        [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(onnx_path),
-         "--output_dir", str(tmp_path / "ort"), "--optimization_style", "Fixed"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "onnxruntime.tools.convert_onnx_models_to_ort",
+            str(onnx_path),
+            "--output_dir",
+            str(tmp_path / "ort"),
+            "--optimization_style",
+            "Fixed",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ort_path = tmp_path / "ort" / f"mlp_{samples}.ort"
