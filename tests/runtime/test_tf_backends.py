@@ -117,7 +117,7 @@ def test_jax_exports_match_onnx(tmp_path):
     x = X3
     preds = {}
     for fmt, name in (("onnx", "m.onnx"), ("tflite", "m.tflite"), ("savedmodel", "m_sm")):
-        jax_export.export_jax(model, x, tmp_path / name, format=fmt, task="regression")
+        jax_export.export_jax(model, x, tmp_path / name, format=fmt, task="regression", validate=False)
         preds[fmt] = load(tmp_path / name).predict(x, num_samples=5, seed=9).samples
     np.testing.assert_allclose(preds["tflite"], preds["onnx"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(preds["savedmodel"], preds["onnx"], rtol=1e-5, atol=1e-5)
