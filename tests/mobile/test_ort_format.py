@@ -92,3 +92,26 @@ def test_ort_format_conversion_keeps_manifest_and_outputs(tmp_path, samples):
     # Zero noise gives the mean-weight network, noise changes the output.
     zero = {k: (np.zeros_like(v) if k.startswith("eps_") else v) for k, v in feeds.items()}
     assert np.abs(mobile.run(None, zero)[0] - got).max() > 1e-4
+
+
+def test_python_runtime_runs_the_ort_model_with_a_sidecar(tmp_path):
+    """illia_export.runtime reads a .ort's manifest from the sidecar ``model.ort.manifest.json``
+    (what ``illia-export inspect model.onnx --json`` prints) and predicts as with the .onnx."""
+    import illia_export
+    from illia_export.exporters.manifest import read_manifest, write_sidecar
+    from illia_export.runtime import load
+
+    torch.manual_seed(0)
+    onnx_path = tmp_path / "mlp.onnx"
+    illia_export.export(_mlp(), (torch.randn(4, 784),), onnx_path, format="onnx", task="classification")
+    subprocess.run(
+        [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(onnx_path),
+         "--output_dir", str(tmp_path), "--optimization_style", "Fixed"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    ort_path = tmp_path / "mlp.ort"
+    write_sidecar(read_manifest(onnx_path), ort_path)
+    x = np.random.default_rng(1).standard_normal((6, 784)).astype(np.float32)
+    want = load(onnx_path).predict(x, num_samples=8, seed=3)
+    got = load(ort_path).predict(x, num_samples=8, seed=3)
+    np.testing.assert_allclose(got.samples, want.samples, rtol=0, atol=1e-5)
