@@ -187,7 +187,11 @@ def bench_workload(
             continue
         path = tmp / f"{spec['name'].split()[0]}.{ext}"
         t0 = time.perf_counter()
-        illia_export.export(model, spec["x"](2), path, format=fmt, task=spec["task"], validate=False)
+        try:
+            illia_export.export(model, spec["x"](2), path, format=fmt, task=spec["task"], validate=False)
+        except Exception as exc:  # report and go on with the other formats/workloads
+            res.setdefault("errors", []).append(f"{fmt} export failed: {type(exc).__name__}: {exc}")
+            continue
         export_s = time.perf_counter() - t0
         opts: dict[str, Any] = {"intra_op_num_threads": threads} if fmt == "onnx" and threads else {}
         predictor = load(path, **opts)
@@ -243,6 +247,8 @@ def table(results: list[dict[str, Any]]) -> str:
             f"  {'backend':<12} {'strategy':<8} {'ms':>8} {'best':>8} {'cpu ms':>8} {'MC/s':>10} "
             f"{'x naive':>8} {'/det':>6} {'/(r+d)':>7} | {'cpu: x naive':>12} {'/det':>6} {'/(r+d)':>7}"
         )
+        for err in res.get("errors", []):
+            lines.append(f"  ! {err.splitlines()[0][:200]}")
         for r in res["rows"]:
             lines.append(
                 f"  {r['backend']:<12} {r['strategy']:<8} {r['median_ms']:>8.1f} {r['best_ms']:>8.1f} "
