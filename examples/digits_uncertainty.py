@@ -42,8 +42,10 @@ from illia_export.nn.torch import Conv2d, Linear
 
 #: Digits the classifier is trained on; the others (8, 9) are the OOD set.
 IN_DISTRIBUTION_CLASSES = tuple(range(8))
-#: Largest difference allowed between the ONNX and TorchScript predictive probabilities.
+#: Largest difference allowed between the ONNX and TorchScript per-sample class probabilities.
 AGREEMENT_TOLERANCE = 1e-4
+#: Monte Carlo samples on which the TorchScript artifact is compared with the ONNX one.
+AGREEMENT_SAMPLES = 32
 #: Monte Carlo samples per graph call: bounds the memory of the im2col convolutions (the results
 #: do not depend on it).
 CHUNK_SIZE = 16
@@ -63,7 +65,7 @@ class Config:
 
 
 QUICK = Config(channels=(8, 16), steps=250, num_samples=64)
-FULL = Config(channels=(16, 32), steps=500, num_samples=256)
+FULL = Config(channels=(16, 32), steps=500, num_samples=128)
 
 
 def _gaussian(shape: tuple[int, ...], config: Config) -> GaussianDistribution:
@@ -257,7 +259,7 @@ def save_figures(data: DigitsData, pred_test, pred_ood, report: dict, out: Path)
                 f"{tag}: true {labels[i]}\nMI {float(pred.mutual_information[i]):.2f} nats", fontsize=9
             )
             ax_img.axis("off")
-            std = sample_probs[:, i].std(axis=0) if sample_probs is not None else None
+            std = sample_probs[:, i].std(axis=0)
             ax_bar.bar(classes, probs[i], yerr=std, color="tab:blue", ecolor="tab:gray", capsize=2)
             ax_bar.set_ylim(0, 1.05)
             ax_bar.set_xticks(classes)
@@ -272,12 +274,9 @@ def save_figures(data: DigitsData, pred_test, pred_ood, report: dict, out: Path)
     return paths
 
 
-def _sample_probabilities(prediction) -> np.ndarray | None:
+def _sample_probabilities(prediction) -> np.ndarray:
     """Per-sample class probabilities ``[S, B, K]`` from the runtime's raw samples (logits)."""
-    samples = getattr(prediction, "samples", None)
-    if samples is None:
-        return None
-    logits = np.asarray(samples, dtype=np.float64)
+    logits = np.asarray(prediction.samples, dtype=np.float64)
     logits = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=-1, keepdims=True)
@@ -313,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="smaller CNN, fewer steps and samples (< 1 min)")
     parser.add_argument("--out", default="outputs/digits", help="output folder (default: outputs/digits)")
     parser.add_argument(
-        "--samples", type=int, help="Monte Carlo samples per input (default: 64 quick, 256 full)"
+        "--samples", type=int, help="Monte Carlo samples per input (default: 64 quick, 128 full)"
     )
     parser.add_argument("--seed", type=int, default=0, help="noise seed of the runtime (default: 0)")
     args = parser.parse_args(argv)
@@ -351,21 +350,24 @@ def main(argv: list[str] | None = None) -> dict:
     t_infer = time.perf_counter() - t0
     report = summarize_predictions(pred_test, data.y_test, pred_ood)
 
+    # The TorchScript artifact must give the same samples for the same seed. Sample s of a seed's
+    # noise does not depend on S, so its first AGREEMENT_SAMPLES samples are compared per sample.
     ts_predictor = runtime.load(paths["torchscript"])
-    ts_test = ts_predictor.predict(
-        data.x_test, num_samples=num_samples, seed=args.seed, chunk_size=CHUNK_SIZE
-    )
-    ts_ood = ts_predictor.predict(data.x_ood, num_samples=num_samples, seed=args.seed, chunk_size=CHUNK_SIZE)
-    agreement = max(
-        float(np.max(np.abs(np.asarray(ts_test.probabilities) - np.asarray(pred_test.probabilities)))),
-        float(np.max(np.abs(np.asarray(ts_ood.probabilities) - np.asarray(pred_ood.probabilities)))),
-    )
+    num_check = min(num_samples, AGREEMENT_SAMPLES)
+    agreement = 0.0
+    for x, onnx_pred in ((data.x_test, pred_test), (data.x_ood, pred_ood)):
+        ts_pred = ts_predictor.predict(x, num_samples=num_check, seed=args.seed, chunk_size=CHUNK_SIZE)
+        diff = _sample_probabilities(ts_pred) - _sample_probabilities(onnx_pred)[:num_check]
+        agreement = max(agreement, float(np.max(np.abs(diff))))
     if not agreement <= AGREEMENT_TOLERANCE:
         raise RuntimeError(
             f"TorchScript and ONNX artifacts disagree for the same seed: max abs difference of the "
-            f"predictive probabilities {agreement:.3g} > {AGREEMENT_TOLERANCE}"
+            f"per-sample class probabilities {agreement:.3g} > {AGREEMENT_TOLERANCE}"
         )
-    print(f"  TorchScript artifact agrees with ONNX for seed {args.seed}: max |dp| = {agreement:.2g}")
+    print(
+        f"  TorchScript artifact agrees with ONNX for seed {args.seed} "
+        f"(first {num_check} samples): max |dp| = {agreement:.2g}"
+    )
     print(format_report(report))
 
     print("[4/4] figures")
