@@ -4,8 +4,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import pytest
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -23,8 +21,3 @@ def load_example(name: str):
         del sys.modules[name]
         raise
     return module
-
-
-@pytest.fixture
-def example_loader():
-    return load_example
