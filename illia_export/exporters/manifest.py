@@ -330,6 +330,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         for prop in model.metadata_props:
             if prop.key == ONNX_METADATA_KEY:
                 text = prop.value
+    elif fmt == "onnx":  # ORT format (.ort): the metadata survives conversion; onnxruntime reads it
+        text = _read_ort_manifest(p)
     elif fmt == "torchscript":
         text = _read_torchscript_manifest(p)
     elif fmt == "savedmodel":
@@ -344,6 +346,19 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
             "was it exported by illia-export?"
         )
     return Manifest.from_json(text)
+
+
+def _read_ort_manifest(p: Path) -> str | None:
+    """Read the manifest from an ORT-format model's custom metadata (needs onnxruntime)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    try:
+        session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ManifestError(f"{p} is not a readable ORT-format model: {exc}") from exc
+    return session.get_modelmeta().custom_metadata_map.get(ONNX_METADATA_KEY)
 
 
 def _read_torchscript_manifest(p: Path) -> bytes | None:

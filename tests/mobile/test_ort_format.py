@@ -94,11 +94,11 @@ def test_ort_format_conversion_keeps_manifest_and_outputs(tmp_path, samples):
     assert np.abs(mobile.run(None, zero)[0] - got).max() > 1e-4
 
 
-def test_python_runtime_runs_the_ort_model_with_a_sidecar(tmp_path):
-    """illia_export.runtime reads a .ort's manifest from the sidecar ``model.ort.manifest.json``
-    (what ``illia-export inspect model.onnx --json`` prints) and predicts as with the .onnx."""
+def test_python_runtime_runs_the_ort_model(tmp_path):
+    """illia_export.runtime reads a .ort's manifest from its metadata (kept by the conversion)
+    and predicts as with the .onnx."""
     import illia_export
-    from illia_export.exporters.manifest import read_manifest, write_sidecar
+    from illia_export.exporters.manifest import read_manifest
     from illia_export.runtime import load
 
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def test_python_runtime_runs_the_ort_model_with_a_sidecar(tmp_path):
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     ort_path = tmp_path / "mlp.ort"
-    write_sidecar(read_manifest(onnx_path), ort_path)
+    assert read_manifest(ort_path).to_dict() == read_manifest(onnx_path).to_dict()
     x = np.random.default_rng(1).standard_normal((6, 784)).astype(np.float32)
     want = load(onnx_path).predict(x, num_samples=8, seed=3)
     got = load(ort_path).predict(x, num_samples=8, seed=3)
