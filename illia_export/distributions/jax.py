@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -77,7 +77,7 @@ class GaussianDistribution(nnx.Module):
         std_prior: float = 0.1,
         mu_init: float = 0.0,
         rho_init: float = -7.0,
-        rngs: Optional[nnx.Rngs] = None,
+        rngs: nnx.Rngs | None = None,
     ) -> None:
         dims = _check_shape(shape)
         if not std_prior > 0:
@@ -121,7 +121,7 @@ class GaussianDistribution(nnx.Module):
         """``mu + softplus(rho) * eps`` for a given `eps` of shape ``shape`` or ``[S, *shape]``."""
         return self.mu[...] + jax.nn.softplus(self.rho[...]) * eps
 
-    def sample(self, rngs: Optional[nnx.Rngs] = None) -> jax.Array:
+    def sample(self, rngs: nnx.Rngs | None = None) -> jax.Array:
         """One sample ``mu + softplus(rho) * eps``.
 
         `eps` is the injected noise if any; otherwise it is drawn with a fresh key from `rngs`
@@ -141,7 +141,7 @@ class GaussianDistribution(nnx.Module):
         """Same as :meth:`sample`."""
         return self.sample()
 
-    def log_prob(self, x: Optional[jax.Array] = None) -> jax.Array:
+    def log_prob(self, x: jax.Array | None = None) -> jax.Array:
         """``sum log q(x) - sum log p(x)``: the seed's one-sample KL estimate, not a density.
 
         Args:

@@ -8,7 +8,7 @@ so exporters give it no noise input.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ class BatchEnsembleLinear(nnx.Module):
     def __init__(
         self,
         base_layer: nnx.Linear,
-        rngs: Union[nnx.Rngs, int] = 0,
+        rngs: nnx.Rngs | int = 0,
         num_members: int = 4,
         use_base_weights: bool = False,
         init: str = "normal",
@@ -76,7 +76,7 @@ class BatchEnsembleLinear(nnx.Module):
                 bias = jnp.tile(jnp.asarray(base_layer.bias[...])[None, :], (num_members, 1))
             else:
                 bias = jnp.zeros((num_members, out_f))
-            self.bias: Optional[nnx.Param] = nnx.Param(bias)
+            self.bias: nnx.Param | None = nnx.Param(bias)
         else:
             self.bias = nnx.data(None)
 

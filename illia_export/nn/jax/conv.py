@@ -8,7 +8,7 @@ Eagerly the layers call ``lax.conv_general_dilated``; under
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
@@ -95,10 +95,10 @@ class _ConvNd(BayesianModule):
         output_channels: int,
         kernel: tuple[int, ...],
         groups: int,
-        weights_distribution: Optional[GaussianDistribution],
-        bias_distribution: Optional[GaussianDistribution],
+        weights_distribution: GaussianDistribution | None,
+        bias_distribution: GaussianDistribution | None,
         use_bias: bool,
-        rngs: Optional[nnx.Rngs],
+        rngs: nnx.Rngs | None,
     ) -> None:
         check_positive(input_channels=input_channels, output_channels=output_channels, groups=groups)
         if input_channels % groups or output_channels % groups:
@@ -175,10 +175,10 @@ class Conv1d(_ConvNd):
         padding: int = 0,
         dilation: int = 1,
         groups: int = 1,
-        weights_distribution: Optional[GaussianDistribution] = None,
-        bias_distribution: Optional[GaussianDistribution] = None,
+        weights_distribution: GaussianDistribution | None = None,
+        bias_distribution: GaussianDistribution | None = None,
         use_bias: bool = True,
-        rngs: Optional[nnx.Rngs] = None,
+        rngs: nnx.Rngs | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -233,10 +233,10 @@ class Conv2d(_ConvNd):
         padding: IntOrPair = (0, 0),
         dilation: IntOrPair = (1, 1),
         groups: int = 1,
-        weights_distribution: Optional[GaussianDistribution] = None,
-        bias_distribution: Optional[GaussianDistribution] = None,
+        weights_distribution: GaussianDistribution | None = None,
+        bias_distribution: GaussianDistribution | None = None,
         use_bias: bool = True,
-        rngs: Optional[nnx.Rngs] = None,
+        rngs: nnx.Rngs | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

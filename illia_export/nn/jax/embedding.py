@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +23,8 @@ from illia_export.nn.jax.module import (
 def embedding_lookup(
     inputs: jax.Array,
     table: jax.Array,
-    padding_idx: Optional[int],
-    max_norm: Optional[float],
+    padding_idx: int | None,
+    max_norm: float | None,
     norm_type: float,
 ) -> jax.Array:
     """Rows of `table` (``[N, D]``) at integer `inputs` (``[*]``) -> ``[*, D]``.
@@ -69,12 +69,12 @@ class Embedding(BayesianModule):
         self,
         num_embeddings: int,
         embeddings_dim: int,
-        padding_idx: Optional[int] = None,
-        max_norm: Optional[float] = None,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
         norm_type: float = 2.0,
         scale_grad_by_freq: bool = False,
-        weights_distribution: Optional[GaussianDistribution] = None,
-        rngs: Optional[nnx.Rngs] = None,
+        weights_distribution: GaussianDistribution | None = None,
+        rngs: nnx.Rngs | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,13 @@ from flax import nnx
 from jax import lax
 
 from illia_export.distributions.jax import GaussianDistribution
-from illia_export.nn.jax.module import BayesianModule, SampledWeights, check_positive, default_rngs, fold_samples
+from illia_export.nn.jax.module import (
+    BayesianModule,
+    SampledWeights,
+    check_positive,
+    default_rngs,
+    fold_samples,
+)
 
 
 class Linear(BayesianModule):
@@ -35,12 +42,12 @@ class Linear(BayesianModule):
         self,
         input_size: int,
         output_size: int,
-        weights_distribution: Optional[GaussianDistribution] = None,
-        bias_distribution: Optional[GaussianDistribution] = None,
+        weights_distribution: GaussianDistribution | None = None,
+        bias_distribution: GaussianDistribution | None = None,
         use_bias: bool = True,
-        precision: Optional[lax.Precision] = None,
+        precision: lax.Precision | None = None,
         dot_general: Callable[..., jax.Array] = lax.dot_general,
-        rngs: Optional[nnx.Rngs] = None,
+        rngs: nnx.Rngs | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,7 +83,7 @@ class Linear(BayesianModule):
             pairs.append((self.bias_distribution, self.bias))
         return pairs
 
-    def _apply(self, x: jax.Array, w: jax.Array, b: Optional[jax.Array]) -> jax.Array:
+    def _apply(self, x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
         y = self.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())), precision=self.precision)
         if b is not None:
             y = y + b

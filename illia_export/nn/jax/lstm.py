@@ -6,7 +6,7 @@ sequence length dynamic (an ONNX ``Loop`` through jax2onnx, a ``WHILE`` in TFLit
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +15,13 @@ from jax import lax
 
 from illia_export.distributions.jax import GaussianDistribution
 from illia_export.nn.jax.embedding import Embedding
-from illia_export.nn.jax.module import BayesianModule, SampledWeights, check_positive, default_rngs, fold_samples
+from illia_export.nn.jax.module import (
+    BayesianModule,
+    SampledWeights,
+    check_positive,
+    default_rngs,
+    fold_samples,
+)
 
 _GATES = ("f", "i", "c", "o")
 
@@ -44,11 +50,11 @@ class LSTM(BayesianModule):
         embeddings_dim: int,
         hidden_size: int,
         output_size: int,
-        padding_idx: Optional[int] = None,
-        max_norm: Optional[float] = None,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
         norm_type: float = 2.0,
         scale_grad_by_freq: bool = False,
-        rngs: Optional[nnx.Rngs] = None,
+        rngs: nnx.Rngs | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -119,7 +125,7 @@ class LSTM(BayesianModule):
         return y, h_t, c_t
 
     def __call__(
-        self, inputs: jax.Array, init_states: Optional[tuple[jax.Array, jax.Array]] = None
+        self, inputs: jax.Array, init_states: tuple[jax.Array, jax.Array] | None = None
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """Args: inputs ``[B, T]`` or ``[B, T, 1]`` (int). Returns ``(y [B, out], (h, c) [B, H])``."""
         inputs = jnp.asarray(inputs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +56,7 @@ def check_positive(**values: Any) -> None:
             raise ValueError(f"`{name}` (={value!r}) must be a positive integer")
 
 
-def default_rngs(rngs: Optional[nnx.Rngs]) -> nnx.Rngs:
+def default_rngs(rngs: nnx.Rngs | None) -> nnx.Rngs:
     """``rngs`` or a fresh ``nnx.Rngs(0)`` (the seed's default, without a shared mutable default)."""
     if rngs is None:
         return nnx.Rngs(0)
@@ -120,7 +120,7 @@ class BayesianModule(nnx.Module):
 def fold_samples(
     fn: Callable[..., Any],
     inputs: Any,
-    weights: Sequence[Optional[jax.Array]],
+    weights: Sequence[jax.Array | None],
     event_ndims: Sequence[int],
 ) -> Any:
     """Apply ``fn(inputs, *weights)`` per sample when the weights carry a sample axis.

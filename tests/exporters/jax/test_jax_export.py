@@ -6,10 +6,6 @@ fed the same noise through ``GaussianDistribution.set_noise`` at two batch sizes
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +17,7 @@ from illia_export.exporters import jax_export
 from illia_export.exporters.jax_export import export_jax, load_jax_model, save_jax_weights, tflite_ops
 from illia_export.exporters.jax_noise import make_pure_function, model_distributions
 from illia_export.exporters.manifest import read_manifest, sidecar_path
-from illia_export.nn.jax import BatchEnsembleLinear, Conv1d, Conv2d, Embedding, Linear, LSTM
+from illia_export.nn.jax import LSTM, BatchEnsembleLinear, Conv1d, Conv2d, Embedding, Linear
 from tests.exporters.jax import _runners, models
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -274,3 +270,13 @@ def test_every_layer_type_has_a_parity_case():
     for name, types in COVERED.items():
         present = {type(m) for _, m in nnx.iter_modules(CASES[name][0]())}
         assert types <= present, (name, types - present)
+
+
+def test_illia_export_export_routes_nnx_models(tmp_path):
+    import illia_export
+
+    model = models.make_mlp(hidden=8)
+    x = np.random.default_rng(0).standard_normal((2, 12)).astype(np.float32)
+    manifest = illia_export.export(model, x, tmp_path / "mlp.onnx", "onnx", samples="per-call", task="classification")
+    assert manifest.source == "jax" and manifest.task == "classification" and manifest.sample_axis is None
+    assert read_manifest(tmp_path / "mlp.onnx").noise == manifest.noise
