@@ -288,3 +288,34 @@ def test_local_noise_is_kept_for_an_explicit_seed_and_drawn_per_call_otherwise(a
     c = p.predict(X, num_samples=5, strategy="local")
     d = p.predict(X, num_samples=5, strategy="local")
     assert c.seed != d.seed and not np.allclose(c.samples, d.samples)
+
+
+def test_cuda_provider_listed_but_not_active_is_refused(artifacts, monkeypatch):
+    """onnxruntime may list CUDAExecutionProvider yet fall back to the CPU (missing CUDA libs):
+    the runtime must refuse instead of running on the CPU silently."""
+    import onnxruntime
+
+    real_session = onnxruntime.InferenceSession
+
+    def cpu_only_session(path, sess_options=None, providers=None):
+        return real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    monkeypatch.setattr(onnxruntime, "InferenceSession", cpu_only_session)
+    with pytest.raises(DeviceUnavailableError, match="did not activate CUDAExecutionProvider"):
+        load(artifacts["mlp_onnx_vectorized"], device="cuda")
+
+
+def test_importing_the_runtime_loads_no_heavy_backend():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, illia_export.runtime\n"
+        "heavy = [m for m in ('tensorflow', 'torch', 'onnxruntime', 'jax') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
