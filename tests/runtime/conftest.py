@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 import illia_export  # noqa: E402
-from illia_export.nn.torch import Conv2d, Linear  # noqa: E402
+from illia_export.nn.torch import LSTM, Conv2d, Linear  # noqa: E402
 
 
 class MLP(torch.nn.Module):
@@ -67,7 +67,8 @@ class SmallCNN(torch.nn.Module):
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> dict[str, Path]:
     """MLP (classification) as ONNX/TorchScript, vectorized and per-call; a single Linear
-    (regression) as ONNX/TorchScript; a small CNN (no local variant) as ONNX."""
+    (regression) as ONNX/TorchScript; a small CNN (no local variant) as ONNX; a small LSTM
+    (three outputs, int64 tokens, ONNX Loop) as ONNX/TorchScript."""
     root = tmp_path_factory.mktemp("artifacts")
     torch.manual_seed(0)
     mlp = MLP()
@@ -86,6 +87,12 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
     p = root / "cnn.onnx"
     illia_export.export(cnn, torch.zeros(2, 1, 6, 6), p, format="onnx", task="classification")
     out["cnn_onnx"] = p
+    lstm = LSTM(50, 8, 16, 3)  # outputs y [B, 3], h [B, 16], c [B, 16]
+    tokens = torch.randint(0, 50, (2, 5))
+    for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
+        p = root / f"lstm.{ext}"
+        illia_export.export(lstm, tokens, p, format=fmt, task="classification", validate=False)
+        out[f"lstm_{fmt}"] = p
     return out
 
 

@@ -319,3 +319,18 @@ def test_importing_the_runtime_loads_no_heavy_backend():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_lstm_onnx_and_torchscript_agree_on_every_output(artifacts):
+    tokens = np.random.default_rng(3).integers(0, 50, size=(4, 9))  # exported at T=5
+    a = load(artifacts["lstm_onnx"]).predict(tokens, num_samples=4, seed=12, chunk_size=3)
+    b = load(artifacts["lstm_torchscript"]).predict(tokens.astype(np.int32), num_samples=4, seed=12)
+    assert list(a.outputs) == list(b.outputs) and len(a.outputs) == 3
+    assert a.samples.shape == (4, 4, 3) and a.outputs[list(a.outputs)[1]].shape == (4, 4, 16)
+    for name in a.outputs:
+        np.testing.assert_allclose(a.outputs[name], b.outputs[name], rtol=1e-5, atol=1e-5)
+    assert a.probabilities.shape == (4, 3)
+    with pytest.raises(StrategyError, match="exact only for Linear"):
+        load(artifacts["lstm_onnx"]).predict(tokens, num_samples=2, seed=0, strategy="local")
+    with pytest.raises(ShapeError, match="dtype float32"):
+        load(artifacts["lstm_onnx"]).predict(tokens.astype(np.float32), num_samples=2, seed=0)
