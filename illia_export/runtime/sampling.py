@@ -60,6 +60,13 @@ class NoiseMaker:
             raise MissingBackendError("torch", "torch", "noise_impl='torch'")
         self.kind = kind if self.use_torch else "numpy"
         self.device = device if self.use_torch else "cpu"
+        if self.use_torch and self.device != "cpu":
+            import torch
+
+            if not torch.cuda.is_available():
+                # e.g. onnxruntime-gpu next to a CPU-only torch: draw on the CPU, the backend
+                # copies the noise to the device.
+                self.kind, self.device = "numpy", "cpu"
         self._buffers: dict[tuple, list[Any]] = {}
 
     def draw(

@@ -127,3 +127,14 @@ def test_documented_test_vectors():
         [[[-0.24189511, 0.018521747], [1.5180649, 0.019061686]]],
         atol=1e-7,
     )
+
+
+def test_noise_maker_falls_back_to_cpu_noise_when_torch_has_no_cuda():
+    from illia_export.runtime.sampling import NoiseMaker
+
+    if torch.cuda.is_available():
+        pytest.skip("torch has CUDA here")
+    maker = NoiseMaker("torch", "cuda")
+    assert (maker.kind, maker.device) == ("numpy", "cpu")
+    (eps,) = maker.draw(4, [(3,)], 0, 2)
+    np.testing.assert_allclose(eps, noise.standard_normal(4, 0, (3,), 0, 2), atol=1e-6)
