@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from illia_export.errors import ArtifactError, ShapeError
 from illia_export.evaluation import evaluate, summarize_predictions
 from illia_export.nn.torch import Linear
 
+ROOT = Path(__file__).resolve().parents[2]
 IN, HIDDEN, CLASSES = 6, 16, 4
 SEED, SAMPLES = 3, 32
 
@@ -65,21 +66,45 @@ def data():
     return x, y, x_ood
 
 
+_EXPORT_SCRIPT = """
+import sys, warnings
+import torch
+import illia_export
+from tests.cli.test_evaluate import IN, _make_mlp
+
+out = sys.argv[1]
+model = _make_mlp()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    for name, fmt, task in (("mlp.onnx", "onnx", "classification"), ("mlp.pt", "torchscript", "classification"),
+                            ("raw.onnx", "onnx", "raw")):
+        illia_export.export(model, torch.zeros(2, IN), f"{out}/{name}", format=fmt, task=task)
+"""
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    import illia_export
+    """The MLP exported to ONNX (classification and raw) and TorchScript, in a separate process.
 
+    A separate process keeps this suite's ONNX exports from touching TorchScript's per-class
+    compilation cache of the layers in the pytest process (the legacy ONNX exporter inlines the
+    cached graphs in place, which later archive exports in the same process misread as traced).
+    """
     out = tmp_path_factory.mktemp("evaluate")
-    model = _make_mlp()
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", _EXPORT_SCRIPT, str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
     paths = {"onnx": out / "mlp.onnx", "torchscript": out / "mlp.pt", "raw": out / "raw.onnx"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        illia_export.export(model, torch.zeros(2, IN), paths["onnx"], format="onnx", task="classification")
-        illia_export.export(
-            model, torch.zeros(2, IN), paths["torchscript"], format="torchscript", task="classification"
-        )
-        illia_export.export(model, torch.zeros(2, IN), paths["raw"], format="onnx", task="raw")
-    return model, paths
+    return _make_mlp(), paths
 
 
 @pytest.fixture(scope="module")
