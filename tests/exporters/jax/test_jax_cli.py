@@ -1,0 +1,38 @@
+"""The CLI's JAX model convention: ``pkg.module:factory --weights state.npz``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from illia_export.cli import main
+from illia_export.exporters.jax_export import save_jax_weights
+from illia_export.exporters.manifest import read_manifest
+from tests.exporters.jax import _runners, models
+
+
+def test_cli_exports_a_jax_factory_with_weights(tmp_path, capsys):
+    trained = models.make_mlp(seed=5)
+    weights = save_jax_weights(trained, tmp_path / "w.npz")
+    out = tmp_path / "mlp.onnx"
+    code = main(
+        [
+            "tests.exporters.jax.models:make_mlp",
+            "--weights", str(weights),
+            "--format", "onnx",
+            "--samples", "per-call",
+            "--input-shape", "2,12",
+            "-o", str(out),
+        ]
+    )
+    assert code == 0
+    assert "output: max diff" in capsys.readouterr().out
+    manifest = read_manifest(out)
+    assert manifest.source == "jax" and manifest.validation.passed
+    # the artifact carries the *loaded* weights: zero noise gives the trained model's mean network
+    x = np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32)
+    zero = {n.name: np.zeros(n.event_shape, np.float32) for n in manifest.noise}
+    (got,) = _runners.run("onnx", out, {"input": x, **zero}, ["output"])
+    for layer in trained.layers:
+        layer.weights_distribution.set_noise(np.zeros(layer.weights_distribution.shape, np.float32))
+        layer.bias_distribution.set_noise(np.zeros(layer.bias_distribution.shape, np.float32))
+    np.testing.assert_allclose(got, np.asarray(trained(x)), atol=1e-5)
