@@ -22,11 +22,17 @@ RHO_SUFFIX = ".rho"
 
 
 def is_traced(script, noise) -> bool:
-    """True when the archive's Bayesian layers were traced (their forward draws noise inline)."""
+    """True when the archive's Bayesian layers were traced (their forward ignores injected noise).
+
+    A scripted layer's forward reads its distributions' ``use_noise`` flag (directly, or after
+    TorchScript inlined ``sample()``); a traced one recorded a fixed ``randn_like`` path and never
+    does. (Looking for ``randn_like`` alone would misfire: exporting a scripted model to ONNX
+    inlines the layer classes' shared graphs in place.)
+    """
     modules = dict(script.named_modules())
     for site in noise.bayesian_layers:
-        code = getattr(modules[site.path], "code", "")
-        if "randn_like" in code or "normal" in code and "sample(" not in code:
+        graph = str(modules[site.path].graph)
+        if "use_noise" not in graph and "sample" not in graph:
             return True
     return False
 

@@ -87,3 +87,15 @@ def test_traced_archive_refuses_vectorized_and_lstm(tmp_path):
     with pytest.raises(ExportError, match="unrolled"):
         illia_export.export(str(lstm_archive), torch.randint(0, 10, (2, 4)), tmp_path / "l.onnx", samples="per-call")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lstm.pt", "traced.pt"]
+
+
+def test_scripted_archive_after_an_onnx_export_in_the_same_process(tmp_path):
+    """The legacy ONNX exporter inlines the layer classes' shared graphs in place; a scripted
+    archive exported afterwards must still be recognised as scripted, not traced."""
+    torch.manual_seed(0)
+    model = Small().eval()
+    illia_export.export(model, torch.randn(2, 1, 6, 6), tmp_path / "first.onnx")
+    archive = tmp_path / "small.pt"
+    _save(model, archive, False, None)
+    manifest = illia_export.export(str(archive), torch.randn(2, 1, 6, 6), tmp_path / "second.onnx")
+    assert manifest.vectorized and not manifest.extra.get("traced_archive")
