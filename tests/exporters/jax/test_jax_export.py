@@ -188,7 +188,8 @@ def test_w1_mlp_tflite_has_builtin_ops_only(tmp_path):
     assert len(manifest.noise) == 6
 
 
-def test_failed_validation_leaves_nothing(tmp_path, monkeypatch, built):
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_failed_validation_leaves_nothing(fmt, tmp_path, monkeypatch, built):
     real = jax_export.artifact_runner
 
     def broken(fmt, path):
@@ -201,9 +202,9 @@ def test_failed_validation_leaves_nothing(tmp_path, monkeypatch, built):
         return shifted
 
     monkeypatch.setattr(jax_export, "artifact_runner", broken)
-    path = tmp_path / "bad.onnx"
+    path = tmp_path / f"bad{SUFFIX[fmt]}"
     with pytest.raises(ToleranceError, match="output"):
-        export_jax(built["cnn"], CASES["cnn"][1], path, "onnx", samples="per-call")
+        export_jax(built["mixed"], CASES["mixed"][1], path, fmt, samples="per-call", batch_sizes=[2, 4])
     assert list(tmp_path.iterdir()) == []
 
 
