@@ -334,3 +334,16 @@ def test_lstm_onnx_and_torchscript_agree_on_every_output(artifacts):
         load(artifacts["lstm_onnx"]).predict(tokens, num_samples=2, seed=0, strategy="local")
     with pytest.raises(ShapeError, match="dtype float32"):
         load(artifacts["lstm_onnx"]).predict(tokens.astype(np.float32), num_samples=2, seed=0)
+
+
+def test_bank_runs_the_full_graph_when_the_split_fails(artifacts, monkeypatch):
+    from illia_export.runtime.backends import ort_split
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unexpected graph")
+
+    monkeypatch.setattr(ort_split, "split_noise_prefix", broken)
+    p = load(artifacts["mlp_onnx_vectorized"])
+    bank = p.predict(X, num_samples=4, seed=2, strategy="bank")
+    assert p.backend._split is False
+    np.testing.assert_allclose(bank.samples, p.predict(X, num_samples=4, seed=2).samples, atol=1e-6)

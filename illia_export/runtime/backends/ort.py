@@ -157,10 +157,14 @@ class OnnxRuntimeBackend(Backend):
     def _split_sessions(self):
         if self._split is None:
             self._split = False
-            if self.device == "cpu" and self.options.get("split_bank", True):
+            splittable = self.path.suffix.lower() == ".onnx"  # not ORT-format (.ort) models
+            if self.device == "cpu" and splittable and self.options.get("split_bank", True):
                 from illia_export.runtime.backends.ort_split import split_noise_prefix
 
-                graphs = split_noise_prefix(self.path, self.input_names, self.noise_names)
+                try:
+                    graphs = split_noise_prefix(self.path, self.input_names, self.noise_names)
+                except Exception:  # an optimization only: any surprise means "run the full graph"
+                    graphs = None
                 if graphs is not None:
                     ort = self._ort
                     prefix = ort.InferenceSession(
