@@ -51,3 +51,18 @@ def require(module: str, extra: str, purpose: str):
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingBackendError(module.split(".")[0], extra, purpose) from exc
+
+
+class DeviceUnavailableError(IlliaExportError, RuntimeError):
+    """The requested device (e.g. ``cuda``) is not usable by the artifact's backend.
+
+    Raised instead of silently running somewhere else.
+    """
+
+
+class StrategyError(IlliaExportError, ValueError):
+    """A sampling strategy cannot be used with this artifact (or is unknown)."""
+
+
+class TaskError(IlliaExportError, ValueError):
+    """A summary was asked for that the prediction's task does not define."""

@@ -10,7 +10,7 @@ that format is loaded. The noise generator ``illia-noise-v1`` lives in
 :mod:`illia_export.runtime.noise` (see docs/noise.md).
 """
 
-from illia_export.runtime.errors import DeviceUnavailableError, StrategyError, TaskError
+from illia_export.errors import DeviceUnavailableError, StrategyError, TaskError
 from illia_export.runtime.prediction import Prediction
 from illia_export.runtime.predictor import Predictor, load
 

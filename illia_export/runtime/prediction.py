@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from illia_export.runtime.errors import TaskError
+from illia_export.errors import TaskError
 
 TASKS = ("classification", "regression", "raw")
 

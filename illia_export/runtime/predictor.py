@@ -21,7 +21,7 @@ from illia_export.exporters.manifest import (
     read_manifest,
 )
 from illia_export.runtime.backends import Backend, check_device, open_backend
-from illia_export.runtime.errors import StrategyError
+from illia_export.errors import StrategyError
 from illia_export.runtime.prediction import TASKS, Prediction
 from illia_export.runtime.sampling import STRATEGIES, NoiseMaker, default_chunk, random_seed
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from illia_export.runtime.errors import DeviceUnavailableError
+from illia_export.errors import DeviceUnavailableError
 
 #: Backend module and class per artifact format.
 _BACKENDS = {

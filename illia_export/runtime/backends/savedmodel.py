@@ -10,7 +10,7 @@ import numpy as np
 
 from illia_export.errors import ArtifactError, require
 from illia_export.runtime.backends import Backend, to_numpy
-from illia_export.runtime.errors import DeviceUnavailableError
+from illia_export.errors import DeviceUnavailableError
 
 
 class SavedModelBackend(Backend):
