@@ -579,6 +579,14 @@ def _flat_state(model: Any) -> dict[str, np.ndarray]:
     return out
 
 
+def _safetensors(error: type[Exception]) -> Any:
+    try:
+        import safetensors.numpy as st
+    except ImportError as exc:
+        raise error(".safetensors weights need the 'safetensors' package: pip install safetensors (or use .npz)") from exc
+    return st
+
+
 def save_jax_weights(model: Any, path: str | os.PathLike) -> Path:
     """Save every ``nnx.Param`` of `model` (``mu``/``rho`` and plain flax params) to ``.npz``.
 
@@ -592,9 +600,7 @@ def save_jax_weights(model: Any, path: str | os.PathLike) -> Path:
     arrays = _flat_state(model)
     final = Path(path)
     if final.suffix == ".safetensors":
-        from illia_export.errors import require
-
-        st = require("safetensors.numpy", "jax", "Saving .safetensors weights")
+        st = _safetensors(ExportError)
         with atomic_output(final) as tmp:
             st.save_file(arrays, str(tmp))
         return final
@@ -618,9 +624,7 @@ def load_jax_weights(model: Any, path: str | os.PathLike, strict: bool = True) -
     if not file.exists():
         raise ArtifactError(f"weights file not found: {file}")
     if file.suffix == ".safetensors":
-        from illia_export.errors import require
-
-        st = require("safetensors.numpy", "jax", "Loading .safetensors weights")
+        st = _safetensors(ArtifactError)
         arrays = dict(st.load_file(str(file)))
     elif file.suffix == ".npz":
         try:

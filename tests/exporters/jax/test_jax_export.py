@@ -62,17 +62,20 @@ def artifacts(tmp_path_factory, built):
     return get
 
 
+#: one jitted call shared by every test (compiled once per model and input shape)
+_CALL = nnx.jit(lambda m, x: jax.tree_util.tree_leaves(m(x)))
+
+
 def _reference(model, inputs, noise: dict[str, np.ndarray], vectorized: bool):
     """The nnx model itself with injected noise (a loop over samples when vectorized)."""
     dists = dict(model_distributions(model))
     by_name = {f"eps_{p.replace('.', '_')}": d for p, d in dists.items()}
-    call = nnx.jit(lambda m, x: jax.tree_util.tree_leaves(m(x)))
     num = next(iter(noise.values())).shape[0] if vectorized else None
     outs = []
     for s in range(num or 1):
         for name, d in by_name.items():
             d.set_noise(noise[name][s] if vectorized else noise[name])
-        outs.append([np.asarray(o) for o in call(model, inputs)])
+        outs.append([np.asarray(o) for o in _CALL(model, inputs)])
     for d in by_name.values():
         d.clear_noise()
     if not vectorized:
@@ -281,3 +284,18 @@ def test_illia_export_export_routes_nnx_models(tmp_path):
     manifest = illia_export.export(model, x, tmp_path / "mlp.onnx", "onnx", samples="per-call", task="classification")
     assert manifest.source == "jax" and manifest.task == "classification" and manifest.sample_axis is None
     assert read_manifest(tmp_path / "mlp.onnx").noise == manifest.noise
+
+
+def test_safetensors_weights_roundtrip_or_clear_error(tmp_path):
+    model = models.make_mlp(hidden=8, seed=2)
+    try:
+        import safetensors  # noqa: F401
+    except ImportError:
+        with pytest.raises(ExportError, match="pip install safetensors"):
+            save_jax_weights(model, tmp_path / "w.safetensors")
+        assert not (tmp_path / "w.safetensors").exists()
+        return
+    path = save_jax_weights(model, tmp_path / "w.safetensors")
+    loaded = load_jax_model("tests.exporters.jax.models:make_mlp", path, hidden=8)
+    for (_, a), (_, b) in zip(model_distributions(model), model_distributions(loaded)):
+        np.testing.assert_array_equal(a.mu[...], b.mu[...])
