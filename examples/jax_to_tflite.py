@@ -11,7 +11,7 @@ The JAX version of ``examples/digits_uncertainty.py``:
 3. Run Monte Carlo inference through ``illia_export.runtime`` on the TFLite artifact (seeded
    noise), check that the ONNX artifact gives the same predictions for the same seed, and report
    accuracy, NLL, Brier score, ECE and the OOD AUROC from predictive entropy and mutual
-   information.
+   information; save histograms of both uncertainties in vs. out of distribution.
 
 Run::
 
@@ -147,6 +147,31 @@ def train(data: DigitsData, config: Config, log=print) -> BayesianMLP:
     return model
 
 
+def save_uncertainty_figure(pred_test, pred_ood, report: dict, path: Path) -> Path:
+    """Histograms of mutual information and predictive entropy, in vs. out of distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, title in (
+        (axes[0], "mutual_information", "Mutual information (epistemic)"),
+        (axes[1], "predictive_entropy", "Predictive entropy (total)"),
+    ):
+        a, b = np.asarray(getattr(pred_test, key)), np.asarray(getattr(pred_ood, key))
+        bins = np.linspace(0, max(a.max(), b.max()) * 1.02 + 1e-9, 40)
+        ax.hist(a, bins=bins, alpha=0.6, density=True, label="test digits 0-7")
+        ax.hist(b, bins=bins, alpha=0.6, density=True, label="digits 8-9 (OOD)")
+        ax.set_title(f"TFLite, {title}: OOD AUROC {report['ood']['auroc_' + key]:.3f}", fontsize=9)
+        ax.set_xlabel("nats")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def format_report(report: dict) -> str:
     """A short table of the example's metrics."""
     ood = report["ood"]
@@ -226,9 +251,12 @@ def main(argv: list[str] | None = None) -> dict:
         )
     print(f"  ONNX artifact agrees with TFLite for seed {args.seed}: max |dp| = {agreement:.2g}")
     print(format_report(report))
+    figure = save_uncertainty_figure(*predictions["tflite"], report, out / "uncertainty_hist.png")
+    print(f"  {figure}")
     report.update(
         {
             "config": config.__dict__,
+            "figures": [str(figure)],
             "num_samples": num_samples,
             "seed": args.seed,
             "tflite_onnx_max_abs_diff": agreement,

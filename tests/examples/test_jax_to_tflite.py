@@ -30,5 +30,6 @@ def test_quick_jax_example_tflite_and_onnx_agree(quick_run):
     assert report["tflite_onnx_max_abs_diff"] <= example.AGREEMENT_TOLERANCE
     for name in ("digits_mlp.tflite", "digits_mlp.onnx"):
         assert (out / name).is_file()
+    assert (out / "uncertainty_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["accuracy"] == pytest.approx(report["accuracy"])
