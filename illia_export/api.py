@@ -55,6 +55,9 @@ def export(
         opset: ONNX opset (default 17 for PyTorch).
         validate: run the artifact against the source model on several noise draws and zero
             noise; raise ``ToleranceError`` (and leave no file) above `tolerance`.
+        **options: backend options, among them ``dynamic_axes`` — extra dynamic dims per input,
+            keyed by input index or name, e.g. ``{0: {1: "seq_len"}}`` (PyTorch makes dim 1 of
+            integer token inputs dynamic by itself) — and ``trust_pickle`` for pickled modules.
 
     Returns:
         The manifest written into (or beside) the artifact.

@@ -147,9 +147,21 @@ def example_inputs(args, token_high: int | None = None) -> list:
     return arrays
 
 
-def _token_high(module) -> int | None:
-    sizes = [int(m.num_embeddings) for _, m in module.named_modules() if hasattr(m, "num_embeddings")]
+def _token_high(model) -> int | None:
+    """The smallest embedding table of `model` (torch or nnx): random token inputs stay in range."""
+    if hasattr(model, "named_modules"):
+        modules = [m for _, m in model.named_modules()]
+    else:
+        from flax import nnx
+
+        modules = [m for _, m in nnx.iter_modules(model)]
+    sizes = [int(m.num_embeddings) for m in modules if isinstance(getattr(m, "num_embeddings", None), int)]
     return min(sizes) if sizes else None
+
+
+def _token_axes(arrays) -> dict[int, dict[int, str]]:
+    """Integer token inputs get a dynamic sequence axis (dim 1), as in the PyTorch exporter."""
+    return {i: {1: "seq_len"} for i, a in enumerate(arrays) if a.dtype.kind in "iu" and a.ndim >= 2}
 
 
 def run(args) -> int:
@@ -170,7 +182,8 @@ def run(args) -> int:
         if not args.weights:
             raise ExportError("a JAX factory MODEL needs --weights state.npz (saved with save_jax_weights)")
         model = load_jax_model(args.model, args.weights)
-        manifest = export_jax(model, tuple(example_inputs(args)), out, **common)
+        inputs = example_inputs(args, _token_high(model))
+        manifest = export_jax(model, tuple(inputs), out, dynamic_axes=_token_axes(inputs), **common)
     else:
         if args.format not in ("onnx", "torchscript"):
             raise ExportError(

@@ -131,7 +131,7 @@ class _Prepared:
         samples: str,
         input_names: Sequence[str] | None,
         output_names: Sequence[str] | None,
-        dynamic_axes: dict[int, dict[int, str]] | None,
+        dynamic_axes: dict[int | str, dict[int, str]] | None,
     ) -> None:
         import jax
 
@@ -151,7 +151,10 @@ class _Prepared:
         if len(self.input_names) != n:
             raise ExportError(f"{len(self.input_names)} input names given for {n} inputs")
         dynamic_axes = dynamic_axes or {}
-        self.input_dims = [_input_dims(x, dynamic_axes.get(i, {})) for i, x in enumerate(self.inputs)]
+        self.input_dims = [
+            _input_dims(x, dynamic_axes.get(i, dynamic_axes.get(name, {})))
+            for i, (name, x) in enumerate(zip(self.input_names, self.inputs))
+        ]
         self.pure = make_pure_function(model, vectorized=self.vectorized, portable=True)
         self.reference = make_pure_function(model, vectorized=self.vectorized, portable=False)
         self.noise = self.pure.noise

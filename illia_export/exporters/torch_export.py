@@ -156,8 +156,9 @@ def _prepare(model, example_inputs, input_names, output_names, dynamic_axes, tru
         axes = {0: mf.BATCH_DIM}
         if not x.is_floating_point() and x.dim() >= 2:
             axes[1] = "seq_len"  # token inputs: the sequence axis is dynamic too
-        if dynamic_axes and input_names[i] in dynamic_axes:
-            axes.update({int(k): str(v) for k, v in dynamic_axes[input_names[i]].items()})
+        extra = (dynamic_axes or {}).get(input_names[i], (dynamic_axes or {}).get(i))
+        if extra:
+            axes.update({int(k): str(v) for k, v in extra.items()})
         dynamic.append(axes)
     return _Prepared(source, script, noise, inputs, input_names, paths, output_names, dynamic)
 
@@ -393,7 +394,7 @@ def export_torch(
     opset: int = DEFAULT_OPSET,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
-    dynamic_axes: dict[str, dict[int, str]] | None = None,
+    dynamic_axes: dict[int | str, dict[int, str]] | None = None,
     validate: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
     noise_draws_count: int = 3,

@@ -78,3 +78,8 @@ class EnsembleOnly(nnx.Module):
 def make_mlp(hidden: int = 16, seed: int = 0) -> MLP:
     """CLI factory: ``tests.exporters.jax.models:make_mlp``."""
     return MLP((12, hidden, 5), seed=seed)
+
+
+def make_seq(seed: int = 0) -> Seq:
+    """Factory for the CLI tests: the token model (Embedding + LSTM)."""
+    return Seq(seed)

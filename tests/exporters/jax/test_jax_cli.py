@@ -36,3 +36,24 @@ def test_cli_exports_a_jax_factory_with_weights(tmp_path, capsys):
         layer.weights_distribution.set_noise(np.zeros(layer.weights_distribution.shape, np.float32))
         layer.bias_distribution.set_noise(np.zeros(layer.bias_distribution.shape, np.float32))
     np.testing.assert_allclose(got, np.asarray(trained(x)), atol=1e-5)
+
+
+def test_cli_token_model_gets_in_range_tokens_and_a_dynamic_sequence(tmp_path, capsys):
+    weights = save_jax_weights(models.make_seq(seed=2), tmp_path / "seq.npz")
+    out = tmp_path / "seq.onnx"
+    code = main(
+        [
+            "tests.exporters.jax.models:make_seq",
+            "--weights", str(weights),
+            "--input-shape", "2,5",
+            "--dtype", "int64",
+            "-o", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    manifest = read_manifest(out)
+    assert manifest.inputs[0].shape == ["batch", "seq_len"]
+    tokens = np.random.default_rng(0).integers(0, 20, (3, 9)).astype(manifest.inputs[0].dtype)
+    noise = {n.name: np.zeros([2] + n.event_shape, np.float32) for n in manifest.noise}
+    outs = _runners.run("onnx", out, {"input": tokens, **noise}, [o.name for o in manifest.outputs])
+    assert outs[0].shape == (2, 3, 3)
