@@ -67,25 +67,22 @@ def export(
         >>> [n.name for n in manifest.noise]  # doctest: +SKIP
         ['eps_fc1_weights_distribution', 'eps_fc1_bias_distribution', ...]
     """
+    common = dict(
+        format=format,
+        samples=samples,
+        task=task,
+        validate=validate,
+        tolerance=tolerance,
+        input_names=input_names,
+        output_names=output_names,
+        **options,
+    )
     if _is_jax_model(model):
         from illia_export.exporters.jax_export import export_jax
 
-        kwargs = dict(options)
         if opset is not None:
-            kwargs["opset"] = opset
-        return export_jax(
-            model,
-            example_inputs,
-            path,
-            format=format,
-            samples=samples,
-            task=task,
-            validate=validate,
-            tolerance=tolerance,
-            input_names=input_names,
-            output_names=output_names,
-            **kwargs,
-        )
+            common["opset"] = opset
+        return export_jax(model, example_inputs, path, **common)
     try:
         import torch  # noqa: F401
     except ImportError as exc:
@@ -94,17 +91,4 @@ def export(
         ) from exc
     from illia_export.exporters.torch_export import DEFAULT_OPSET, export_torch
 
-    return export_torch(
-        model,
-        example_inputs,
-        path,
-        format=format,
-        samples=samples,
-        task=task,
-        opset=opset or DEFAULT_OPSET,
-        input_names=input_names,
-        output_names=output_names,
-        validate=validate,
-        tolerance=tolerance,
-        **options,
-    )
+    return export_torch(model, example_inputs, path, opset=opset or DEFAULT_OPSET, **common)

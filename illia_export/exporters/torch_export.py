@@ -8,7 +8,7 @@ leaves nothing at the output path.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import io
 import os
 import warnings
@@ -40,13 +40,17 @@ def _torch():
     return require("torch", "torch", "Exporting PyTorch models")
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence TorchScript/ONNX deprecation chatter while we use them on purpose."""
-    with warnings.catch_warnings():
-        for category in (DeprecationWarning, FutureWarning, UserWarning):
-            warnings.simplefilter("ignore", category)
-        yield
+def _quietly(fn):
+    """Silence TorchScript/ONNX deprecation chatter while `fn` uses them on purpose."""
+
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with warnings.catch_warnings():
+            for category in (DeprecationWarning, FutureWarning, UserWarning):
+                warnings.simplefilter("ignore", category)
+            return fn(*args, **kwargs)
+
+    return quiet
 
 
 @dataclass
@@ -383,6 +387,7 @@ def _validate(
     return cmp.result(draws)
 
 
+@_quietly
 def export_torch(
     model,
     example_inputs,
@@ -410,43 +415,6 @@ def export_torch(
         raise ExportError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
     if task not in mf.TASKS:
         raise ExportError(f"task must be one of {mf.TASKS}, got {task!r}")
-    with _quiet():
-        return _export_torch(
-            model,
-            example_inputs,
-            path,
-            format,
-            samples,
-            task,
-            opset,
-            input_names,
-            output_names,
-            dynamic_axes,
-            validate,
-            tolerance,
-            noise_draws_count,
-            local_variant,
-            trust_pickle,
-        )
-
-
-def _export_torch(
-    model,
-    example_inputs,
-    path,
-    format,
-    samples,
-    task,
-    opset,
-    input_names,
-    output_names,
-    dynamic_axes,
-    validate,
-    tolerance,
-    noise_draws_count,
-    local_variant,
-    trust_pickle,
-) -> mf.Manifest:
     prep = _prepare(model, example_inputs, input_names, output_names, dynamic_axes, trust_pickle)
     vectorized = samples == "vectorized"
     if vectorized and not prep.noise.noise:
