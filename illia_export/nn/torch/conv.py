@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from illia_export.distributions.torch import GaussianDistribution
-from illia_export.nn.torch.module import BayesianModule, check_distribution_shape, check_positive
+from illia_export.nn.torch.module import check_positive
+from illia_export.nn.torch.weight_bias import WeightBiasLayer
 
 IntOrPair = Union[int, tuple[int, int]]
 
@@ -60,7 +61,7 @@ def conv2d_sampled(
     return out.reshape([-1, out_channels, out_h, out_w])
 
 
-class _ConvNd(BayesianModule):
+class _ConvNd(WeightBiasLayer):
     """Shared constructor and sampling of the Bayesian convolutions."""
 
     def _setup(
@@ -81,38 +82,8 @@ class _ConvNd(BayesianModule):
         self.input_channels = input_channels
         self.output_channels = output_channels
         self.groups = groups
-        shape = (output_channels, input_channels // groups, *kernel)
-        self.weights_distribution = weights_distribution or GaussianDistribution(shape)
-        self.bias_distribution = bias_distribution or GaussianDistribution((output_channels,))
-        check_distribution_shape("weights_distribution", self.weights_distribution, list(shape))
-        check_distribution_shape("bias_distribution", self.bias_distribution, [output_channels])
-        self.weights = self.weights_distribution.sample().detach()
-        self.bias = self.bias_distribution.sample().detach()
-
-    def _weights_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
-        injected = self.weights_distribution.use_noise
-        if self.frozen and not injected:
-            return self.weights, self.bias
-        w = self.weights_distribution.sample()
-        b = self.bias_distribution.sample()
-        if not injected:
-            # Injected noise leaves the stored sample alone (see BayesianModule).
-            self.weights = w
-            self.bias = b
-        return w, b
-
-    @torch.jit.export
-    def freeze(self) -> None:
-        """Fix the stored sample (detached from autograd): later forwards are deterministic."""
-        self.frozen = True
-        self.weights = self.weights.detach()
-        self.bias = self.bias.detach()
-
-    @torch.jit.export
-    def kl_cost(self) -> tuple[torch.Tensor, int]:
-        log_probs = self.weights_distribution.log_prob(self.weights) + self.bias_distribution.log_prob(self.bias)
-        num_params = self.weights_distribution.num_params() + self.bias_distribution.num_params()
-        return log_probs, num_params
+        shape = [output_channels, input_channels // groups, *kernel]
+        self._init_distributions(shape, [output_channels], weights_distribution, bias_distribution)
 
 
 class Conv1d(_ConvNd):

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 
 from illia_export.distributions.torch import GaussianDistribution
-from illia_export.nn.torch.module import BayesianModule, check_distribution_shape, check_positive
+from illia_export.nn.torch.module import check_positive
+from illia_export.nn.torch.weight_bias import WeightBiasLayer
 
 
-class Linear(BayesianModule):
+class Linear(WeightBiasLayer):
     """``y = x @ w.T + b`` with ``w ~ q(w)`` of shape ``(output_size, input_size)``.
 
     Input ``[*, input_size]`` -> output ``[*, output_size]``. With noise injected with a sample
@@ -36,12 +37,7 @@ class Linear(BayesianModule):
         check_positive(input_size=input_size, output_size=output_size)
         self.input_size = input_size
         self.output_size = output_size
-        self.weights_distribution = weights_distribution or GaussianDistribution((output_size, input_size))
-        self.bias_distribution = bias_distribution or GaussianDistribution((output_size,))
-        check_distribution_shape("weights_distribution", self.weights_distribution, [output_size, input_size])
-        check_distribution_shape("bias_distribution", self.bias_distribution, [output_size])
-        self.weights = self.weights_distribution.sample().detach()
-        self.bias = self.bias_distribution.sample().detach()
+        self._init_distributions([output_size, input_size], [output_size], weights_distribution, bias_distribution)
         self.local_noise = torch.zeros(0)
         self.use_local = False
 
@@ -68,17 +64,7 @@ class Linear(BayesianModule):
             mean = F.linear(inputs, w_dist.mu, b_dist.mu)
             var = F.linear(inputs * inputs, w_dist.sigma() ** 2, b_dist.sigma() ** 2)
             return mean + torch.sqrt(var) * self.local_noise.reshape(mean.shape)
-        injected = self.weights_distribution.use_noise
-        if self.frozen and not injected:
-            w = self.weights
-            b = self.bias
-        else:
-            w = self.weights_distribution.sample()
-            b = self.bias_distribution.sample()
-            if not injected:
-                # Injected noise leaves the stored sample alone (see BayesianModule).
-                self.weights = w
-                self.bias = b
+        w, b = self._weights_and_bias()
         if w.dim() == 2:
             return F.linear(inputs, w, b)
         # Sample axis: inputs are S sample-major blocks -> one batched matmul.
@@ -86,16 +72,3 @@ class Linear(BayesianModule):
         x3 = inputs.reshape([num_samples, -1, self.input_size])
         y = torch.baddbmm(b.unsqueeze(1), x3, w.transpose(1, 2))
         return y.reshape(list(inputs.shape[:-1]) + [self.output_size])
-
-    @torch.jit.export
-    def freeze(self) -> None:
-        """Fix the stored sample (detached from autograd): later forwards are deterministic."""
-        self.frozen = True
-        self.weights = self.weights.detach()
-        self.bias = self.bias.detach()
-
-    @torch.jit.export
-    def kl_cost(self) -> tuple[torch.Tensor, int]:
-        log_probs = self.weights_distribution.log_prob(self.weights) + self.bias_distribution.log_prob(self.bias)
-        num_params = self.weights_distribution.num_params() + self.bias_distribution.num_params()
-        return log_probs, num_params
