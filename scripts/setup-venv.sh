@@ -9,8 +9,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.illia-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    # torch is pinned to the CPU wheel (torch==2.13.0) in pyproject's extras.
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    # torch is pinned to the CPU wheel (torch==2.13.0) in pyproject's extras. Some machines'
+    # pip configuration names local index folders that do not exist: drop that chatter only.
+    quiet_pip() {
+        .venv/bin/python -m pip "$@" 2> >(grep -v "^WARNING: Location 'file://" >&2)
+    }
+    quiet_pip install --quiet --upgrade pip
+    quiet_pip install --quiet -e '.[dev]'
     touch "$stamp"
 fi
