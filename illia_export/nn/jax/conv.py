@@ -17,13 +17,12 @@ from jax import lax
 
 from illia_export.distributions.jax import GaussianDistribution
 from illia_export.nn.jax.module import (
-    BayesianModule,
-    SampledWeights,
     check_positive,
     default_rngs,
     fold_samples,
     portable,
 )
+from illia_export.nn.jax.weight_bias import WeightBiasLayer
 
 IntOrPair = Union[int, tuple[int, int]]
 
@@ -86,7 +85,7 @@ def conv2d_im2col(
     return out.reshape((-1, out_channels, out_h, out_w))
 
 
-class _ConvNd(BayesianModule):
+class _ConvNd(WeightBiasLayer):
     """Shared constructor, sampling and KL of the Bayesian convolutions."""
 
     def _setup(
@@ -110,29 +109,8 @@ class _ConvNd(BayesianModule):
         self.input_channels = input_channels
         self.output_channels = output_channels
         self.groups = groups
-        self.use_bias = bool(use_bias)
-        self.rngs = rngs
         shape = (output_channels, input_channels // groups, *kernel)
-        self.weights_distribution = weights_distribution or GaussianDistribution(shape, rngs=rngs)
-        if tuple(self.weights_distribution.shape) != shape:
-            raise ValueError(f"`weights_distribution` has shape {self.weights_distribution.shape}, expected {shape}")
-        self.weights = SampledWeights(self.weights_distribution.sample())
-        if self.use_bias:
-            self.bias_distribution = bias_distribution or GaussianDistribution((output_channels,), rngs=rngs)
-            if tuple(self.bias_distribution.shape) != (output_channels,):
-                raise ValueError(
-                    f"`bias_distribution` has shape {self.bias_distribution.shape}, expected {(output_channels,)}"
-                )
-            self.bias = SampledWeights(self.bias_distribution.sample())
-        else:
-            self.bias_distribution = nnx.data(None)
-            self.bias = nnx.data(None)
-
-    def _distribution_pairs(self):
-        pairs = [(self.weights_distribution, self.weights)]
-        if self.use_bias:
-            pairs.append((self.bias_distribution, self.bias))
-        return pairs
+        self._init_weight_bias(shape, (output_channels,), weights_distribution, bias_distribution, use_bias, rngs)
 
     def _conv2d(self, x, w, b, stride, padding, dilation):
         if portable():

@@ -12,15 +12,14 @@ from jax import lax
 
 from illia_export.distributions.jax import GaussianDistribution
 from illia_export.nn.jax.module import (
-    BayesianModule,
-    SampledWeights,
     check_positive,
     default_rngs,
     fold_samples,
 )
+from illia_export.nn.jax.weight_bias import WeightBiasLayer
 
 
-class Linear(BayesianModule):
+class Linear(WeightBiasLayer):
     """``y = x @ w.T + b`` with ``w ~ q(w)`` of shape ``(output_size, input_size)`` (torch layout).
 
     Args:
@@ -55,33 +54,11 @@ class Linear(BayesianModule):
         rngs = default_rngs(rngs)
         self.input_size = input_size
         self.output_size = output_size
-        self.use_bias = bool(use_bias)
         self.precision = precision
         self.dot_general = dot_general
-        self.rngs = rngs
-        self.weights_distribution = weights_distribution or GaussianDistribution((output_size, input_size), rngs=rngs)
-        if tuple(self.weights_distribution.shape) != (output_size, input_size):
-            raise ValueError(
-                f"`weights_distribution` has shape {self.weights_distribution.shape}, expected "
-                f"{(output_size, input_size)}"
-            )
-        self.weights = SampledWeights(self.weights_distribution.sample())
-        if self.use_bias:
-            self.bias_distribution = bias_distribution or GaussianDistribution((output_size,), rngs=rngs)
-            if tuple(self.bias_distribution.shape) != (output_size,):
-                raise ValueError(
-                    f"`bias_distribution` has shape {self.bias_distribution.shape}, expected {(output_size,)}"
-                )
-            self.bias = SampledWeights(self.bias_distribution.sample())
-        else:
-            self.bias_distribution = nnx.data(None)
-            self.bias = nnx.data(None)
-
-    def _distribution_pairs(self):
-        pairs = [(self.weights_distribution, self.weights)]
-        if self.use_bias:
-            pairs.append((self.bias_distribution, self.bias))
-        return pairs
+        self._init_weight_bias(
+            (output_size, input_size), (output_size,), weights_distribution, bias_distribution, use_bias, rngs
+        )
 
     def _apply(self, x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
         y = self.dot_general(x, w, (((x.ndim - 1,), (1,)), ((), ())), precision=self.precision)
