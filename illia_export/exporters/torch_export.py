@@ -63,6 +63,7 @@ class _Prepared:
     output_paths: list[OutputPath]
     output_names: list[str]
     dynamic: list[dict[int, str]]
+    example_outputs: Any  # the model's outputs on `inputs` (tensor or nested tuple)
 
 
 def _as_inputs(example_inputs) -> list[Any]:
@@ -164,7 +165,7 @@ def _prepare(model, example_inputs, input_names, output_names, dynamic_axes, tru
         if extra:
             axes.update({int(k): str(v) for k, v in extra.items()})
         dynamic.append(axes)
-    return _Prepared(source, script, noise, inputs, input_names, paths, output_names, dynamic)
+    return _Prepared(source, script, noise, inputs, input_names, paths, output_names, dynamic, out)
 
 
 def _spec_shape(x, axes: dict[int, str], lead: list) -> list:
@@ -435,14 +436,11 @@ def export_torch(
         mf.NoiseSpec(name, s.parameter, lead + list(s.shape))
         for name, s in zip(noise_names, prep.noise.noise)
     ]
-    out_lead = [mf.SAMPLE_DIM] if vectorized else []
     torch = _torch()
-    with torch.no_grad():
-        sample_out = prep.script(*prep.inputs)
     outputs = []
     for name, p in zip(prep.output_names, prep.output_paths):
-        t = _pick(sample_out, p)
-        shape = out_lead + [mf.BATCH_DIM] + [int(d) for d in t.shape[1:]]
+        t = _pick(prep.example_outputs, p)
+        shape = lead + [mf.BATCH_DIM] + [int(d) for d in t.shape[1:]]
         outputs.append(mf.TensorSpec(name, shape, str(t.dtype).replace("torch.", "")))
     inputs = [
         mf.TensorSpec(n, _spec_shape(x, axes, []), str(x.dtype).replace("torch.", ""))
