@@ -186,46 +186,55 @@ def _resize_batch(prep: _Prepared, batch: int, extra_len: int = 0) -> list[Any]:
     return out
 
 
-def _reference(
-    prep: _Prepared, reference, inputs, noise: list[np.ndarray], vectorized: bool
+def _run_per_sample(
+    prep: _Prepared,
+    reference,
+    inputs,
+    noise: list[np.ndarray],
+    targets: list[str],
+    set_name: str,
+    clear_name: str,
 ) -> list[np.ndarray]:
-    """Source-model outputs, one sample at a time with each distribution's eps injected."""
+    """Source-model outputs ``[S, B, ...]``, one sample at a time.
+
+    For sample s, module ``targets[k]`` of `reference` gets ``noise[k][s]`` through its method
+    `set_name` (cleared with `clear_name` afterwards, also on error).
+    """
     torch = _torch()
     modules = dict(reference.named_modules())
-    samples = noise[0].shape[0] if vectorized else 1
     per_sample: list[list[np.ndarray]] = []
     with torch.no_grad():
-        for s in range(samples):
-            for site, eps in zip(prep.noise.noise, noise):
-                modules[site.parameter].set_noise(torch.from_numpy(eps[s] if vectorized else eps))
+        for s in range(noise[0].shape[0]):
+            for target, eps in zip(targets, noise):
+                getattr(modules[target], set_name)(torch.from_numpy(eps[s]))
             try:
                 out = reference(*inputs)
             finally:
-                for site in prep.noise.noise:
-                    modules[site.parameter].clear_noise()
+                for target in targets:
+                    getattr(modules[target], clear_name)()
             per_sample.append([_pick(out, p).numpy() for p in prep.output_paths])
+    return [np.stack([ps[i] for ps in per_sample]) for i in range(len(prep.output_paths))]
+
+
+def _reference(
+    prep: _Prepared, reference, inputs, noise: list[np.ndarray], vectorized: bool
+) -> list[np.ndarray]:
+    """Source-model outputs with each distribution's eps injected (per-call noise has no sample axis)."""
+    params = [site.parameter for site in prep.noise.noise]
     if vectorized:
-        return [np.stack([ps[i] for ps in per_sample]) for i in range(len(prep.output_paths))]
-    return per_sample[0]
+        return _run_per_sample(prep, reference, inputs, noise, params, "set_noise", "clear_noise")
+    stacked = [eps[None] for eps in noise]
+    return [
+        o[0] for o in _run_per_sample(prep, reference, inputs, stacked, params, "set_noise", "clear_noise")
+    ]
 
 
 def _local_reference(prep: _Prepared, reference, inputs, local_noise: list[np.ndarray]) -> list[np.ndarray]:
     """Source-model outputs under local reparameterization, per sample."""
-    torch = _torch()
-    modules = dict(reference.named_modules())
-    layers = prep.noise.bayesian_layers
-    results = []
-    with torch.no_grad():
-        for s in range(local_noise[0].shape[0]):
-            for site, eps in zip(layers, local_noise):
-                modules[site.path].set_local_noise(torch.from_numpy(eps[s]))
-            try:
-                out = reference(*inputs)
-            finally:
-                for site in layers:
-                    modules[site.path].clear_local_noise()
-            results.append([_pick(out, p).numpy() for p in prep.output_paths])
-    return [np.stack([r[i] for r in results]) for i in range(len(prep.output_paths))]
+    layers = [site.path for site in prep.noise.bayesian_layers]
+    return _run_per_sample(
+        prep, reference, inputs, local_noise, layers, "set_local_noise", "clear_local_noise"
+    )
 
 
 class _ArtifactRunner:
