@@ -37,11 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from illia_export.datasets import IN_DISTRIBUTION_CLASSES, DigitsData, load_digits_split
 from illia_export.distributions.torch import GaussianDistribution
 from illia_export.nn.torch import Conv2d, Linear
 
-#: Digits the classifier is trained on; the others (8, 9) are the OOD set.
-IN_DISTRIBUTION_CLASSES = tuple(range(8))
 #: Largest difference allowed between the ONNX and TorchScript per-sample class probabilities.
 AGREEMENT_TOLERANCE = 1e-4
 #: Monte Carlo samples on which the TorchScript artifact is compared with the ONNX one.
@@ -110,30 +109,9 @@ class BayesianCNN(nn.Module):
         return self.fc(x.reshape(x.size(0), -1))
 
 
-@dataclass
-class DigitsData:
-    """The digits split: train/test of classes 0-7, and all 8s and 9s as OOD."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    x_ood: np.ndarray
-    y_ood: np.ndarray
-
-
 def load_data(seed: int = 0, test_fraction: float = 0.25) -> DigitsData:
-    """Digits as float32 ``[N, 1, 8, 8]`` in [0, 1] (pixels / 16), split by class and at random."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None]
-    y = digits.target.astype(np.int64)
-    ind = np.isin(y, IN_DISTRIBUTION_CLASSES)
-    order = np.random.default_rng(seed).permutation(np.flatnonzero(ind))
-    num_test = int(round(len(order) * test_fraction))
-    test, train = np.sort(order[:num_test]), np.sort(order[num_test:])
-    return DigitsData(x[train], y[train], x[test], y[test], x[~ind], y[~ind])
+    """Digits as float32 ``[N, 1, 8, 8]``: train/test of classes 0-7, and all 8s and 9s as OOD."""
+    return load_digits_split(seed, test_fraction, IN_DISTRIBUTION_CLASSES)
 
 
 def train(data: DigitsData, config: Config, log=print) -> BayesianCNN:

@@ -39,11 +39,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from illia_export.datasets import IN_DISTRIBUTION_CLASSES, DigitsData, load_digits_split
 from illia_export.distributions.jax import GaussianDistribution
 from illia_export.nn.jax import Linear
 
-#: Digits the classifier is trained on; the others (8, 9) are the OOD set.
-IN_DISTRIBUTION_CLASSES = tuple(range(8))
 #: Largest difference allowed between the TFLite and ONNX predictive probabilities.
 AGREEMENT_TOLERANCE = 1e-4
 
@@ -93,30 +92,9 @@ class BayesianMLP(nnx.Module):
         return self.fc2(jax.nn.relu(self.fc1(x)))
 
 
-@dataclass
-class DigitsData:
-    """The digits split: train/test of classes 0-7, and all 8s and 9s as OOD."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    x_ood: np.ndarray
-    y_ood: np.ndarray
-
-
 def load_data(seed: int = 0, test_fraction: float = 0.25) -> DigitsData:
-    """Digits as float32 ``[N, 1, 8, 8]`` in [0, 1] (pixels / 16), split by class and at random."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None]
-    y = digits.target.astype(np.int64)
-    ind = np.isin(y, IN_DISTRIBUTION_CLASSES)
-    order = np.random.default_rng(seed).permutation(np.flatnonzero(ind))
-    num_test = int(round(len(order) * test_fraction))
-    test, train = np.sort(order[:num_test]), np.sort(order[num_test:])
-    return DigitsData(x[train], y[train], x[test], y[test], x[~ind], y[~ind])
+    """Digits as float32 ``[N, 1, 8, 8]``: train/test of classes 0-7, and all 8s and 9s as OOD."""
+    return load_digits_split(seed, test_fraction, IN_DISTRIBUTION_CLASSES)
 
 
 def train(data: DigitsData, config: Config, log=print) -> BayesianMLP:
