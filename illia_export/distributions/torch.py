@@ -7,12 +7,10 @@ the noise as an explicit input is produced. Injected noise may carry a leading s
 """
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 
 
 class GaussianDistribution(nn.Module):
@@ -79,7 +77,7 @@ class GaussianDistribution(nn.Module):
         return self.mu + F.softplus(self.rho) * eps
 
     @torch.jit.export
-    def log_prob(self, x: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor | None = None) -> torch.Tensor:
         """``sum log q(x) - sum log p(x)``: the seed's one-sample KL estimate, not a density.
 
         `x` may carry leading sample axes; the result is then averaged over them. With

@@ -1,4 +1,4 @@
-"""The artifact contract (version 1): the manifest every exported artifact carries.
+"""The artifact contract (version 2; version 1 is still read): the manifest every artifact carries.
 
 This module is the single owner of the contract: the dataclasses, their JSON form, the
 noise-naming rule, and where the manifest lives in each format. Exporters write manifests
@@ -20,13 +20,27 @@ from typing import Any
 
 from illia_export.errors import ManifestError
 
-CONTRACT_VERSION = 1
-FORMATS = ("onnx", "torchscript", "savedmodel", "tflite")
+CONTRACT_VERSION = 2
+#: Contract versions this illia-export reads (version 1 artifacts have no v2 fields).
+READABLE_CONTRACTS = (1, 2)
+FORMATS = ("onnx", "torchscript", "savedmodel", "tflite", "pt2", "aoti")
 SOURCES = ("torch", "torchscript", "jax")
 TASKS = ("classification", "regression", "raw")
 SAMPLE_DIM = "samples"
 BATCH_DIM = "batch"
 DISTRIBUTION = "standard_normal"
+#: The default noise generator (docs/noise.md); recorded so that a seed always reproduces.
+NOISE_GENERATOR = "illia-noise-v1"
+#: What a noise input replaces in the source model (contract v2 ``kind``).
+NOISE_KINDS = ("weight", "dropout", "flipout_sign", "draw")
+#: How the graph turns the standard-normal input into the draw it replaces (contract v2 ``transform``):
+#: ``affine`` mu + sigma * z (weight noise, normal draws), ``uniform`` Phi(z), ``bernoulli``
+#: Phi(z) < p, ``dropout`` the mask Phi(z) >= p scaled by 1/(1-p), ``sign`` 2 * (Phi(z) < 0.5) - 1.
+NOISE_TRANSFORMS = ("affine", "uniform", "bernoulli", "dropout", "sign")
+#: Regression likelihoods and scale parameterizations (contract v2 ``likelihood``).
+LIKELIHOODS = ("gaussian", "laplace", "student_t")
+SCALE_PARAMETERIZATIONS = ("variance", "log_variance", "std", "softplus_std")
+_BATCH_MULTIPLE = re.compile(r"^([1-9][0-9]*)\*batch$")
 
 #: Key of the manifest in ONNX ``metadata_props``.
 ONNX_METADATA_KEY = "illia_export.manifest"
@@ -67,6 +81,17 @@ def check_unique_names(names: list[str]) -> None:
         seen.add(name)
 
 
+def batch_multiple(dim: Dim) -> int | None:
+    """``"batch"`` -> 1, ``"4*batch"`` -> 4 (per-example noise of a model that repeats its batch), else None."""
+    if dim == BATCH_DIM:
+        return 1
+    if isinstance(dim, str):
+        m = _BATCH_MULTIPLE.match(dim)
+        if m:
+            return int(m.group(1))
+    return None
+
+
 def _check_shape(shape: Any, where: str) -> list[Dim]:
     if not isinstance(shape, (list, tuple)):
         raise ManifestError(f"{where}: 'shape' must be a list, got {shape!r}")
@@ -76,6 +101,12 @@ def _check_shape(shape: Any, where: str) -> list[Dim]:
         if isinstance(dim, int) and dim < 0:
             raise ManifestError(f"{where}: negative dim {dim}")
     return list(shape)
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ManifestError(f"{where} must be a non-empty string, got {value!r}")
+    return value
 
 
 def _require(obj: dict, key: str, where: str) -> Any:
@@ -115,6 +146,8 @@ class NoiseSpec:
     parameter: str
     shape: list[Dim]
     distribution: str = DISTRIBUTION
+    kind: str = "weight"
+    transform: str = "affine"
 
     @property
     def event_shape(self) -> list[int]:
@@ -130,11 +163,21 @@ class NoiseSpec:
             raise ManifestError(
                 f"{where}: unsupported noise distribution {dist!r} (expected {DISTRIBUTION!r})"
             )
+        kind = obj.get("kind", "weight")
+        if kind not in NOISE_KINDS:
+            raise ManifestError(f"{where}: unknown noise kind {kind!r} (expected one of {NOISE_KINDS})")
+        transform = obj.get("transform", "affine")
+        if transform not in NOISE_TRANSFORMS:
+            raise ManifestError(
+                f"{where}: unknown noise transform {transform!r} (expected one of {NOISE_TRANSFORMS})"
+            )
         return cls(
-            name=str(_require(obj, "name", where)),
-            parameter=str(_require(obj, "parameter", where)),
+            name=_string(_require(obj, "name", where), f"{where}.name"),
+            parameter=_string(_require(obj, "parameter", where), f"{where}.parameter"),
             shape=_check_shape(_require(obj, "shape", where), where),
             distribution=dist,
+            kind=kind,
+            transform=transform,
         )
 
 
@@ -168,6 +211,41 @@ class LocalVariant:
 
 
 @dataclass
+class Likelihood:
+    """A regression head that predicts a distribution per input (contract v2).
+
+    `mean` and `scale` name the outputs holding the location and the scale parameter;
+    `scale_kind` says how the scale is parameterized (:data:`SCALE_PARAMETERIZATIONS`);
+    `df` is the Student-t degrees of freedom.
+    """
+
+    name: str
+    mean: str
+    scale: str
+    scale_kind: str
+    df: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in LIKELIHOODS:
+            raise ManifestError(f"unknown likelihood {self.name!r}; expected one of {LIKELIHOODS}")
+        if self.scale_kind not in SCALE_PARAMETERIZATIONS:
+            raise ManifestError(
+                f"unknown scale parameterization {self.scale_kind!r}; expected one of {SCALE_PARAMETERIZATIONS}"
+            )
+        if self.name == "student_t" and (self.df is None or not self.df > 0):
+            raise ManifestError("a student_t likelihood needs df > 0")
+
+
+@dataclass
+class DropoutSite:
+    """A dropout module of the source model and whether the artifact samples it."""
+
+    path: str
+    p: float
+    sampled: bool
+
+
+@dataclass
 class Manifest:
     """The artifact contract, version 1 (see docs/formats.md)."""
 
@@ -182,6 +260,13 @@ class Manifest:
     local: LocalVariant | None = None
     contract: int = CONTRACT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    noise_generator: str = NOISE_GENERATOR
+    likelihood: Likelihood | None = None
+    dropout: list[DropoutSite] = field(default_factory=list)
+    #: Why there is no local variant (None when there is one, or when none was asked for).
+    local_unavailable: str | None = None
+    #: ``sha256:<hex>`` of the graph bytes, written at export and checked at load.
+    digest: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -192,11 +277,17 @@ class Manifest:
             raise ManifestError(f"unknown task {self.task!r}; expected one of {TASKS}")
         if self.sample_axis not in (0, None):
             raise ManifestError(f"sample_axis must be 0 or null, got {self.sample_axis!r}")
-        if self.contract != CONTRACT_VERSION:
+        if isinstance(self.contract, bool) or self.contract not in READABLE_CONTRACTS:
             raise ManifestError(
-                f"manifest contract version {self.contract} is not supported (this illia-export "
-                f"reads version {CONTRACT_VERSION})"
+                f"manifest contract version {self.contract!r} is not supported (this illia-export "
+                f"reads versions {', '.join(map(str, READABLE_CONTRACTS))})"
             )
+        if self.likelihood is not None:
+            names = {t.name for t in self.outputs}
+            for role in ("mean", "scale"):
+                out = getattr(self.likelihood, role)
+                if out not in names:
+                    raise ManifestError(f"likelihood.{role} names output {out!r}, which the artifact does not have")
         check_unique_names([t.name for t in self.inputs] + [n.name for n in self.noise])
         check_unique_names([t.name for t in self.outputs])
         if self.sample_axis == 0:
@@ -214,6 +305,9 @@ class Manifest:
             out["validation"] = None
         if self.local is None:
             out.pop("local")
+        for key in ("likelihood", "local_unavailable", "digest"):
+            if out.get(key) is None:
+                out.pop(key, None)
         order = [
             "contract",
             "format",
@@ -263,6 +357,21 @@ class Manifest:
                     for i, o in enumerate(_require(loc, "noise", f"{where}.local"))
                 ],
             )
+        likelihood = None
+        if obj.get("likelihood") is not None:
+            lk = obj["likelihood"]
+            if not isinstance(lk, dict):
+                raise ManifestError(f"{where}.likelihood must be an object")
+            try:
+                likelihood = Likelihood(**lk)
+            except TypeError as exc:
+                raise ManifestError(f"{where}.likelihood is malformed: {exc}") from exc
+        dropout = []
+        for i, d in enumerate(obj.get("dropout") or []):
+            try:
+                dropout.append(DropoutSite(**d))
+            except TypeError as exc:
+                raise ManifestError(f"{where}.dropout[{i}] is malformed: {exc}") from exc
         return cls(
             contract=_require(obj, "contract", where),
             format=_require(obj, "format", where),
@@ -275,6 +384,11 @@ class Manifest:
             validation=validation,
             local=local,
             extra=dict(obj.get("extra", {})),
+            noise_generator=str(obj.get("noise_generator", NOISE_GENERATOR)),
+            likelihood=likelihood,
+            dropout=dropout,
+            local_unavailable=obj.get("local_unavailable"),
+            digest=obj.get("digest"),
         )
 
     @classmethod

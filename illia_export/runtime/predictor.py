@@ -10,18 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from illia_export.errors import ArtifactError, ManifestError, ShapeError
+from illia_export.errors import ArtifactError, ManifestError, ShapeError, StrategyError
 from illia_export.exporters.manifest import (
     BATCH_DIM,
     SAMPLE_DIM,
     Manifest,
     NoiseSpec,
     TensorSpec,
+    batch_multiple,
     detect_format,
     read_manifest,
 )
 from illia_export.runtime.backends import Backend, check_device, open_backend
-from illia_export.errors import StrategyError
 from illia_export.runtime.prediction import TASKS, Prediction
 from illia_export.runtime.sampling import STRATEGIES, NoiseMaker, default_chunk, random_seed
 
@@ -226,13 +226,15 @@ class Predictor:
             for d in n.shape:
                 if d == SAMPLE_DIM:
                     continue
-                if d == BATCH_DIM:
-                    dims.append(batch)
+                per_row = batch_multiple(d)
+                if per_row is not None:
+                    dims.append(per_row * batch)
                 elif isinstance(d, int):
                     dims.append(d)
                 else:
                     raise ManifestError(
-                        f"noise {n.name!r} has a symbolic dim {d!r}; only 'samples' and 'batch' are allowed"
+                        f"noise {n.name!r} has a symbolic dim {d!r}; only 'samples', 'batch' and "
+                        "'<k>*batch' are allowed"
                     )
             shapes.append(tuple(dims))
         return shapes

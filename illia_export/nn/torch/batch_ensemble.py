@@ -6,7 +6,6 @@ input of shape ``[E*B, in_features]``. Shapes follow ``nnx.Linear``: ``kernel [i
 members are the "samples".
 """
 
-from typing import Optional
 
 import torch
 from torch import nn
@@ -37,7 +36,7 @@ class BatchEnsembleLinear(nn.Module):
         r_std: float = 0.5,
         s_mean: float = 1.0,
         s_std: float = 0.5,
-        generator: Optional[torch.Generator] = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(base_layer, nn.Linear):

@@ -6,7 +6,7 @@ runs as im2col (``F.unfold``) + one batched matmul: exact, exportable to ONNX wi
 sample axis (ONNX ``Conv`` needs a static group count, which rules out the grouped-conv trick).
 """
 
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +70,8 @@ class _ConvNd(WeightBiasLayer):
         output_channels: int,
         kernel: list[int],
         groups: int,
-        weights_distribution: Optional[GaussianDistribution],
-        bias_distribution: Optional[GaussianDistribution],
+        weights_distribution: GaussianDistribution | None,
+        bias_distribution: GaussianDistribution | None,
     ) -> None:
         check_positive(input_channels=input_channels, output_channels=output_channels, groups=groups)
         if input_channels % groups or output_channels % groups:
@@ -98,8 +98,8 @@ class Conv1d(_ConvNd):
         padding: int = 0,
         dilation: int = 1,
         groups: int = 1,
-        weights_distribution: Optional[GaussianDistribution] = None,
-        bias_distribution: Optional[GaussianDistribution] = None,
+        weights_distribution: GaussianDistribution | None = None,
+        bias_distribution: GaussianDistribution | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -146,8 +146,8 @@ class Conv2d(_ConvNd):
         padding: IntOrPair = 0,
         dilation: IntOrPair = 1,
         groups: int = 1,
-        weights_distribution: Optional[GaussianDistribution] = None,
-        bias_distribution: Optional[GaussianDistribution] = None,
+        weights_distribution: GaussianDistribution | None = None,
+        bias_distribution: GaussianDistribution | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -1,6 +1,6 @@
 """Bayesian embedding table (illia's ``Embedding``)."""
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +21,12 @@ class Embedding(BayesianModule):
         self,
         num_embeddings: int,
         embeddings_dim: int,
-        padding_idx: Optional[int] = None,
-        max_norm: Optional[float] = None,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
         norm_type: float = 2.0,
         scale_grad_by_freq: bool = False,
         sparse: bool = False,
-        weights_distribution: Optional[GaussianDistribution] = None,
+        weights_distribution: GaussianDistribution | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -1,6 +1,6 @@
 """Bayesian fully connected layer (illia's ``Linear``)."""
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,8 @@ class Linear(WeightBiasLayer):
         self,
         input_size: int,
         output_size: int,
-        weights_distribution: Optional[GaussianDistribution] = None,
-        bias_distribution: Optional[GaussianDistribution] = None,
+        weights_distribution: GaussianDistribution | None = None,
+        bias_distribution: GaussianDistribution | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -5,7 +5,7 @@ ONNX ``Loop`` that runs at any sequence length. The four gate matrices are appli
 batched matmul per step, and the input projection for all time steps is computed up front.
 """
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -25,8 +25,8 @@ class LSTM(BayesianModule):
         embeddings_dim: int,
         hidden_size: int,
         output_size: int,
-        padding_idx: Optional[int] = None,
-        max_norm: Optional[float] = None,
+        padding_idx: int | None = None,
+        max_norm: float | None = None,
         norm_type: float = 2.0,
         scale_grad_by_freq: bool = False,
         sparse: bool = False,
@@ -129,7 +129,7 @@ class LSTM(BayesianModule):
         self.embedding.unfreeze()
 
     def forward(
-        self, inputs: torch.Tensor, init_states: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self, inputs: torch.Tensor, init_states: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         if inputs.dim() == 3 and inputs.size(-1) == 1:
             inputs = inputs.squeeze(-1)

@@ -3,7 +3,6 @@
 Linear and the convolutions share this; they differ only in how the sampled weights are applied.
 """
 
-from typing import Optional
 
 import torch
 
@@ -18,8 +17,8 @@ class WeightBiasLayer(BayesianModule):
         self,
         weights_shape: list[int],
         bias_shape: list[int],
-        weights_distribution: Optional[GaussianDistribution],
-        bias_distribution: Optional[GaussianDistribution],
+        weights_distribution: GaussianDistribution | None,
+        bias_distribution: GaussianDistribution | None,
     ) -> None:
         self.weights_distribution = weights_distribution or GaussianDistribution(tuple(weights_shape))
         self.bias_distribution = bias_distribution or GaussianDistribution(tuple(bias_shape))

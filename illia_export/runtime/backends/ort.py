@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from illia_export.errors import ArtifactError, MissingBackendError, require
+from illia_export.errors import ArtifactError, DeviceUnavailableError, MissingBackendError, require
 from illia_export.runtime.backends import Backend, to_numpy
-from illia_export.errors import DeviceUnavailableError
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32,

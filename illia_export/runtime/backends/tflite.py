@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from illia_export.errors import ArtifactError, require
+from illia_export.errors import ArtifactError, DeviceUnavailableError, require
 from illia_export.runtime.backends import Backend, to_numpy
 from illia_export.runtime.backends.ort import default_threads
-from illia_export.errors import DeviceUnavailableError
 
 
 def _interpreter_class():

@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from illia_export.errors import ArtifactError, require
+from illia_export.errors import ArtifactError, DeviceUnavailableError, require
 from illia_export.runtime.backends import Backend
-from illia_export.errors import DeviceUnavailableError
 
 
 def keep_process_memory() -> bool:
