@@ -89,6 +89,6 @@ def export(
         raise ExportError(
             f"cannot export a {type(model).__name__}: PyTorch is not installed (pip install 'illia-export[torch]')"
         ) from exc
-    from illia_export.exporters.torch_export import DEFAULT_OPSET, export_torch
+    from illia_export.exporters.torch_export import export_torch
 
-    return export_torch(model, example_inputs, path, opset=opset or DEFAULT_OPSET, **common)
+    return export_torch(model, example_inputs, path, opset=opset, **common)

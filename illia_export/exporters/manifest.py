@@ -191,9 +191,18 @@ class Validation:
     includes_zero_noise: bool = True
     per_output: dict[str, float] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
+    #: Relative tolerance: an element passes when ``|a - b| <= tolerance + rtol * |b|``.
+    rtol: float = 0.0
+    #: Whether every element was within tolerance (None in manifests written before ``rtol``).
+    within_tolerance: bool | None = None
+    #: Per output, the distribution check: the artifact's MC samples against the source model's
+    #: own sampling (``std_ratio``, ``mean_z_median``, ``samples``).
+    distribution: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
+        if self.within_tolerance is not None:
+            return self.within_tolerance
         return self.max_abs_diff <= self.tolerance
 
 
@@ -413,6 +422,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "savedmodel"
         raise ManifestError(f"{p} is a folder but not a TF SavedModel (no saved_model.pb)")
     suffix = p.suffix.lower()
+    if suffix == ".pt2":
+        return _pt2_kind(p)
     if suffix == ".onnx":
         return "onnx"
     if suffix in (".pt", ".pth", ".ts", ".torchscript"):
@@ -422,8 +433,26 @@ def detect_format(path: str | os.PathLike) -> str:
     if suffix == ".ort":
         return "onnx"
     raise ManifestError(
-        f"cannot tell the format of {p}: expected .onnx, .pt (TorchScript), .tflite or a SavedModel folder"
+        f"cannot tell the format of {p}: expected .onnx, .pt (TorchScript), .pt2 (torch.export), .tflite or a "
+        "SavedModel folder"
     )
+
+
+def _pt2_members(p: Path) -> list[str]:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ManifestError(f"{p} is not a .pt2 archive (not a readable zip file)") from exc
+
+
+def _pt2_kind(p: Path) -> str:
+    """``aoti`` for an AOTInductor package (compiled kernels inside), ``pt2`` for an ExportedProgram."""
+    if not p.exists():
+        return "pt2"
+    return "aoti" if any("/data/aotinductor/" in n for n in _pt2_members(p)) else "pt2"
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
@@ -448,6 +477,8 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         text = _read_ort_manifest(p)
     elif fmt == "torchscript":
         text = _read_torchscript_manifest(p)
+    elif fmt in ("pt2", "aoti"):
+        text = _read_pt2_manifest(p, fmt)
     elif fmt == "savedmodel":
         asset = p / "assets" / EMBEDDED_NAME
         if asset.exists():
@@ -487,6 +518,25 @@ def _read_torchscript_manifest(p: Path) -> bytes | None:
                     return zf.read(name)
     except zipfile.BadZipFile as exc:
         raise ManifestError(f"{p} is not a TorchScript archive (not a zip file)") from exc
+    return None
+
+
+def _read_pt2_manifest(p: Path, fmt: str) -> bytes | str | None:
+    """From a ``.pt2``: the ``extra/`` file of an ExportedProgram, the metadata of an AOTI package."""
+    import zipfile
+
+    with zipfile.ZipFile(p) as zf:
+        for name in zf.namelist():
+            parts = name.split("/")
+            if fmt == "pt2" and len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME:
+                return zf.read(name)
+            if fmt == "aoti" and name.endswith("_metadata.json") and "/data/aotinductor/" in name:
+                try:
+                    meta = json.loads(zf.read(name))
+                except ValueError as exc:
+                    raise ManifestError(f"{p}: the AOTInductor metadata is not valid JSON") from exc
+                if isinstance(meta, dict) and isinstance(meta.get(ONNX_METADATA_KEY), str):
+                    return meta[ONNX_METADATA_KEY]
     return None
 
 

@@ -1,9 +1,13 @@
-"""Export PyTorch Bayesian models to TorchScript and ONNX with the noise as graph inputs.
+"""Export PyTorch models with every random draw as a graph input: the entry point and the legacy path.
 
-Pipeline: source (live module or TorchScript archive) -> TorchScript module -> generated
-wrapper (:mod:`torch_wrapper`) -> artifact written under a temporary name -> validated against
-the source model for the same noise -> manifest embedded -> renamed into place. A failed step
-leaves nothing at the output path.
+:func:`export_torch` sends live modules (and state dict + factory sources) to the torch.export
+pipeline (:mod:`torch_pipeline`: ONNX, ``.pt2``, AOTInductor), and TorchScript archives, or the
+``torchscript`` format, to the legacy path below: source -> ``torch.jit.script`` -> generated
+wrapper (:mod:`torch_wrapper`) -> TorchScript, or ONNX through the TorchScript-based exporter
+(the only exporter that accepts an archive) -> validated -> manifest -> renamed into place. The
+legacy path needs a scriptable model built from ``illia_export.nn.torch`` layers; it keeps
+``freeze``/``unfreeze``/``kl_cost`` on TorchScript artifacts. A failed step leaves nothing at
+the output path.
 """
 
 from __future__ import annotations
@@ -26,11 +30,12 @@ from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNois
 from illia_export.exporters.torch_source import TorchSource, load_torch_source
 from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
 from illia_export.exporters.torch_wrapper import OutputPath, build_wrapper, wrapper_source
-from illia_export.exporters.validation import DEFAULT_TOLERANCE, Comparison, noise_draws
+from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
+from illia_export.exporters.validation import DEFAULT_RTOL, DEFAULT_TOLERANCE, Comparison, noise_draws
 
 DEFAULT_OPSET = 17
 SAMPLE_MODES = ("vectorized", "per-call")
-TORCH_FORMATS = ("torchscript", "onnx")
+TORCH_FORMATS = ("onnx", "torchscript", "pt2", "aoti")
 _DTYPES = {"float32", "float64", "int64", "int32"}
 
 
@@ -41,7 +46,11 @@ def _torch():
 
 
 def _quietly(fn):
-    """Silence TorchScript/ONNX deprecation chatter while `fn` uses them on purpose."""
+    """Silence TorchScript/ONNX deprecation chatter on the legacy path only.
+
+    TorchScript archives can be read only by TorchScript and exported to ONNX only by the
+    TorchScript-based exporter; there is no supported replacement for that source.
+    """
 
     @functools.wraps(fn)
     def quiet(*args, **kwargs):
@@ -107,16 +116,8 @@ def _default_names(prefix: str, count: int) -> list[str]:
     return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
 
 
-def _prepare(model, example_inputs, input_names, output_names, dynamic_axes, trust_pickle) -> _Prepared:
+def _prepare(source: TorchSource, example_inputs, input_names, output_names, dynamic_axes) -> _Prepared:
     torch = _torch()
-    if isinstance(model, (str, os.PathLike)):
-        source = load_torch_source(model, trust_pickle=trust_pickle)
-    elif isinstance(model, torch.jit.ScriptModule):
-        source = TorchSource(model, "torchscript")
-    elif isinstance(model, torch.nn.Module):
-        source = TorchSource(model, "torch")
-    else:
-        raise ExportError(f"cannot export a {type(model).__name__}: expected a torch.nn.Module or a .pt path")
     source.module.eval()
     if isinstance(source.module, torch.jit.ScriptModule):
         script = source.module
@@ -129,8 +130,8 @@ def _prepare(model, example_inputs, input_names, output_names, dynamic_axes, tru
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(
-                f"the model cannot be compiled with torch.jit.script ({first}). illia-export needs a "
-                "scriptable model: use only TorchScript-compatible Python in forward()"
+                f"the model cannot be compiled with torch.jit.script ({first}), which format='torchscript' "
+                "needs: export it to onnx, pt2 or aoti (torch.export) instead"
             ) from exc
     noise = discover(script)
     inputs = _as_inputs(example_inputs)
@@ -374,11 +375,12 @@ def _validate(
     tolerance: float,
     draws: int,
     local: bool = False,
+    rtol: float = 0.0,
 ) -> mf.Validation:
     base = prep.inputs[0].shape[0]
     batches = [base, base + 2]
     token_inputs = any(1 in axes and axes[1] != mf.BATCH_DIM for axes in prep.dynamic)
-    cmp = Comparison(prep.output_names, tolerance)
+    cmp = Comparison(prep.output_names, tolerance, rtol)
     for b_i, batch in enumerate(batches):
         inputs = _resize_batch(prep, batch, extra_len=3 if (token_inputs and b_i) else 0)
         cmp.note_batch(batch)
@@ -397,7 +399,6 @@ def _validate(
     return cmp.result(draws)
 
 
-@_quietly
 def export_torch(
     model,
     example_inputs,
@@ -406,17 +407,24 @@ def export_torch(
     format: str = "onnx",
     samples: str = "vectorized",
     task: str = "raw",
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     dynamic_axes: dict[int | str, dict[int, str]] | None = None,
     validate: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
+    rtol: float = DEFAULT_RTOL,
     noise_draws_count: int = 3,
     local_variant: bool | None = None,
     trust_pickle: bool = False,
+    factory: str | None = None,
+    mc_dropout: bool | Sequence[str] | None = None,
+    distribution_samples: int = DEFAULT_SAMPLES,
+    likelihood: str | None = None,
+    scale: str | None = None,
+    df: float | None = None,
 ) -> mf.Manifest:
-    """Export a PyTorch Bayesian model; see :func:`illia_export.export` for the arguments."""
+    """Export a PyTorch model; see :func:`illia_export.export` for the arguments."""
     if format not in TORCH_FORMATS:
         raise ExportError(
             f"format {format!r} is not available for PyTorch models; choose one of {TORCH_FORMATS}"
@@ -425,7 +433,80 @@ def export_torch(
         raise ExportError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
     if task not in mf.TASKS:
         raise ExportError(f"task must be one of {mf.TASKS}, got {task!r}")
-    prep = _prepare(model, example_inputs, input_names, output_names, dynamic_axes, trust_pickle)
+    for name, value in (("tolerance", tolerance), ("rtol", rtol)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+            raise ExportError(f"{name} must be a finite number >= 0, got {value!r}")
+    if isinstance(noise_draws_count, bool) or not isinstance(noise_draws_count, int) or noise_draws_count < 1:
+        raise ExportError(f"noise_draws_count must be an integer >= 1, got {noise_draws_count!r}")
+    if isinstance(distribution_samples, bool) or not isinstance(distribution_samples, int) or distribution_samples < 100:
+        raise ExportError(f"distribution_samples must be an integer >= 100, got {distribution_samples!r}")
+    torch = _torch()
+    if isinstance(model, (str, os.PathLike)):
+        source = load_torch_source(model, trust_pickle=trust_pickle, factory=factory)
+    elif isinstance(model, torch.jit.ScriptModule):
+        source = TorchSource(model, "torchscript")
+    elif isinstance(model, torch.nn.Module):
+        source = TorchSource(model, "torch")
+    else:
+        raise ExportError(f"cannot export a {type(model).__name__}: expected a torch.nn.Module or a .pt path")
+    resolve = None
+    if likelihood is not None or scale is not None:
+
+        def resolve(outputs):
+            from illia_export.exporters.likelihood import resolve_likelihood
+
+            return resolve_likelihood(likelihood, scale, [o.name for o in outputs], task, df)
+
+    if source.kind == "torchscript" or format == "torchscript":
+        if format in ("pt2", "aoti"):
+            raise ExportError(
+                f"format {format!r} needs torch.export, which cannot read a TorchScript archive: export the live "
+                "module (or its state dict with --factory) instead"
+            )
+        if mc_dropout:
+            raise ExportError(
+                "mc_dropout needs the torch.export capture: export a live module to onnx, pt2 or aoti "
+                "(the TorchScript path keeps dropout modules as the model has them)"
+            )
+        manifest = _export_legacy(
+            source, example_inputs, path, format=format, samples=samples, task=task, opset=opset or DEFAULT_OPSET,
+            input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes, validate=validate,
+            tolerance=tolerance, rtol=rtol, noise_draws_count=noise_draws_count, local_variant=local_variant,
+            likelihood=resolve,
+        )
+        return manifest
+    from illia_export.exporters.torch_pipeline import export_capture
+
+    return export_capture(
+        source.module, example_inputs, path, format=format, samples=samples, task=task, opset=opset,
+        input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes, validate=validate,
+        tolerance=tolerance, rtol=rtol, noise_draws_count=noise_draws_count, local_variant=local_variant,
+        mc_dropout=mc_dropout, distribution_samples=distribution_samples, likelihood=resolve,
+    )
+
+
+@_quietly
+def _export_legacy(
+    source: TorchSource,
+    example_inputs,
+    path: str | os.PathLike,
+    *,
+    format: str,
+    samples: str,
+    task: str,
+    opset: int,
+    input_names: Sequence[str] | None,
+    output_names: Sequence[str] | None,
+    dynamic_axes: dict[int | str, dict[int, str]] | None,
+    validate: bool,
+    tolerance: float,
+    rtol: float,
+    noise_draws_count: int,
+    local_variant: bool | None,
+    likelihood=None,
+) -> mf.Manifest:
+    """The TorchScript path (archives, or format='torchscript'): see the module docstring."""
+    prep = _prepare(source, example_inputs, input_names, output_names, dynamic_axes)
     vectorized = samples == "vectorized"
     if vectorized and not prep.noise.noise:
         raise ExportError(
@@ -500,7 +581,14 @@ def export_torch(
             "a local-reparameterization variant needs a vectorized export of a model whose Bayesian layers "
             "are all Linear with float inputs (it is exact only there)"
         )
+    if vectorized and not want_local and local_variant is not False:
+        manifest.local_unavailable = (
+            "local reparameterization is exact only for models whose Bayesian layers are all Linear with float inputs"
+        )
     want_local = want_local and local_variant is not False
+    if likelihood is not None:
+        manifest.likelihood = likelihood(manifest.outputs)
+        manifest.__post_init__()
     final = Path(path)
     local_file = final.with_name(f"{final.stem}.local{final.suffix}")
     try:
@@ -509,26 +597,52 @@ def export_torch(
             if validate:
                 runner = _ArtifactRunner(format, tmp, prep.input_names + noise_names, len(outputs))
                 manifest.validation = _validate(
-                    runner, prep, reference, shapes, vectorized, tolerance, noise_draws_count
+                    runner, prep, reference, shapes, vectorized, tolerance, noise_draws_count, rtol=rtol
                 )
+                manifest.validation.distribution = _distribution(prep, reference, tmp, manifest, "fresh")
             if want_local:
-                manifest.local = _export_local(
-                    format,
-                    prep,
-                    reference,
-                    local_file,
-                    dyn,
-                    opset,
-                    validate,
-                    tolerance,
-                    noise_draws_count,
-                )
+                try:
+                    manifest.local = _export_local(
+                        format,
+                        prep,
+                        reference,
+                        local_file,
+                        dyn,
+                        opset,
+                        validate,
+                        tolerance,
+                        noise_draws_count,
+                    )
+                    if validate:
+                        _distribution(prep, reference, tmp, manifest, "local")
+                except ExportError as exc:
+                    manifest.local = None
+                    manifest.local_unavailable = f"the local variant failed its checks: {str(exc).splitlines()[0]}"
+                    if local_file.exists():
+                        local_file.unlink()
             _finalize(format, tmp, manifest)
     except BaseException:
         if want_local and local_file.exists() and not final.exists():
             local_file.unlink()
         raise
     return manifest
+
+
+def _distribution(prep: _Prepared, reference, path: Path, manifest: mf.Manifest, strategy: str) -> dict:
+    """The distribution check (:mod:`distribution_check`) of a legacy-path artifact."""
+    from illia_export.exporters.distribution_check import compare
+    from illia_export.exporters.torch_pipeline import source_samples
+    from illia_export.runtime.predictor import Predictor
+
+    torch = _torch()
+    xs = _resize_batch(prep, min(int(prep.inputs[0].shape[0]), 4))
+    with torch.random.fork_rng(devices=[]):
+        source = source_samples(reference, xs, DEFAULT_SAMPLES, seed=4321)
+    pred = Predictor(path, manifest).predict(
+        [x.numpy() for x in xs], num_samples=DEFAULT_SAMPLES, seed=4321, strategy=strategy
+    )
+    what = "the local-reparameterization variant" if strategy == "local" else "the artifact"
+    return compare(prep.output_names, source, [pred.outputs[n] for n in prep.output_names], what=what)
 
 
 def _export_local(

@@ -130,3 +130,135 @@ def discover(model) -> ModelNoise:
             f"({', '.join(sorted(LAYER_NOISE))}, BatchEnsembleLinear)"
         )
     return ModelNoise(tuple(noise), tuple(layers))
+
+
+# ----------------------------------------------------------------------------- capture v2 families
+@dataclass(frozen=True)
+class Family:
+    """A family of stochastic layers the torch.export capture knows by name.
+
+    `modules` are qualified class-name prefixes (``module.Class``) of its layers;
+    `parameterization` says how the layer turns its parameters and a standard normal ``z`` into
+    a weight sample (what the manifest's noise entries of kind ``weight`` replace); `adapter`,
+    when set, names the method patched during capture because the library's own sampling
+    cannot become a graph input as written (see :func:`family_adapters`); `vectorized` says
+    whether ``samples="vectorized"`` works for it (a sampled weight ``[S, ...]`` through
+    ``F.linear``/``F.conv``); `cases` is the parity-case builder in
+    ``tests/exporters/torch/families.py``.
+    """
+
+    name: str
+    library: str
+    modules: tuple[str, ...]
+    parameterization: str
+    vectorized: bool = True
+    adapter: str | None = None
+    notes: str = ""
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "illia",
+        "illia_export",
+        ("illia_export.nn.torch.",),
+        "w = mu + softplus(rho) * z (GaussianDistribution)",
+    ),
+    Family(
+        "bayesian-torch-reparameterization",
+        "bayesian-torch",
+        ("bayesian_torch.layers.variational_layers.",),
+        "w = mu + log1p(exp(rho)) * z (eps buffer filled with .normal_())",
+    ),
+    Family(
+        "bayesian-torch-flipout",
+        "bayesian-torch",
+        ("bayesian_torch.layers.flipout_layers.",),
+        "out = x mu + ((x * s_in) (log1p(exp(rho)) * z)) * s_out; signs s = sign(U(-1, 1)) per example",
+        notes="deployed as Flipout (per-example signs become per-example noise), not as its "
+        "reparameterization twin: the artifact then samples exactly what the layer samples",
+    ),
+    Family(
+        "blitz",
+        "blitz-bayesian-pytorch",
+        ("blitz.modules.",),
+        "w = mu + log1p(exp(rho)) * z (TrainableRandomDistribution)",
+        adapter="blitz.modules.weight_sampler.TrainableRandomDistribution.sample",
+        notes="sample() fills the eps_w buffer in place and reads it back, which would bake one draw into "
+        "the graph; the capture draws z with randn_like instead (same distribution)",
+    ),
+    Family(
+        "torchbnn",
+        "torchbnn",
+        ("torchbnn.modules.",),
+        "w = mu + exp(log_sigma) * z",
+    ),
+    Family(
+        "torch-uncertainty",
+        "torch-uncertainty",
+        ("torch_uncertainty.layers.bayesian.",),
+        "w = mu + log1p(exp(sigma)) * z ('sigma' holds rho; TrainableDistribution)",
+    ),
+    Family(
+        "probly",
+        "probly",
+        ("probly.representation.",),
+        "w = mu + log1p(exp(rho)) * z (Bayesian); mask = U > p (DropConnect); dropout masks (Dropout)",
+    ),
+    Family(
+        "dropout",
+        "torch",
+        ("torch.nn.modules.dropout.",),
+        "mask = Phi(z) >= p, scaled by 1 / (1 - p) (nn.Dropout*, F.dropout)",
+        notes="sampled when mc_dropout selects the module, or when the model calls F.dropout(training=True)",
+    ),
+)
+
+
+def family_of(module) -> Family | None:
+    """The family a module belongs to (by its class's qualified name), or None."""
+    qualified = f"{type(module).__module__}.{type(module).__name__}"
+    for family in FAMILIES:
+        if any(qualified.startswith(prefix) for prefix in family.modules):
+            return family
+    return None
+
+
+def _blitz_sample(self):
+    """blitz's TrainableRandomDistribution.sample with the noise drawn out of place."""
+    import torch
+
+    eps = torch.randn_like(self.mu)
+    self.sigma = torch.log1p(torch.exp(self.rho))
+    self.w = self.mu + self.sigma * eps
+    return self.w
+
+
+_ADAPTERS = {"blitz.modules.weight_sampler.TrainableRandomDistribution.sample": _blitz_sample}
+
+
+class family_adapters:
+    """Context manager: patch, on the model's own instances, the methods a family's adapter names."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.patched: list = []
+
+    def __enter__(self):
+        import types
+
+        for module in self.model.modules():
+            qualified = f"{type(module).__module__}.{type(module).__name__}"
+            for target, fn in _ADAPTERS.items():
+                owner, _, method = target.rpartition(".")
+                if qualified == owner:
+                    self.patched.append((module, method, module.__dict__.get(method)))
+                    setattr(module, method, types.MethodType(fn, module))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module, method, previous in reversed(self.patched):
+            if previous is None:
+                delattr(module, method)
+            else:
+                setattr(module, method, previous)
+        self.patched.clear()

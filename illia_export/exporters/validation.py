@@ -16,6 +16,7 @@ from illia_export.errors import ToleranceError
 from illia_export.exporters.manifest import Validation
 
 DEFAULT_TOLERANCE = 1e-4
+DEFAULT_RTOL = 1e-4
 DEFAULT_NOISE_DRAWS = 3
 
 
@@ -26,14 +27,17 @@ class OutputCheck:
     name: str
     max_abs_diff: float
     tolerance: float
+    rtol: float = 0.0
+    within: bool = True
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        return self.within
 
     def line(self) -> str:
         status = "ok" if self.passed else "FAILED"
-        return f"- {self.name}: max diff = {self.max_abs_diff:.3g} (tolerance {self.tolerance:g}) {status}"
+        rel = f" + {self.rtol:g} * |expected|" if self.rtol else ""
+        return f"- {self.name}: max diff = {self.max_abs_diff:.3g} (tolerance {self.tolerance:g}{rel}) {status}"
 
 
 def noise_draws(
@@ -60,10 +64,14 @@ def noise_draws(
 class Comparison:
     """Accumulates per-output worst differences across noise draws and batch sizes."""
 
-    def __init__(self, output_names: Sequence[str], tolerance: float = DEFAULT_TOLERANCE) -> None:
+    def __init__(
+        self, output_names: Sequence[str], tolerance: float = DEFAULT_TOLERANCE, rtol: float = 0.0
+    ) -> None:
         self.names = list(output_names)
         self.tolerance = float(tolerance)
+        self.rtol = float(rtol)
         self.worst = dict.fromkeys(self.names, 0.0)
+        self.within = dict.fromkeys(self.names, True)
         self.draws = 0
         self.batch_sizes: list[int] = []
         self.zero_noise = False
@@ -84,10 +92,17 @@ class Comparison:
                 raise ToleranceError(
                     f"validation: output {name!r} has shape {a.shape} in the artifact but {b.shape} in the source model"
                 )
-            diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+            if not a.size:
+                continue
+            a64, b64 = a.astype(np.float64), b.astype(np.float64)
+            err = np.abs(a64 - b64)
+            nan = np.isnan(a64) | np.isnan(b64)  # NaN anywhere, on either side, is a failure
+            diff = float("inf") if nan.any() else float(np.max(err))
             if not np.isfinite(diff):
                 diff = float("inf")
+            ok = bool(np.all(err <= self.tolerance + self.rtol * np.abs(b64))) and not nan.any()
             self.worst[name] = max(self.worst[name], diff)
+            self.within[name] = self.within[name] and ok
         self.draws += 1
         self.zero_noise = self.zero_noise or zero_noise
 
@@ -97,7 +112,7 @@ class Comparison:
 
     @property
     def checks(self) -> list[OutputCheck]:
-        return [OutputCheck(n, self.worst[n], self.tolerance) for n in self.names]
+        return [OutputCheck(n, self.worst[n], self.tolerance, self.rtol, self.within[n]) for n in self.names]
 
     def report(self) -> str:
         return "\n".join(c.line() for c in self.checks)
@@ -111,6 +126,8 @@ class Comparison:
             includes_zero_noise=self.zero_noise,
             per_output=dict(self.worst),
             batch_sizes=list(self.batch_sizes),
+            rtol=self.rtol,
+            within_tolerance=all(self.within.values()),
         )
         if not validation.passed:
             raise ToleranceError(

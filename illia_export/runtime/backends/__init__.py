@@ -23,6 +23,8 @@ _BACKENDS = {
     "torchscript": ("illia_export.runtime.backends.torchscript", "TorchScriptBackend"),
     "tflite": ("illia_export.runtime.backends.tflite", "TFLiteBackend"),
     "savedmodel": ("illia_export.runtime.backends.savedmodel", "SavedModelBackend"),
+    "pt2": ("illia_export.runtime.backends.pt2", "ExportedProgramBackend"),
+    "aoti": ("illia_export.runtime.backends.pt2", "AOTInductorBackend"),
 }
 
 DEVICES = ("cpu", "cuda")

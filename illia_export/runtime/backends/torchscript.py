@@ -64,11 +64,16 @@ class TorchScriptBackend(Backend):
         if options.get("num_threads"):
             torch.set_num_threads(int(options["num_threads"]))
         self._device = torch.device(device)
+        self.module = self._load(path)
+
+    def _load(self, path: Path):
+        """The callable module ``forward(*inputs, *noise)`` of the artifact."""
         try:
-            self.module = torch.jit.load(str(path), map_location=self._device)
+            module = self._torch.jit.load(str(path), map_location=self._device)
         except Exception as exc:  # torch raises RuntimeError and friends
             raise ArtifactError(f"torch.jit.load cannot load {path}: {exc}") from exc
-        self.module.eval()
+        module.eval()
+        return module
 
     def prepare_inputs(self, inputs: list[np.ndarray]) -> list[Any]:
         torch = self._torch

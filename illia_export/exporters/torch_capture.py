@@ -1,0 +1,403 @@
+"""Capture v2: any stochastic PyTorch module -> an ExportedProgram whose noise is explicit.
+
+Stages (docs/architecture.md, "Capture pipeline"):
+
+1. :func:`discover` runs the eager model twice, at two batch sizes, under a recording
+   :class:`~illia_export.exporters.torch_draws.DrawMode`: every random draw is listed with the
+   module that made it, its shape and its transform. Dims that follow the batch (dropout masks,
+   Flipout signs, ``k×`` the batch for models that repeat their batch) become ``"batch"`` /
+   ``"k*batch"``; a different number of draws between the runs is refused.
+2. :class:`CaptureWrapper` is ``forward(*inputs, *noise)``: it feeds the noise to the draws in
+   order. In a vectorized capture the inputs are repeated S times sample-major, per-sample
+   noise carries a leading ``samples`` axis (weights ``[S, *shape]``), per-example noise is
+   ``[S, B, ...]``, and the outputs are unfolded to ``[S, B, ...]``.
+3. :func:`export_program` runs ``torch.export`` with one shared ``samples`` dim and a ``batch``
+   dim (derived dims for ``k*batch``), under ``backed_size_oblivious`` so no size is
+   specialized to 0/1, and refuses a program that ignores one of its noise inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from illia_export.errors import ExportError
+from illia_export.exporters import manifest as mf
+from illia_export.exporters.torch_draws import DrawMode, ModuleTracker, RecordedDraw
+
+#: Dropout module types that ``mc_dropout`` can switch on.
+DROPOUT_TYPES: tuple[type, ...] = (
+    torch.nn.Dropout,
+    torch.nn.Dropout1d,
+    torch.nn.Dropout2d,
+    torch.nn.Dropout3d,
+    torch.nn.AlphaDropout,
+    torch.nn.FeatureAlphaDropout,
+)
+_OUR_DISTRIBUTION = "illia_export.distributions.torch"
+
+
+@dataclass
+class Site:
+    """One noise input of the captured graph: a random draw of the source model."""
+
+    name: str  # graph input name (mf.noise_input_name(parameter))
+    parameter: str  # dotted path naming what the noise feeds
+    module: str  # the module that drew it
+    op: str
+    kind: str  # mf.NOISE_KINDS
+    transform: str  # mf.NOISE_TRANSFORMS
+    dims: list[mf.Dim]  # without the sample axis: ints, "batch", "k*batch"
+    example_shape: tuple[int, ...]  # at the discovery's first batch size
+
+    @property
+    def per_example(self) -> bool:
+        return any(mf.batch_multiple(d) is not None for d in self.dims)
+
+    def shape(self, batch: int) -> tuple[int, ...]:
+        """The per-call shape at batch size `batch`."""
+        return tuple(d if isinstance(d, int) else mf.batch_multiple(d) * batch for d in self.dims)
+
+    def spec_shape(self, vectorized: bool) -> list[mf.Dim]:
+        return ([mf.SAMPLE_DIM] if vectorized else []) + list(self.dims)
+
+
+@dataclass
+class Discovery:
+    """What the eager runs showed: the draws, the dropout modules, how Linear layers are called."""
+
+    sites: list[Site]
+    dropout: list[mf.DropoutSite]
+    linear_calls: dict[str, list[int]] = field(default_factory=dict)  # own Linear path -> input ranks
+    outputs: Any = None  # the model's outputs at the first batch size
+    outputs_b: Any = None  # and at the second
+
+
+# ------------------------------------------------------------------------------- training modes
+@contextlib.contextmanager
+def inference_modes(model: torch.nn.Module, sampled_dropout: Sequence[str]):
+    """Eval mode, with the named dropout modules in training mode; restores every flag after."""
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        modules = dict(model.named_modules())
+        for path in sampled_dropout:
+            modules[path].train()
+        yield model
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def dropout_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    return {p: m for p, m in model.named_modules() if isinstance(m, DROPOUT_TYPES)}
+
+
+def select_dropout(model: torch.nn.Module, mc_dropout: bool | Sequence[str] | None) -> list[str]:
+    """The dropout modules to sample: all for True, the named ones for a list, none otherwise."""
+    found = dropout_modules(model)
+    if mc_dropout is None or mc_dropout is False:
+        return []
+    if mc_dropout is True:
+        if not found:
+            raise ExportError("mc_dropout=True, but the model has no dropout module (nn.Dropout*)")
+        return list(found)
+    if isinstance(mc_dropout, str):
+        mc_dropout = [mc_dropout]
+    names = list(mc_dropout)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ExportError(
+            f"mc_dropout names {unknown}, which are not dropout modules of the model; its dropout modules "
+            f"are {sorted(found) or 'none'}"
+        )
+    return names
+
+
+# ------------------------------------------------------------------------------------- discovery
+def _record(model, inputs, tracker: ModuleTracker, seed: int) -> tuple[list[RecordedDraw], Any]:
+    gen = torch.Generator().manual_seed(seed)
+    mode = DrawMode(tracker=tracker, generator=gen)
+    with torch.no_grad(), tracker, mode:
+        out = model(*inputs)
+    return mode.recorded, out
+
+
+def _is_our_distribution(module: torch.nn.Module) -> bool:
+    return type(module).__module__ == _OUR_DISTRIBUTION
+
+
+def _parameter_name(model, draw: RecordedDraw, counts: dict[str, int]) -> str:
+    """Name what a draw feeds.
+
+    Draws shaped like a parameter (``randn_like(rho)``) are named after its owner when that is
+    one of our GaussianDistributions (``fc1.weights_distribution``, the legacy names), else
+    after the parameter (``fc1.weight_log_sigma``); in-place fills after their buffer
+    (``fc1.eps_weight``); anything else after the module and the op (``drop.dropout``).
+    """
+    path = draw.module
+    base = None
+    like, target = draw.call.like, draw.call.target
+    if like is not None:
+        for owner_path, owner in model.named_modules():
+            for name, par in owner.named_parameters(recurse=False):
+                if par is like:
+                    base = owner_path if _is_our_distribution(owner) else _join(owner_path, name)
+    if base is None and target is not None:
+        for owner_path, owner in model.named_modules():
+            for name, buf in owner.named_buffers(recurse=False):
+                if buf.data_ptr() == target.data_ptr() and buf.shape == target.shape:
+                    base = _join(owner_path, name)
+    if base is None:
+        op = re.sub(r"[^A-Za-z0-9]+", "_", draw.call.op.replace("Tensor.", "")).strip("_")
+        base = _join(path, op)
+    n = counts.get(base, 0)
+    counts[base] = n + 1
+    return base if n == 0 else f"{base}_{n}"
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _batch_dims(shape1: tuple[int, ...], shape2: tuple[int, ...], b1: int, b2: int, where: str) -> list[mf.Dim]:
+    if len(shape1) != len(shape2):
+        raise ExportError(f"{where} draws noise of rank {len(shape1)} at batch {b1} but {len(shape2)} at batch {b2}")
+    dims: list[mf.Dim] = []
+    for d1, d2 in zip(shape1, shape2):
+        if d1 == d2:
+            dims.append(int(d1))
+            continue
+        k, rem = divmod(d2 - d1, b2 - b1)
+        if rem or k <= 0 or d1 != k * b1:
+            raise ExportError(
+                f"{where} draws noise whose size ({d1} at batch {b1}, {d2} at batch {b2}) is not a multiple of "
+                "the batch: a graph input cannot be sized from it"
+            )
+        dims.append(mf.BATCH_DIM if k == 1 else f"{k}*{mf.BATCH_DIM}")
+    return dims
+
+
+def _kind(draw: RecordedDraw, dims: list[mf.Dim], module) -> str:
+    if draw.call.kind == "dropout":
+        return "dropout"
+    per_example = any(mf.batch_multiple(d) is not None for d in dims)
+    if per_example and "flipout" in type(module).__name__.lower() and draw.call.transform == "uniform":
+        return "flipout_sign"
+    if not per_example:
+        return "weight"
+    return "draw"
+
+
+def discover(model, inputs_a: list[torch.Tensor], inputs_b: list[torch.Tensor]) -> Discovery:
+    """Run the eager model at two batch sizes and list its draws (see the module docstring).
+
+    The caller has put the model in its inference modes (:func:`inference_modes`) and forked
+    torch's RNG; draws come from a private generator.
+    """
+    b1, b2 = int(inputs_a[0].shape[0]), int(inputs_b[0].shape[0])
+    modules = dict(model.named_modules())
+    tracker = ModuleTracker(model)
+    linear_calls: dict[str, list[int]] = {}
+    hooks = []
+    from illia_export.nn.torch.linear import Linear as OurLinear
+
+    for path, module in modules.items():
+        if isinstance(module, OurLinear):
+
+            def hook(mod, args, _path=path):
+                linear_calls.setdefault(_path, []).append(int(args[0].dim()) if args else -1)
+
+            hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        draws_a, out_a = _record(model, inputs_a, tracker, seed=1)
+        calls_a = {k: list(v) for k, v in linear_calls.items()}
+        linear_calls.clear()
+        draws_b, out_b = _record(model, inputs_b, tracker, seed=2)
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(draws_a) != len(draws_b) or any(
+        a.module != b.module or a.call.op != b.call.op for a, b in zip(draws_a, draws_b)
+    ):
+        raise ExportError(
+            f"the model made {len(draws_a)} random draws at batch {b1} but {len(draws_b)} (or other ones) at "
+            f"batch {b2}: a data-dependent number of draws cannot become a fixed list of noise inputs"
+        )
+    counts: dict[str, int] = {}
+    sites: list[Site] = []
+    for a, b in zip(draws_a, draws_b):
+        where = f"module {a.module!r}" if a.module else "the model's forward"
+        dims = _batch_dims(a.call.shape, b.call.shape, b1, b2, where)
+        parameter = _parameter_name(model, a, counts)
+        sites.append(
+            Site(
+                name=mf.noise_input_name(parameter),
+                parameter=parameter,
+                module=a.module,
+                op=a.call.op,
+                kind=_kind(a, dims, modules.get(a.module)),
+                transform=a.call.transform,
+                dims=dims,
+                example_shape=a.call.shape,
+            )
+        )
+    dropout = [
+        mf.DropoutSite(path, float(getattr(m, "p", 0.0)), bool(m.training))
+        for path, m in dropout_modules(model).items()
+    ]
+    return Discovery(sites, dropout, calls_a, out_a, out_b)
+
+
+# ---------------------------------------------------------------------------------- the wrapper
+def flatten_outputs(out: Any) -> tuple[list[torch.Tensor], list[str] | None]:
+    """Output tensors in order, and their names when the model returned a dict or named tuple."""
+    if isinstance(out, torch.Tensor):
+        return [out], None
+    if isinstance(out, dict):
+        tensors, names = [], []
+        for key, value in out.items():
+            if not isinstance(value, torch.Tensor):
+                raise ExportError(f"output {key!r} of the model is a {type(value).__name__}, not a tensor")
+            tensors.append(value)
+            names.append(str(key))
+        return tensors, names
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        flat = [flatten_outputs(v)[0] for v in out]
+        if all(len(f) == 1 for f in flat):
+            return [f[0] for f in flat], list(out._fields)
+    if isinstance(out, (tuple, list)):
+        tensors = []
+        for item in out:
+            tensors += flatten_outputs(item)[0]
+        return tensors, None
+    raise ExportError(
+        f"model outputs must be tensors, (nested) tuples/lists, dicts or named tuples of tensors, got "
+        f"{type(out).__name__}"
+    )
+
+
+class CaptureWrapper(torch.nn.Module):
+    """``forward(*inputs, *noise) -> tuple(outputs)`` with every draw fed from `noise`."""
+
+    def __init__(self, model: torch.nn.Module, sites: Sequence[Site], num_inputs: int, vectorized: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.sites = list(sites)
+        self.num_inputs = num_inputs
+        self.vectorized = vectorized
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        inputs = list(args[: self.num_inputs])
+        noise = list(args[self.num_inputs :])
+        if not self.vectorized:
+            with DrawMode(feed=noise) as mode:
+                out = self.model(*inputs)
+            self._check_used(mode)
+            return tuple(flatten_outputs(out)[0])
+        num_samples = noise[0].shape[0]
+        for n in noise[1:]:
+            torch._check(n.shape[0] == num_samples)
+        batch = inputs[0].shape[0]
+        folded = [x.repeat(num_samples, *([1] * (x.dim() - 1))) for x in inputs]
+        reshape: list[Callable | None] = [_fold_noise if s.per_example else None for s in self.sites]
+        with DrawMode(feed=noise, reshape=reshape, sampled_weights=True) as mode:
+            out = self.model(*folded)
+        self._check_used(mode)
+        return tuple(o.reshape(num_samples, batch, *o.shape[1:]) for o in flatten_outputs(out)[0])
+
+    def _check_used(self, mode: DrawMode) -> None:
+        if mode.used != len(mode.feed):
+            raise ExportError(
+                f"the model made {mode.used} random draws, but {len(mode.feed)} when it was first run: the number "
+                "of draws depends on the data or on the batch size"
+            )
+
+
+def _fold_noise(z: torch.Tensor) -> torch.Tensor:
+    return z.reshape(-1, *z.shape[2:])
+
+
+def vectorizable(sites: Sequence[Site]) -> str | None:
+    """None when every draw can take a sample axis, else the reason it cannot."""
+    for s in sites:
+        if s.per_example and (mf.batch_multiple(s.dims[0]) != 1 or any(mf.batch_multiple(d) for d in s.dims[1:])):
+            return (
+                f"the draw {s.parameter!r} ({s.op}) has per-example dims {s.dims} that do not lead with the batch "
+                "(the model repeats or reshapes its batch), which a folded sample axis cannot follow"
+            )
+    return None
+
+
+# ----------------------------------------------------------------------------------- torch.export
+def export_program(
+    wrapper: CaptureWrapper,
+    inputs: list[torch.Tensor],
+    input_axes: list[dict[int, str]],
+    noise: list[torch.Tensor],
+) -> Any:
+    """``torch.export`` the wrapper with dynamic samples / batch / named input axes."""
+    from torch.export import Dim
+
+    named: dict[str, Any] = {}
+
+    def dim(name: str):
+        if name not in named:
+            named[name] = Dim(re.sub(r"\W", "_", name), min=1)
+        return named[name]
+
+    shapes: list[dict[int, Any]] = []
+    for axes in input_axes:
+        shapes.append({axis: dim(name) for axis, name in axes.items()})
+    for site in wrapper.sites:
+        spec: dict[int, Any] = {}
+        lead = 1 if wrapper.vectorized else 0
+        if wrapper.vectorized:
+            spec[0] = dim(mf.SAMPLE_DIM)
+        for i, d in enumerate(site.dims):
+            k = mf.batch_multiple(d)
+            if k is not None:
+                spec[lead + i] = dim(mf.BATCH_DIM) if k == 1 else k * dim(mf.BATCH_DIM)
+        shapes.append(spec)
+    import torch.fx.experimental._config as fx_config
+
+    try:
+        with fx_config.patch(backed_size_oblivious=True), torch.no_grad():
+            program = torch.export.export(wrapper, tuple(inputs + noise), dynamic_shapes=(tuple(shapes),), strict=False)
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"torch.export could not capture the model: {_first_line(exc)}") from exc
+    check_noise_used(program, [s.name for s in wrapper.sites], wrapper.num_inputs)
+    return program
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_SHAPE_ONLY = ("sym_size", "_assert", "sym_constrain", "sym_is_contiguous", "sym_stride", "sym_numel")
+
+
+def check_noise_used(program, noise_names: list[str], num_inputs: int) -> None:
+    """Refuse a program in which a noise input does not reach any output (a draw baked in)."""
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    user = [
+        n
+        for n, spec in zip(placeholders, program.graph_signature.input_specs)
+        if spec.kind.name == "USER_INPUT"
+    ]
+    for name, node in zip(noise_names, user[num_inputs:]):
+        real = [u for u in node.users if not any(tag in str(u.target) for tag in _SHAPE_ONLY)]
+        if not real:
+            raise ExportError(
+                f"the captured graph ignores noise input {name!r}: the draw's value is not used (a module fills a "
+                "buffer in place, e.g. `buf.data.normal_()`, and reads the buffer later, which bakes one draw into "
+                "the graph). Register the layer in illia_export's family registry or draw with torch.randn_like"
+            )

@@ -1,0 +1,415 @@
+"""The torch.export pipeline (capture v2): live module -> ONNX / ``.pt2`` / AOTInductor.
+
+source (live module) -> inference modes (eval; chosen dropout sampled) -> :func:`discover`
+the random draws -> :class:`CaptureWrapper` + ``torch.export`` -> writer (temporary file) ->
+same-noise validation (other S and B than captured, every draw, rtol + atol, NaN fails) ->
+distribution validation (source's own RNG vs the runtime's noise) -> optional local variant ->
+manifest embedded -> renamed into place. The caller's module modes and torch's global RNG are
+restored whatever happens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from illia_export.errors import ExportError, IlliaExportError
+from illia_export.exporters import manifest as mf
+from illia_export.exporters import torch_inputs as ti
+from illia_export.exporters.atomic import atomic_output
+from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
+from illia_export.exporters.distribution_check import compare as compare_distributions
+from illia_export.exporters.torch_capture import (
+    CaptureWrapper,
+    Discovery,
+    Site,
+    discover,
+    export_program,
+    flatten_outputs,
+    inference_modes,
+    select_dropout,
+    vectorizable,
+)
+from illia_export.exporters.torch_draws import DrawMode
+from illia_export.exporters.torch_registry import family_adapters
+from illia_export.exporters.torch_writers import ArtifactRunner, embed_manifest, write
+from illia_export.exporters.validation import Comparison, noise_draws
+
+#: Sample count of the captured example (validation uses others).
+CAPTURE_SAMPLES = 3
+DEFAULT_CAPTURE_OPSET = 18
+
+
+@dataclass
+class Capture:
+    """A model prepared for export: its inputs, draws, outputs and the ExportedProgram."""
+
+    model: torch.nn.Module
+    inputs: list[torch.Tensor]  # at the capture batch
+    input_names: list[str]
+    axes: list[dict[int, str]]
+    discovery: Discovery
+    output_names: list[str]
+    vectorized: bool
+    program: Any = None
+    noise_example: list[torch.Tensor] | None = None
+
+    @property
+    def sites(self) -> list[Site]:
+        return self.discovery.sites
+
+    @property
+    def batch(self) -> int:
+        return int(self.inputs[0].shape[0])
+
+
+def _capture_batch(batch: int) -> int:
+    """A batch size for the capture that no other size collides with (samples = 3)."""
+    b = max(batch, 2)
+    return b + 1 if b == CAPTURE_SAMPLES else b
+
+
+def _no_draws_error(discovery: Discovery) -> ExportError:
+    off = [d.path for d in discovery.dropout if not d.sampled]
+    hint = (
+        f"; its dropout modules {off} are off in eval mode: pass mc_dropout=True (CLI --mc-dropout) to sample them"
+        if off
+        else ""
+    )
+    return ExportError(
+        "the model draws no random numbers in eval mode, so there is nothing to sample (no Bayesian layer, no "
+        f"active dropout){hint}"
+    )
+
+
+def prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples: str) -> Capture:
+    """Discover the draws and capture the program (the caller holds the modes and RNG fork)."""
+    inputs = ti.as_inputs(example_inputs)
+    names = ti.check_names(input_names or ti.default_names("input", len(inputs)), len(inputs), "input")
+    axes = ti.input_axes(inputs, names, dynamic_axes)
+    batch = _capture_batch(int(inputs[0].shape[0]))
+    inputs_a = ti.resize(inputs, axes, batch)
+    try:
+        discovery = discover(model, inputs_a, ti.resize(inputs, axes, batch + 1))
+    except IlliaExportError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        raise ExportError(
+            f"the model rejects the example inputs {[tuple(x.shape) for x in inputs]}: {text[-1] if text else exc!r}"
+        ) from exc
+    tensors, keys = flatten_outputs(discovery.outputs)
+    out_names = ti.check_names(output_names or keys or ti.default_names("output", len(tensors)), len(tensors), "output")
+    vectorized = samples == "vectorized"
+    if not discovery.sites:
+        raise _no_draws_error(discovery)
+    if vectorized:
+        reason = vectorizable(discovery.sites)
+        if reason:
+            raise ExportError(f"{reason}: export with samples='per-call'")
+    mf.check_unique_names(names + [s.name for s in discovery.sites])
+    cap = Capture(model, inputs_a, names, axes, discovery, out_names, vectorized)
+    gen = torch.Generator().manual_seed(0)
+    lead = [CAPTURE_SAMPLES] if vectorized else []
+    cap.noise_example = [torch.randn(lead + list(s.shape(batch)), generator=gen) for s in cap.sites]
+    wrapper = CaptureWrapper(model, cap.sites, len(inputs_a), vectorized)
+    cap.program = export_program(wrapper, inputs_a, axes, cap.noise_example)
+    return cap
+
+
+def _output_specs(cap: Capture, lead: list) -> list[mf.TensorSpec]:
+    out_a, _ = flatten_outputs(cap.discovery.outputs)
+    out_b, _ = flatten_outputs(cap.discovery.outputs_b)
+    specs = []
+    for name, a, b in zip(cap.output_names, out_a, out_b):
+        if a.dim() == 0 or a.shape[0] != cap.batch or b.shape[0] != cap.batch + 1:
+            raise ExportError(
+                f"output {name!r} has shape {list(a.shape)}: every output needs the batch as its first axis"
+            )
+        dims: list[mf.Dim] = [mf.BATCH_DIM]
+        for d, (da, db) in enumerate(zip(a.shape[1:], b.shape[1:]), start=1):
+            dims.append(int(da) if da == db else f"output_{name}_dim{d}")
+        specs.append(mf.TensorSpec(name, lead + dims, ti.dtype_name(a)))
+    return specs
+
+
+def build_manifest(cap: Capture, fmt: str, task: str, source_kind: str, opset: int) -> mf.Manifest:
+    lead = [mf.SAMPLE_DIM] if cap.vectorized else []
+    return mf.Manifest(
+        format=fmt,
+        source=source_kind,
+        inputs=[
+            mf.TensorSpec(n, ti.spec_shape(x, ax), ti.dtype_name(x))
+            for n, x, ax in zip(cap.input_names, cap.inputs, cap.axes)
+        ],
+        noise=[
+            mf.NoiseSpec(s.name, s.parameter, s.spec_shape(cap.vectorized), kind=s.kind, transform=s.transform)
+            for s in cap.sites
+        ],
+        outputs=_output_specs(cap, lead),
+        sample_axis=0 if cap.vectorized else None,
+        task=task,
+        extra={
+            "exporter": "illia_export.torch",
+            "capture": "torch.export",
+            "opset": opset if fmt == "onnx" else None,
+        },
+        dropout=list(cap.discovery.dropout),
+    )
+
+
+# ------------------------------------------------------------------------------------ validation
+def reference_outputs(model, inputs: list[torch.Tensor], noise: list[np.ndarray], vectorized: bool) -> list[np.ndarray]:
+    """The eager model's outputs for this noise (one sample at a time when vectorized)."""
+
+    def once(feed: list[np.ndarray]) -> list[np.ndarray]:
+        with DrawMode(feed=[torch.from_numpy(np.ascontiguousarray(z)) for z in feed]) as mode:
+            out = model(*inputs)
+        if mode.used != len(feed):
+            raise ExportError(
+                f"the model made {mode.used} random draws during validation, {len(feed)} when first run: the "
+                "number of draws depends on the data"
+            )
+        return [t.detach().numpy() for t in flatten_outputs(out)[0]]
+
+    with torch.no_grad():
+        if not vectorized:
+            return once(noise)
+        per = [once([z[s] for z in noise]) for s in range(noise[0].shape[0])]
+    return [np.stack([p[i] for p in per]) for i in range(len(per[0]))]
+
+
+def same_noise(
+    cap: Capture, runner, tolerance: float, rtol: float, draws: int, samples_per_batch: Sequence[int] = (2, 5)
+) -> mf.Validation:
+    """The artifact against the eager model for the same noise, at batch sizes and S other than captured."""
+    cmp = Comparison(cap.output_names, tolerance, rtol)
+    token = any(1 in ax and ax[1] != mf.BATCH_DIM for ax in cap.axes)
+    for i, (batch, num_samples) in enumerate(zip((cap.batch + 1, cap.batch + 3), samples_per_batch)):
+        xs = ti.resize(cap.inputs, cap.axes, batch, extra_len=3 if token and i else 0)
+        cmp.note_batch(batch)
+        shapes = [s.shape(batch) for s in cap.sites]
+        sets = noise_draws(shapes, draws, num_samples if cap.vectorized else None, seed=10 + i)
+        for k, noise in enumerate(sets):
+            expected = reference_outputs(cap.model, xs, noise, cap.vectorized)
+            got = runner([x.numpy() for x in xs] + noise)
+            cmp.add(got, expected, zero_noise=k == len(sets) - 1)
+    return cmp.result(draws)
+
+
+def source_samples(model, inputs: list[torch.Tensor], num: int, seed: int) -> list[np.ndarray]:
+    """`num` forward passes of the eager model with its own RNG: ``[num, B, ...]`` per output."""
+    torch.manual_seed(seed)
+    per: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for _ in range(num):
+            per.append([t.detach().numpy() for t in flatten_outputs(model(*inputs))[0]])
+    return [np.stack([p[i] for p in per]) for i in range(len(per[0]))]
+
+
+def distribution(cap: Capture, path: Path, manifest: mf.Manifest, num: int, strategy: str = "fresh") -> dict:
+    """Distribution check of the artifact at `path` (read with `manifest`) against the source."""
+    from illia_export.runtime.predictor import Predictor
+
+    rows = min(cap.batch, 4)
+    xs = ti.resize(cap.inputs, cap.axes, rows)
+    source = source_samples(cap.model, xs, num, seed=4321)
+    pred = Predictor(path, manifest).predict([x.numpy() for x in xs], num_samples=num, seed=4321, strategy=strategy)
+    artifact = [pred.outputs[n] for n in cap.output_names]
+    what = "the local-reparameterization variant" if strategy == "local" else "the artifact"
+    return compare_distributions(cap.output_names, source, artifact, what=what)
+
+
+# ------------------------------------------------------------------------------------ local variant
+def local_unavailable_reason(cap: Capture, fmt: str) -> str | None:
+    """None when a local-reparameterization variant is exact for this model, else why not."""
+    from illia_export.nn.torch.linear import Linear
+
+    if fmt != "onnx":
+        return f"the local-reparameterization variant is written for ONNX artifacts, not {fmt}"
+    if not cap.vectorized:
+        return "the local-reparameterization variant needs samples='vectorized'"
+    if not all(x.is_floating_point() for x in cap.inputs):
+        return "the model has integer (token) inputs; local reparameterization is exact for Linear layers only"
+    modules = dict(cap.model.named_modules())
+    for s in cap.sites:
+        owner = s.parameter.rpartition(".")[0]
+        if s.kind != "weight" or not isinstance(modules.get(owner), Linear):
+            return (
+                f"the draw {s.parameter!r} does not belong to an illia Linear layer; local reparameterization "
+                "is exact only when every random draw is a Linear layer's weight noise"
+            )
+    for path, ranks in cap.discovery.linear_calls.items():
+        if len(ranks) != 1:
+            return (
+                f"Linear {path!r} is applied {len(ranks)} times per forward: its weights are shared across the "
+                "calls, which independent pre-activation noise cannot express"
+            )
+        if ranks[0] != 2:
+            return (
+                f"Linear {path!r} gets a {ranks[0]}-D input: its weights are shared across positions, which "
+                "independent pre-activation noise cannot express"
+            )
+    return None
+
+
+class LocalWrapper(torch.nn.Module):
+    """``forward(*inputs, *pre_activation_noise)``: every Linear uses local reparameterization."""
+
+    def __init__(self, model: torch.nn.Module, layers: list[str], num_inputs: int) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = layers
+        self.num_inputs = num_inputs
+
+    def forward(self, *args):
+        inputs, noise = list(args[: self.num_inputs]), list(args[self.num_inputs :])
+        num_samples, batch = noise[0].shape[0], inputs[0].shape[0]
+        for n in noise[1:]:
+            torch._check(n.shape[0] == num_samples)
+        folded = [x.repeat(num_samples, *([1] * (x.dim() - 1))) for x in inputs]
+        modules = [self.model.get_submodule(p) for p in self.layers]
+        for m, z in zip(modules, noise):
+            m.set_local_noise(z.reshape(-1, z.shape[2]))
+        try:
+            out = self.model(*folded)
+        finally:
+            for m in modules:
+                m.clear_local_noise()
+        return tuple(o.reshape(num_samples, batch, *o.shape[1:]) for o in flatten_outputs(out)[0])
+
+
+def local_reference(cap: Capture, layers: list[str], inputs, noise: list[np.ndarray]) -> list[np.ndarray]:
+    modules = [cap.model.get_submodule(p) for p in layers]
+    per = []
+    with torch.no_grad():
+        for s in range(noise[0].shape[0]):
+            for m, z in zip(modules, noise):
+                m.set_local_noise(torch.from_numpy(z[s]))
+            try:
+                per.append([t.numpy() for t in flatten_outputs(cap.model(*inputs))[0]])
+            finally:
+                for m in modules:
+                    m.clear_local_noise()
+    return [np.stack([p[i] for p in per]) for i in range(len(per[0]))]
+
+
+def write_local(
+    cap: Capture, manifest: mf.Manifest, main_tmp: Path, local_file: Path, opset: int, validate: bool,
+    tolerance: float, rtol: float, draws: int, dist_samples: int,
+) -> None:
+    """Write, validate and place the local variant; on any failure record why in the manifest."""
+    layers: list[str] = []  # the Linear layers, in draw order
+    for s in cap.sites:
+        owner = s.parameter.rpartition(".")[0]
+        if owner not in layers:
+            layers.append(owner)
+    modules = dict(cap.model.named_modules())
+    outs = [int(modules[p].output_size) for p in layers]
+    names = [mf.local_noise_input_name(p) for p in layers]
+    specs = [mf.NoiseSpec(n, p, [mf.SAMPLE_DIM, mf.BATCH_DIM, o]) for n, p, o in zip(names, layers, outs)]
+    try:
+        mf.check_unique_names(cap.input_names + names)
+        wrapper = LocalWrapper(cap.model, layers, len(cap.inputs))
+        example = [torch.randn(CAPTURE_SAMPLES, cap.batch, o) for o in outs]
+        program = _export_local(wrapper, cap, example, names)
+        with atomic_output(local_file) as tmp:
+            graph_inputs = manifest.inputs + specs
+            write("onnx", program, cap.inputs + example, tmp, graph_inputs, manifest.outputs, opset)
+            if validate:
+                runner = ArtifactRunner("onnx", tmp, cap.input_names + names)
+                cmp = Comparison(cap.output_names, tolerance, rtol)
+                for i, batch in enumerate((cap.batch + 1, cap.batch + 3)):
+                    xs = ti.resize(cap.inputs, cap.axes, batch)
+                    for noise in noise_draws([(batch, o) for o in outs], draws, 2 + 3 * i, seed=20 + i):
+                        cmp.add(runner([x.numpy() for x in xs] + noise), local_reference(cap, layers, xs, noise))
+                cmp.result(draws)
+        manifest.local = mf.LocalVariant(file=local_file.name, noise=specs)
+        if validate:
+            distribution(cap, main_tmp, manifest, dist_samples, strategy="local")
+    except IlliaExportError as exc:
+        manifest.local = None
+        manifest.local_unavailable = f"the local variant failed its checks: {str(exc).splitlines()[0]}"
+        if local_file.exists():
+            local_file.unlink()
+
+
+def _export_local(wrapper: LocalWrapper, cap: Capture, example, names) -> Any:
+    from torch.export import Dim
+
+    import torch.fx.experimental._config as fx_config
+
+    batch, samples = Dim("batch", min=1), Dim("samples", min=1)
+    shapes = [{0: batch} for _ in cap.inputs] + [{0: samples, 1: batch} for _ in example]
+    try:
+        with fx_config.patch(backed_size_oblivious=True), torch.no_grad():
+            return torch.export.export(wrapper, tuple(cap.inputs + example), dynamic_shapes=(tuple(shapes),), strict=False)
+    except Exception as exc:
+        raise ExportError(f"torch.export could not capture the local variant: {exc}") from exc
+
+
+# ------------------------------------------------------------------------------------ entry point
+def export_capture(
+    model: torch.nn.Module,
+    example_inputs,
+    path,
+    *,
+    format: str,
+    samples: str,
+    task: str,
+    opset: int | None,
+    input_names=None,
+    output_names=None,
+    dynamic_axes=None,
+    validate: bool = True,
+    tolerance: float,
+    rtol: float,
+    noise_draws_count: int = 3,
+    local_variant: bool | None = None,
+    mc_dropout: bool | Sequence[str] | None = None,
+    distribution_samples: int = DEFAULT_SAMPLES,
+    source_kind: str = "torch",
+    likelihood=None,
+) -> mf.Manifest:
+    """Export a live module through torch.export; see :func:`illia_export.export` for the arguments."""
+    opset = opset or DEFAULT_CAPTURE_OPSET
+    sampled = select_dropout(model, mc_dropout)
+    final = Path(path)
+    local_file = final.with_name(f"{final.stem}.local{final.suffix}")
+    with torch.random.fork_rng(devices=[]), inference_modes(model, sampled), family_adapters(model):
+        cap = prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples)
+        manifest = build_manifest(cap, format, task, source_kind, opset)
+        if likelihood is not None:
+            manifest.likelihood = likelihood(manifest.outputs) if callable(likelihood) else likelihood
+            manifest.__post_init__()
+        reason = local_unavailable_reason(cap, format)
+        if local_variant is True and reason:
+            raise ExportError(f"a local-reparameterization variant was asked for, but {reason}")
+        want_local = local_variant is not False and reason is None
+        if reason and cap.vectorized and local_variant is not False:
+            manifest.local_unavailable = reason
+        try:
+            with atomic_output(final) as tmp:
+                graph_inputs = manifest.inputs + manifest.noise
+                write(format, cap.program, cap.inputs + cap.noise_example, tmp, graph_inputs, manifest.outputs, opset)
+                if validate:
+                    runner = ArtifactRunner(format, tmp, cap.input_names + [s.name for s in cap.sites])
+                    result = same_noise(cap, runner, tolerance, rtol, noise_draws_count)
+                    result.distribution = distribution(cap, tmp, manifest, distribution_samples)
+                    manifest.validation = result
+                if want_local:
+                    write_local(
+                        cap, manifest, tmp, local_file, opset, validate, tolerance, rtol, noise_draws_count,
+                        distribution_samples,
+                    )
+                embed_manifest(format, tmp, manifest)
+        except BaseException:
+            if want_local and local_file.exists() and not final.exists():
+                local_file.unlink()
+            raise
+    return manifest
