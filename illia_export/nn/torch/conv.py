@@ -51,13 +51,22 @@ def conv2d_sampled(
     out_channels = weights.size(1)
     height = inputs.size(2)
     width = inputs.size(3)
-    cols = F.unfold(inputs, kernel_size, dilation, padding, stride)  # [S*B, C*kh*kw, L]
     out_h = (height + 2 * padding[0] - dilation[0] * (kernel_size[0] - 1) - 1) // stride[0] + 1
     out_w = (width + 2 * padding[1] - dilation[1] * (kernel_size[1] - 1) - 1) // stride[1] + 1
-    cols = cols.reshape([num_samples, -1, groups, cols.size(1) // groups, cols.size(2)])
-    w = weights.reshape([num_samples, 1, groups, out_channels // groups, -1])
-    out = torch.matmul(w, cols)  # [S, B, groups, O/groups, L]
-    out = out.reshape([num_samples, -1, out_channels, out_h * out_w]) + bias.reshape([num_samples, 1, out_channels, 1])
+    # [S*B, L, C*kh*kw]: positions before channels, so that folding S*B*L into one axis needs no
+    # copy of a permuted tensor (which torch.export would guard on the batch being != 1)
+    cols = F.unfold(inputs, kernel_size, dilation, padding, stride).transpose(1, 2)
+    positions = cols.size(1)
+    group_in = cols.size(2) // groups
+    group_out = out_channels // groups
+    outs: list[torch.Tensor] = []
+    for g in range(groups):
+        c = cols[:, :, g * group_in : (g + 1) * group_in].reshape([num_samples, -1, group_in])
+        w = weights[:, g * group_out : (g + 1) * group_out].reshape([num_samples, group_out, -1]).transpose(1, 2)
+        b = bias[:, g * group_out : (g + 1) * group_out].unsqueeze(1)
+        outs.append(torch.baddbmm(b, c, w))  # [S, B*L, O/groups]
+    out = outs[0] if groups == 1 else torch.cat(outs, 2)
+    out = out.reshape([-1, positions, out_channels]).transpose(1, 2)
     return out.reshape([-1, out_channels, out_h, out_w])
 
 

@@ -1,7 +1,8 @@
 """Bayesian LSTM classifier head (illia's ``LSTM``): embedding -> LSTM cell over time -> linear.
 
-The recurrence is a TorchScript loop over ``inputs.size(1)``, so a scripted model exports to an
-ONNX ``Loop`` that runs at any sequence length. The four gate matrices are applied as one
+The recurrence is a loop over ``inputs.size(1)``: a TorchScript loop when scripted (an ONNX
+``Loop`` through the legacy exporter) and ``torch._higher_order_ops.while_loop`` under torch.export, so
+exported graphs run at any sequence length. The four gate matrices are applied as one
 batched matmul per step, and the input projection for all time steps is computed up front.
 """
 
@@ -12,6 +13,45 @@ import torch
 from illia_export.distributions.torch import GaussianDistribution
 from illia_export.nn.torch.embedding import Embedding
 from illia_export.nn.torch.module import BayesianModule, check_positive
+
+
+def _cell(
+    x_t: torch.Tensor, h_t: torch.Tensor, c_t: torch.Tensor, w_h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step for every sample block: ``x_t`` is the input projection ``[S, B, 4H]``."""
+    hidden = h_t.size(2)
+    g = x_t + torch.bmm(h_t, w_h)
+    f_t = torch.sigmoid(g[:, :, :hidden])
+    i_t = torch.sigmoid(g[:, :, hidden : 2 * hidden])
+    cand = torch.tanh(g[:, :, 2 * hidden : 3 * hidden])
+    o_t = torch.sigmoid(g[:, :, 3 * hidden :])
+    c_t = c_t * f_t + cand * i_t
+    return o_t * torch.tanh(c_t), c_t
+
+
+@torch.jit.unused
+def _scan_cells(
+    x_proj: torch.Tensor, h_t: torch.Tensor, c_t: torch.Tensor, w_h: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence as a ``while_loop`` while torch.export captures the model.
+
+    A Python loop would be unrolled to the example's sequence length; ``while_loop`` stays one
+    ONNX ``Loop``, so the exported graph runs at any sequence length. (``scan`` lifts symbolic
+    sizes into its body, which the ONNX exporter cannot decompose in torch 2.13.)
+    """
+    from torch._higher_order_ops.while_loop import while_loop
+
+    def cond(t, h, c):
+        return t < x_proj.size(2)
+
+    def body(t, h, c):
+        x_t = x_proj.index_select(2, t.reshape(1)).squeeze(2)
+        h_new, c_new = _cell(x_t, h, c, w_h)
+        return t + 1, h_new, c_new
+
+    start = torch.zeros((), dtype=torch.int64, device=x_proj.device)
+    _, h_t, c_t = while_loop(cond, body, (start, h_t, c_t))
+    return h_t, c_t
 
 
 class LSTM(BayesianModule):
@@ -160,14 +200,11 @@ class LSTM(BayesianModule):
         else:
             h_t = init_states[0].reshape([num_samples, -1, hidden])
             c_t = init_states[1].reshape([num_samples, -1, hidden])
-        for t in range(seq_len):
-            g = x_proj[:, :, t] + torch.bmm(h_t, w_h)
-            f_t = torch.sigmoid(g[:, :, :hidden])
-            i_t = torch.sigmoid(g[:, :, hidden : 2 * hidden])
-            cand = torch.tanh(g[:, :, 2 * hidden : 3 * hidden])
-            o_t = torch.sigmoid(g[:, :, 3 * hidden :])
-            c_t = c_t * f_t + cand * i_t
-            h_t = o_t * torch.tanh(c_t)
+        if not torch.jit.is_scripting() and torch.compiler.is_exporting():
+            h_t, c_t = _scan_cells(x_proj, h_t, c_t, w_h)
+        else:
+            for t in range(seq_len):
+                h_t, c_t = _cell(x_proj[:, :, t], h_t, c_t, w_h)
         y = torch.baddbmm(bv.unsqueeze(1), h_t, wv.transpose(1, 2))
         return (
             y.reshape([total, self.output_size]),
