@@ -29,6 +29,7 @@ import torch
 from illia_export.errors import ExportError
 from illia_export.exporters import manifest as mf
 from illia_export.exporters.torch_draws import DrawMode, ModuleTracker, RecordedDraw
+from illia_export.nn.torch.module import sample_blocks
 
 #: Dropout module types that ``mc_dropout`` can switch on.
 DROPOUT_TYPES: tuple[type, ...] = (
@@ -306,7 +307,7 @@ class CaptureWrapper(torch.nn.Module):
         batch = inputs[0].shape[0]
         folded = [x.repeat(num_samples, *([1] * (x.dim() - 1))) for x in inputs]
         reshape: list[Callable | None] = [_fold_noise if s.per_example else None for s in self.sites]
-        with DrawMode(feed=noise, reshape=reshape, sampled_weights=True) as mode:
+        with DrawMode(feed=noise, reshape=reshape, sampled_weights=True) as mode, sample_blocks(num_samples):
             out = self.model(*folded)
         self._check_used(mode)
         return tuple(o.reshape(num_samples, batch, *o.shape[1:]) for o in flatten_outputs(out)[0])
@@ -368,6 +369,9 @@ def export_program(
 
     import warnings
 
+    # control-flow operators (the LSTM's while_loop) trace their bodies with dynamo, whose code
+    # cache would carry sizes from an earlier capture (e.g. a per-call one) into this one
+    torch._dynamo.reset()
     try:
         with fx_config.patch(backed_size_oblivious=True), torch.no_grad(), warnings.catch_warnings():
             # layers that keep their last sample as a plain attribute (ours, blitz) trip this; the

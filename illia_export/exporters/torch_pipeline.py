@@ -38,6 +38,7 @@ from illia_export.exporters.torch_capture import (
 from illia_export.exporters.torch_draws import DrawMode
 from illia_export.exporters.torch_registry import family_adapters
 from illia_export.exporters.torch_writers import ArtifactRunner, embed_manifest, write
+from illia_export.nn.torch.module import sample_blocks
 from illia_export.exporters.validation import Comparison, noise_draws
 
 #: Sample count of the captured example (validation uses others).
@@ -277,7 +278,8 @@ class LocalWrapper(torch.nn.Module):
         for m, z in zip(modules, noise):
             m.set_local_noise(z.reshape(-1, z.shape[2]))
         try:
-            out = self.model(*folded)
+            with sample_blocks(num_samples):
+                out = self.model(*folded)
         finally:
             for m in modules:
                 m.clear_local_noise()

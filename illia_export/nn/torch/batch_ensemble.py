@@ -10,7 +10,7 @@ members are the "samples".
 import torch
 from torch import nn
 
-from illia_export.nn.torch.module import check_positive
+from illia_export.nn.torch.module import check_positive, current_sample_blocks, is_exporting
 
 
 class BatchEnsembleLinear(nn.Module):
@@ -77,12 +77,20 @@ class BatchEnsembleLinear(nn.Module):
                 "BatchEnsembleLinear expects inputs of shape [E*B, " + str(self.in_features) + "], got "
                 + str(inputs.shape)
             )
-        if inputs.size(0) % self.num_members != 0:
+        blocks = 1
+        exporting = False
+        if not torch.jit.is_scripting():
+            blocks = current_sample_blocks()  # S sample blocks in a vectorized capture
+            exporting = is_exporting()
+        if exporting:
+            torch._check(inputs.size(0) % self.num_members == 0)
+        elif inputs.size(0) % self.num_members != 0:
             raise ValueError(
                 "BatchEnsembleLinear: the batch (" + str(inputs.size(0)) + ") must be a multiple of num_members ("
                 + str(self.num_members) + ")"
             )
-        x = inputs.reshape([self.num_members, -1, self.in_features]) * self.r.unsqueeze(1)
+        # each sample block of the batch is split into num_members groups of rows
+        x = inputs.reshape([blocks, self.num_members, -1, self.in_features]) * self.r.unsqueeze(1)
         y = torch.matmul(x, self.kernel) * self.s.unsqueeze(1)
         if self.use_bias:
             y = y + self.bias.unsqueeze(1)

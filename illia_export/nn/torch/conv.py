@@ -57,15 +57,16 @@ def conv2d_sampled(
     # copy of a permuted tensor (which torch.export would guard on the batch being != 1)
     cols = F.unfold(inputs, kernel_size, dilation, padding, stride).transpose(1, 2)
     positions = cols.size(1)
-    group_in = cols.size(2) // groups
-    group_out = out_channels // groups
-    outs: list[torch.Tensor] = []
-    for g in range(groups):
-        c = cols[:, :, g * group_in : (g + 1) * group_in].reshape([num_samples, -1, group_in])
-        w = weights[:, g * group_out : (g + 1) * group_out].reshape([num_samples, group_out, -1]).transpose(1, 2)
-        b = bias[:, g * group_out : (g + 1) * group_out].unsqueeze(1)
-        outs.append(torch.baddbmm(b, c, w))  # [S, B*L, O/groups]
-    out = outs[0] if groups == 1 else torch.cat(outs, 2)
+    w = weights.reshape([num_samples, out_channels, -1])
+    if groups > 1:
+        # block-diagonal dense weights [S, O, C*kh*kw]: one batched product, no slicing of the
+        # strided columns (which torch.export would guard on the sample count being != 1)
+        group_out = out_channels // groups
+        w = weights.reshape([num_samples, groups, group_out, 1, -1])
+        eye = torch.eye(groups, dtype=weights.dtype, device=weights.device).reshape([1, groups, 1, groups, 1])
+        w = (w * eye).reshape([num_samples, out_channels, -1])
+    c = cols.reshape([num_samples, -1, cols.size(2)])  # [S, B*L, C*kh*kw]
+    out = torch.baddbmm(bias.unsqueeze(1), c, w.transpose(1, 2))  # [S, B*L, O]
     out = out.reshape([-1, positions, out_channels]).transpose(1, 2)
     return out.reshape([-1, out_channels, out_h, out_w])
 

@@ -12,7 +12,7 @@ import torch
 
 from illia_export.distributions.torch import GaussianDistribution
 from illia_export.nn.torch.embedding import Embedding
-from illia_export.nn.torch.module import BayesianModule, check_positive
+from illia_export.nn.torch.module import BayesianModule, check_positive, is_exporting
 
 
 def _cell(
@@ -200,7 +200,10 @@ class LSTM(BayesianModule):
         else:
             h_t = init_states[0].reshape([num_samples, -1, hidden])
             c_t = init_states[1].reshape([num_samples, -1, hidden])
-        if not torch.jit.is_scripting() and torch.compiler.is_exporting():
+        exporting = False
+        if not torch.jit.is_scripting():
+            exporting = is_exporting()
+        if exporting:
             h_t, c_t = _scan_cells(x_proj, h_t, c_t, w_h)
         else:
             for t in range(seq_len):

@@ -5,11 +5,42 @@ the distributions' ``mu``/``rho`` and ``copy.deepcopy`` works after a training s
 stored autograd-carrying samples in buffers, which broke both).
 """
 
+import contextlib
+import contextvars
 import copy
 from typing import Any
 
 import torch
 from torch import nn
+
+
+_SAMPLE_BLOCKS: contextvars.ContextVar[Any] = contextvars.ContextVar("illia_sample_blocks", default=1)
+
+
+@contextlib.contextmanager
+def sample_blocks(num_samples: Any):
+    """While a vectorized graph is captured: the batch holds `num_samples` sample-major blocks.
+
+    Layers that mix rows of the batch (BatchEnsembleLinear) read it to keep each sample's block
+    apart; elsewhere the batch is one block.
+    """
+    token = _SAMPLE_BLOCKS.set(num_samples)
+    try:
+        yield
+    finally:
+        _SAMPLE_BLOCKS.reset(token)
+
+
+@torch.jit.unused
+def current_sample_blocks() -> Any:
+    """The number of sample blocks in the batch (1 outside a vectorized capture)."""
+    return _SAMPLE_BLOCKS.get()
+
+
+@torch.jit.unused
+def is_exporting() -> bool:
+    """True while torch.export traces the model (never called from TorchScript)."""
+    return torch.compiler.is_exporting()
 
 
 class BayesianModule(nn.Module):

@@ -50,6 +50,47 @@ class TokenClassifier(nn.Module):
         return self.fc(self.emb(x).mean(1))
 
 
+class Attention(nn.Module):
+    """Bayesian projections around nn.MultiheadAttention (the legacy ONNX exporter failed here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = Linear(4, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.out = Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        return self.out(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+class Encoder(nn.Module):
+    """nn.TransformerEncoder between Bayesian layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = Linear(4, 8)
+        layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.out = Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.enc(self.inp(x)).mean(1))
+
+
+class ConvPool(nn.Module):
+    """Bayesian Conv2d followed by AdaptiveAvgPool2d(2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = Conv2d(1, 3, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc = Linear(12, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
 def _floats(*shape: int) -> Callable[[int, int], torch.Tensor]:
     return lambda b, t: torch.randn(b, *shape, generator=torch.Generator().manual_seed(b))
 
@@ -61,6 +102,11 @@ def _tokens(high: int) -> Callable[[int, int], torch.Tensor]:
 def _be_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(BatchEnsembleLinear(nn.Linear(6, 5), num_members=2), nn.ReLU(), Linear(5, 3))
+
+
+def _token_column(high: int) -> Callable[[int, int], torch.Tensor]:
+    """The LSTM's documented ``[B, T, 1]`` token input."""
+    return lambda b, t: _tokens(high)(b, t).unsqueeze(-1)
 
 
 CASES = [
@@ -76,4 +122,15 @@ CASES = [
     Case("lstm", "LSTM", lambda: LSTM(20, 6, 8, 3, padding_idx=0), _tokens(20), seq_lens=(5, 9)),
     Case("batch_ensemble", "BatchEnsembleLinear", _be_model, _floats(6), modes=("per-call",)),
     Case("mixed", "Mixed", Mixed, _floats(1, 8, 8)),
+    Case("lstm_column", "LSTM", lambda: LSTM(20, 6, 8, 3), _token_column(20), seq_lens=(5, 9)),
+    Case("attention", "MultiheadAttention", Attention, _floats(5, 4)),
+    Case("transformer", "TransformerEncoder", Encoder, _floats(5, 4)),
+    Case("conv1d_relu", "Conv1d+ReLU", lambda: nn.Sequential(Conv1d(2, 3, 3), nn.ReLU()), _floats(2, 7)),
+    Case("conv_pool", "AdaptiveAvgPool2d", ConvPool, _floats(1, 6, 6)),
+    Case("batch_ensemble_vec", "BatchEnsembleLinear", _be_model, _floats(6), modes=("vectorized",)),
 ]
+
+#: Cases whose models TorchScript cannot script (format="torchscript" is refused with a clear error).
+NOT_SCRIPTABLE = {"attention", "transformer"}
+#: Cases also compiled with AOTInductor (slow: one compile per case and mode).
+AOTI_CASES = {"linear", "conv2d", "lstm"}
