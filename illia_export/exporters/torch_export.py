@@ -22,6 +22,7 @@ import numpy as np
 from illia_export.errors import ExportError, ShapeError
 from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
+from illia_export.exporters.likelihood import resolve_likelihood
 from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNoise, discover
 from illia_export.exporters.torch_source import TorchSource, load_torch_source
 from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
@@ -415,6 +416,9 @@ def export_torch(
     noise_draws_count: int = 3,
     local_variant: bool | None = None,
     trust_pickle: bool = False,
+    likelihood: str | None = None,
+    scale: str | None = None,
+    df: float | None = None,
 ) -> mf.Manifest:
     """Export a PyTorch Bayesian model; see :func:`illia_export.export` for the arguments."""
     if format not in TORCH_FORMATS:
@@ -464,6 +468,9 @@ def export_torch(
         sample_axis=0 if vectorized else None,
         task=task,
         extra={"exporter": "illia_export.torch", "opset": opset if format == "onnx" else None},
+    )
+    manifest.likelihood = resolve_likelihood(
+        likelihood, scale, prep.output_names, task, df, [o.shape for o in outputs]
     )
     source = wrapper_source(prep.noise, prep.input_names, noise_names, prep.output_paths, samples)
     wrapper = build_wrapper(prep.script, source)
