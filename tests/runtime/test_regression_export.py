@@ -202,3 +202,29 @@ def test_evaluate_reports_regression_metrics(regression_files, capsys):
     plain = evaluate_regression(d / "plain.onnx", np.load(d / "x.npy"), y, num_samples=16)
     assert plain["nll_method"] == "gaussian_moment_match" and plain["likelihood"] is None
     assert "mean_aleatoric_variance" not in plain
+
+
+def test_export_cli_records_the_likelihood(tmp_path, capsys):
+    from illia_export.cli import main
+
+    archive = tmp_path / "reg.pt"
+    torch.jit.save(torch.jit.script(HeteroMLP("std").eval()), str(archive))
+    out = tmp_path / "reg.onnx"
+    common = [str(archive), "-o", str(out), "--input-shape", "2,4"]
+    assert main([*common, "--task", "regression", "--likelihood", "student_t", "--scale", "std", "--df", "3", "--json"]) == 0
+    manifest = _strict(capsys.readouterr().out)
+    assert manifest["likelihood"] == {
+        "name": "student_t",
+        "mean": "output_0",
+        "scale": "output_1",
+        "scale_kind": "std",
+        "df": 3.0,
+    }
+    assert load(out).manifest.likelihood.df == 3.0
+    # the summary line names the likelihood
+    assert main([*common, "--task", "regression", "--likelihood", "gaussian", "--scale", "std"]) == 0
+    assert "likelihood: gaussian (mean 'output_0', scale 'output_1' as std)" in capsys.readouterr().out
+    # a likelihood without --task regression is a one-line error (exit 2)
+    assert main([*common, "--likelihood", "gaussian", "--scale", "std"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "task='regression'" in err[0]
