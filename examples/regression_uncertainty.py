@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 import illia_export
+from illia_export.datasets import DiabetesData, load_diabetes_split
 from illia_export.distributions.torch import GaussianDistribution
 from illia_export.nn.torch import Linear
 
@@ -62,36 +63,9 @@ class Config:
     seed: int = 0
 
 
-@dataclass
-class Data:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    y_mean: float
-    y_std: float
-
-
-def load_data(config: Config) -> Data:
-    """``load_diabetes``, split at random (seeded), features and target standardized on the
-    training split. Targets are ``[N, 1]`` float32."""
-    from sklearn.datasets import load_diabetes
-
-    x, y = load_diabetes(return_X_y=True)
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(y))
-    n_test = int(round(config.test_fraction * len(y)))
-    test, train = order[:n_test], order[n_test:]
-    x_mu, x_sd = x[train].mean(axis=0), x[train].std(axis=0)
-    y_mu, y_sd = float(y[train].mean()), float(y[train].std())
-
-    def fx(idx):
-        return ((x[idx] - x_mu) / x_sd).astype(np.float32)
-
-    def fy(idx):
-        return ((y[idx] - y_mu) / y_sd).astype(np.float32)[:, None]
-
-    return Data(fx(train), fy(train), fx(test), fy(test), y_mu, y_sd)
+def load_data(config: Config) -> DiabetesData:
+    """``load_diabetes`` split at random (seeded), standardized on the training split."""
+    return load_diabetes_split(config.seed, config.test_fraction)
 
 
 class HeteroscedasticMLP(nn.Module):
@@ -125,7 +99,7 @@ def num_bayesian_params(model: nn.Module) -> int:
     return sum(m.num_params() for m in model.modules() if isinstance(m, GaussianDistribution))
 
 
-def train(data: Data, config: Config, log=print) -> HeteroscedasticMLP:
+def train(data: DiabetesData, config: Config, log=print) -> HeteroscedasticMLP:
     """Full-batch ELBO training (Adam): Gaussian NLL per example + KL / N_train."""
     from illia_export.losses.torch import ELBOLoss
 
@@ -161,7 +135,7 @@ def coverage_curve(prediction, y: np.ndarray, levels) -> list[float]:
     return out
 
 
-def save_figures(prediction, data: Data, curve: list[float], out: Path) -> list[Path]:
+def save_figures(prediction, data: DiabetesData, curve: list[float], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -64,3 +64,33 @@ def test_figures_and_artifact(run):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     assert (out / "diabetes_regressor.onnx").exists()
     assert "90% interval covers" in stdout
+
+
+def test_jax_example_onnx_and_tflite_agree_and_are_calibrated(tmp_path):
+    for module in ("sklearn", "onnxruntime", "scipy", "optax", "jax2onnx", "tensorflow"):
+        pytest.importorskip(module)
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "regression_uncertainty_jax.py"), "--out", str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert res.returncode == 0, f"example failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["onnx_tflite_max_diff"] <= 1e-4
+    assert report["likelihood"] == {
+        "name": "gaussian",
+        "mean": "mean",
+        "scale": "log_variance",
+        "scale_kind": "log_variance",
+        "df": None,
+    }
+    coverage = {c["level"]: c["coverage"] for c in report["coverage"]}
+    assert abs(coverage[0.9] - 0.9) <= 0.1, coverage
+    assert report["rmse"] < 0.85 and report["nll"] < 1.3
+    assert report["mean_epistemic_variance"] > 0.005
