@@ -92,7 +92,9 @@ class HeteroscedasticMLP(nn.Module):
 def gaussian_nll(outputs: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
     """Mean Gaussian negative log-likelihood of `targets` under ``N(mean, exp(log_variance))``."""
     mean, log_variance = outputs
-    return (0.5 * (log_variance + (targets - mean) ** 2 * torch.exp(-log_variance))).mean() + 0.9189385332046727
+    return (
+        0.5 * (log_variance + (targets - mean) ** 2 * torch.exp(-log_variance))
+    ).mean() + 0.9189385332046727
 
 
 def num_bayesian_params(model: nn.Module) -> int:
@@ -151,9 +153,20 @@ def save_figures(prediction, data: DiabetesData, curve: list[float], out: Path) 
     idx = np.arange(len(order))
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    ax.fill_between(idx, lo[order], hi[order], color="tab:blue", alpha=0.18, label="95% predictive (aleatoric + epistemic)")
     ax.fill_between(
-        idx, (mean - 1.96 * epi)[order], (mean + 1.96 * epi)[order], color="tab:orange", alpha=0.5,
+        idx,
+        lo[order],
+        hi[order],
+        color="tab:blue",
+        alpha=0.18,
+        label="95% predictive (aleatoric + epistemic)",
+    )
+    ax.fill_between(
+        idx,
+        (mean - 1.96 * epi)[order],
+        (mean + 1.96 * epi)[order],
+        color="tab:orange",
+        alpha=0.5,
         label="±1.96 epistemic std",
     )
     ax.plot(idx, mean[order], color="tab:blue", lw=1.5, label="predictive mean")
@@ -185,9 +198,15 @@ def save_figures(prediction, data: DiabetesData, curve: list[float], out: Path) 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="outputs/regression", help="folder for the artifact, figures, metrics.json")
-    parser.add_argument("--samples", type=int, default=Config.num_samples, help="Monte Carlo samples at inference")
-    parser.add_argument("--seed", type=int, default=0, help="seed of training, the split and the runtime noise")
+    parser.add_argument(
+        "--out", default="outputs/regression", help="folder for the artifact, figures, metrics.json"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=Config.num_samples, help="Monte Carlo samples at inference"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of training, the split and the runtime noise"
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures (no matplotlib needed)")
     args = parser.parse_args(argv)
     config = Config(num_samples=args.samples, seed=args.seed)
@@ -229,7 +248,9 @@ def main(argv: list[str] | None = None) -> dict:
         mean_aleatoric_share=float(np.mean(prediction.aleatoric_variance / prediction.predictive_variance)),
     )
     print(f"held-out metrics ({config.num_samples} MC samples, standardized target):")
-    print(f"  NLL {report['nll']:.3f} nats   RMSE {report['rmse']:.3f} ({report['rmse_target_units']:.1f} in target units)")
+    print(
+        f"  NLL {report['nll']:.3f} nats   RMSE {report['rmse']:.3f} ({report['rmse_target_units']:.1f} in target units)"
+    )
     for c in report["coverage"]:
         print(f"  {c['level']:.0%} interval covers {c['coverage']:.1%} of held-out targets")
     print(

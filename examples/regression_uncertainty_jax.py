@@ -64,7 +64,9 @@ class HeteroscedasticMLP(nnx.Module):
     def __init__(self, in_features: int, config: Config, rngs: nnx.Rngs) -> None:
         def layer(i: int, o: int) -> Linear:
             def gauss(shape):
-                return GaussianDistribution(shape, std_prior=config.prior_std, rho_init=config.rho_init, rngs=rngs)
+                return GaussianDistribution(
+                    shape, std_prior=config.prior_std, rho_init=config.rho_init, rngs=rngs
+                )
 
             return Linear(i, o, weights_distribution=gauss((o, i)), bias_distribution=gauss((o,)), rngs=rngs)
 
@@ -110,8 +112,12 @@ def train(x: np.ndarray, y: np.ndarray, config: Config, log=print) -> Heterosced
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="outputs/regression_jax", help="folder for the artifacts and metrics.json")
-    parser.add_argument("--samples", type=int, default=Config.num_samples, help="Monte Carlo samples at inference")
+    parser.add_argument(
+        "--out", default="outputs/regression_jax", help="folder for the artifacts and metrics.json"
+    )
+    parser.add_argument(
+        "--samples", type=int, default=Config.num_samples, help="Monte Carlo samples at inference"
+    )
     args = parser.parse_args(argv)
     config = Config(num_samples=args.samples)
     out = Path(args.out)

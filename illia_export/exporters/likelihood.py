@@ -102,10 +102,14 @@ def resolve_likelihood(
 def _check_df(likelihood: str, df: float | None) -> float | None:
     if likelihood != "student_t":
         if df is not None:
-            raise ExportError(f"df={df!r} is the Student-t degrees of freedom; likelihood={likelihood!r} takes none")
+            raise ExportError(
+                f"df={df!r} is the Student-t degrees of freedom; likelihood={likelihood!r} takes none"
+            )
         return None
     if df is None:
-        raise ExportError("likelihood='student_t' needs the degrees of freedom: pass df=... (CLI: --df), df > 0")
+        raise ExportError(
+            "likelihood='student_t' needs the degrees of freedom: pass df=... (CLI: --df), df > 0"
+        )
     try:
         value = float(df)
     except (TypeError, ValueError):

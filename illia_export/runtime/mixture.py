@@ -110,12 +110,16 @@ def _standard(name: str, df: float | None):
     raise TaskError(f"unknown likelihood {name!r}")
 
 
-def component_cdf(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, name: str, df: float | None = None) -> np.ndarray:
+def component_cdf(
+    x: np.ndarray, loc: np.ndarray, scale: np.ndarray, name: str, df: float | None = None
+) -> np.ndarray:
     """``P(Y <= x)`` of each component (``scipy.stats`` CDF of the standardized value)."""
     return _standard(name, df).cdf((np.asarray(x, np.float64) - loc) / scale)
 
 
-def mixture_cdf(x: np.ndarray, loc: np.ndarray, scale: np.ndarray, name: str, df: float | None = None) -> np.ndarray:
+def mixture_cdf(
+    x: np.ndarray, loc: np.ndarray, scale: np.ndarray, name: str, df: float | None = None
+) -> np.ndarray:
     """``F(x) = (1/S) sum_s F_s(x)``: `loc`, `scale` are ``[S, ...]``, `x` is ``[...]``."""
     return component_cdf(x[None], loc, scale, name, df).mean(axis=0)
 

@@ -135,9 +135,13 @@ def test_bad_likelihood_arguments_fail_before_writing(tmp_path):
     with pytest.raises(ExportError, match="task='regression'"):
         illia_export.export(HeteroMLP("std"), torch.zeros(2, 4), path, likelihood="gaussian", scale="std")
     with pytest.raises(ExportError, match="two outputs"):
-        illia_export.export(SingleOutput(), torch.zeros(2, 4), path, task="regression", likelihood="gaussian", scale="std")
+        illia_export.export(
+            SingleOutput(), torch.zeros(2, 4), path, task="regression", likelihood="gaussian", scale="std"
+        )
     with pytest.raises(ExportError, match="scale="):
-        illia_export.export(HeteroMLP("std"), torch.zeros(2, 4), path, task="regression", likelihood="gaussian")
+        illia_export.export(
+            HeteroMLP("std"), torch.zeros(2, 4), path, task="regression", likelihood="gaussian"
+        )
     with pytest.raises(ExportError, match="degrees of freedom"):
         illia_export.export(
             HeteroMLP("std"), torch.zeros(2, 4), path, task="regression", likelihood="student_t", scale="std"
@@ -211,7 +215,23 @@ def test_export_cli_records_the_likelihood(tmp_path, capsys):
     torch.jit.save(torch.jit.script(HeteroMLP("std").eval()), str(archive))
     out = tmp_path / "reg.onnx"
     common = [str(archive), "-o", str(out), "--input-shape", "2,4"]
-    assert main([*common, "--task", "regression", "--likelihood", "student_t", "--scale", "std", "--df", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "--task",
+                "regression",
+                "--likelihood",
+                "student_t",
+                "--scale",
+                "std",
+                "--df",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     manifest = _strict(capsys.readouterr().out)
     assert manifest["likelihood"] == {
         "name": "student_t",

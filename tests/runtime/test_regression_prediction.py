@@ -75,7 +75,9 @@ def test_resolver_degrees_of_freedom():
 def test_resolver_checks_shapes_and_none_means_none():
     assert resolve_likelihood(None, None, ["y"], "raw") is None
     with pytest.raises(ExportError, match="one scale per mean"):
-        resolve_likelihood("gaussian", "std", ["m", "s"], "regression", output_shapes=[["batch", 1], ["batch", 2]])
+        resolve_likelihood(
+            "gaussian", "std", ["m", "s"], "regression", output_shapes=[["batch", 1], ["batch", 2]]
+        )
 
 
 def test_manifest_round_trips_the_likelihood():
@@ -90,7 +92,11 @@ def test_manifest_round_trips_the_likelihood():
         likelihood=resolve_likelihood("student_t", None, ["mean", "log_variance"], "regression", df=5),
     )
     back = Manifest.from_json(m.to_json())
-    assert back.likelihood == m.likelihood == Likelihood("student_t", "mean", "log_variance", "log_variance", 5.0)
+    assert (
+        back.likelihood
+        == m.likelihood
+        == Likelihood("student_t", "mean", "log_variance", "log_variance", 5.0)
+    )
 
 
 # ---------------------------------------------------------------------------------- prediction
@@ -122,7 +128,9 @@ def _prediction(name="gaussian", kind="log_variance", df=None, seed=0, s=S, b=B,
 
 
 @pytest.mark.parametrize("kind", SCALE_PARAMETERIZATIONS)
-@pytest.mark.parametrize(("name", "df", "factor"), [("gaussian", None, 1.0), ("laplace", None, 2.0), ("student_t", 5.0, 5 / 3)])
+@pytest.mark.parametrize(
+    ("name", "df", "factor"), [("gaussian", None, 1.0), ("laplace", None, 2.0), ("student_t", 5.0, 5 / 3)]
+)
 def test_variances_follow_the_closed_forms(kind, name, df, factor):
     pred, loc, scale = _prediction(name, kind, df)
     np.testing.assert_allclose(pred.predicted_scale, scale, rtol=1e-12)
@@ -220,7 +228,7 @@ def test_without_likelihood_regression_keeps_sample_summaries():
     raw = Prediction({"y": samples, "other": np.abs(samples)}, task="raw", likelihood=lk)
     np.testing.assert_allclose(raw.std, samples.std(axis=0), rtol=1e-6)
     with pytest.raises(TaskError, match="task is 'raw'"):
-        raw.aleatoric_variance
+        _ = raw.aleatoric_variance
 
 
 def test_prediction_checks_the_likelihood_outputs():

@@ -128,12 +128,22 @@ def test_runtime_mixture_matches_direct_mc_on_the_nnx_model(tmp_path, model_cls,
 def test_named_outputs_must_say_which_is_the_scale(tmp_path):
     x = np.zeros((2, 3), np.float32)
     with pytest.raises(ExportError, match="which parameterization"):
-        illia_export.export(BadRegressor(), x, tmp_path / "bad.onnx", task="regression", likelihood="gaussian")
+        illia_export.export(
+            BadRegressor(), x, tmp_path / "bad.onnx", task="regression", likelihood="gaussian"
+        )
     # an explicit scale makes the positional convention apply: output 1 ("sigma") is the scale
     manifest = illia_export.export(
-        BadRegressor(), x, tmp_path / "ok.onnx", task="regression", likelihood="gaussian", scale="std", validate=False
+        BadRegressor(),
+        x,
+        tmp_path / "ok.onnx",
+        task="regression",
+        likelihood="gaussian",
+        scale="std",
+        validate=False,
     )
     assert (manifest.likelihood.mean, manifest.likelihood.scale) == ("mean", "sigma")
     with pytest.raises(ExportError, match="task='regression'"):
-        illia_export.export(DictRegressor(), x, tmp_path / "c.onnx", task="classification", likelihood="gaussian")
+        illia_export.export(
+            DictRegressor(), x, tmp_path / "c.onnx", task="classification", likelihood="gaussian"
+        )
     assert not (tmp_path / "bad.onnx").exists() and not (tmp_path / "c.onnx").exists()
