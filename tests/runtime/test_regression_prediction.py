@@ -241,3 +241,33 @@ def test_prediction_checks_the_likelihood_outputs():
             task="regression",
             likelihood=Likelihood("gaussian", "y", "s", "std"),
         )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"name": "student_t", "df": None}, "finite df > 0"),
+        ({"name": "student_t", "df": float("inf")}, "finite df > 0"),
+        ({"name": "gaussian", "df": 3.0}, "student_t likelihood only"),
+        ({"scale_kind": "sigma"}, "unknown scale parameterization"),
+        ({"mean": ""}, "must name an output"),
+        ({"scale": "missing"}, "does not have"),
+    ],
+)
+def test_manifest_refuses_a_malformed_likelihood(fields, message):
+    from illia_export.errors import ManifestError
+
+    m = Manifest(
+        format="onnx",
+        source="jax",
+        inputs=[TensorSpec("input", ["batch", 3])],
+        noise=[],
+        outputs=[TensorSpec("mean", ["batch", 1]), TensorSpec("std", ["batch", 1])],
+        sample_axis=None,
+        task="regression",
+        likelihood=Likelihood("gaussian", "mean", "std", "std"),
+    )
+    obj = m.to_dict()
+    obj["likelihood"].update(fields)
+    with pytest.raises(ManifestError, match=message):
+        Manifest.from_dict(obj)
