@@ -36,6 +36,9 @@ def export(
     output_names: Sequence[str] | None = None,
     validate: bool = True,
     tolerance: float = 1e-4,
+    likelihood: str | None = None,
+    scale: str | None = None,
+    df: float | None = None,
     **options: Any,
 ) -> Manifest:
     """Export a Bayesian model to a deterministic graph whose noise is an explicit input.
@@ -55,6 +58,17 @@ def export(
         opset: ONNX opset (default 17 for PyTorch).
         validate: run the artifact against the source model on several noise draws and zero
             noise; raise ``ToleranceError`` (and leave no file) above `tolerance`.
+        likelihood: for a regression head that predicts a distribution per input (needs
+            ``task="regression"``): ``"gaussian"``, ``"laplace"`` or ``"student_t"``, recorded
+            in the manifest so that runtimes combine the predicted (aleatoric) spread with the
+            spread over weight samples (docs/runtime.md). The model's first output is the mean
+            and its second the scale parameter, or it returns a dict / named tuple with
+            ``"mean"`` and a key named after the scale's parameterization.
+        scale: how the scale output is parameterized: ``"variance"``, ``"log_variance"``,
+            ``"std"`` or ``"softplus_std"`` (of the distribution's scale parameter: the Gaussian
+            std, the Laplace ``b``, the Student-t scale). May be omitted when the outputs are
+            named (``{"mean": ..., "log_variance": ...}``).
+        df: Student-t degrees of freedom (> 0), for ``likelihood="student_t"`` only.
         **options: backend options, among them ``dynamic_axes`` — extra dynamic dims per input,
             keyed by input index or name, e.g. ``{0: {1: "seq_len"}}`` (PyTorch makes dim 1 of
             integer token inputs dynamic by itself) — and ``trust_pickle`` for pickled modules.
@@ -66,6 +80,8 @@ def export(
         >>> manifest = illia_export.export(model, torch.zeros(2, 784), "mlp.onnx", task="classification")
         >>> [n.name for n in manifest.noise]  # doctest: +SKIP
         ['eps_fc1_weights_distribution', 'eps_fc1_bias_distribution', ...]
+        >>> illia_export.export(reg, torch.zeros(2, 10), "reg.onnx", task="regression",
+        ...                     likelihood="gaussian", scale="log_variance")  # doctest: +SKIP
     """
     common = dict(
         format=format,
@@ -75,6 +91,9 @@ def export(
         tolerance=tolerance,
         input_names=input_names,
         output_names=output_names,
+        likelihood=likelihood,
+        scale=scale,
+        df=df,
         **options,
     )
     if _is_jax_model(model):

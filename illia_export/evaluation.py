@@ -1,4 +1,5 @@
-"""Evaluate an exported Bayesian classifier: accuracy, NLL, Brier, calibration and OOD detection.
+"""Evaluate exported Bayesian models: classifiers (accuracy, NLL, Brier, calibration, OOD
+detection) and regressors (NLL, RMSE, interval coverage: :func:`evaluate_regression`).
 
 The library side of ``illia-export evaluate``: runs Monte Carlo inference through
 :mod:`illia_export.runtime` on labelled in-distribution inputs (and optionally on
@@ -22,12 +23,22 @@ import numpy as np
 from illia_export import metrics
 from illia_export.errors import ArtifactError, ShapeError
 
-__all__ = ["DEFAULT_NUM_BINS", "DEFAULT_NUM_SAMPLES", "evaluate", "summarize_predictions"]
+__all__ = [
+    "DEFAULT_LEVELS",
+    "DEFAULT_NUM_BINS",
+    "DEFAULT_NUM_SAMPLES",
+    "evaluate",
+    "evaluate_regression",
+    "summarize_predictions",
+    "summarize_regression",
+]
 
 #: Monte Carlo samples per input when the caller does not say.
 DEFAULT_NUM_SAMPLES = 64
 #: Equal-width confidence bins of the expected calibration error.
 DEFAULT_NUM_BINS = 15
+#: Nominal levels of the central predictive intervals whose coverage regression evaluation reports.
+DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95)
 
 
 def _classification_arrays(prediction: Any, what: str) -> dict[str, np.ndarray]:
@@ -215,5 +226,157 @@ def evaluate(
             x_ood, num_samples=int(num_samples), seed=int(seed), strategy=strategy, chunk_size=chunk_size
         )
     report = summarize_predictions(prediction, labels, ood_prediction, num_bins=num_bins)
+    report.update({"num_samples": int(num_samples), "seed": int(seed), "strategy": strategy})
+    return report
+
+
+# ------------------------------------------------------------------------------------------
+# regression
+
+
+def _number(value: float) -> float | None:
+    """A float for JSON: None for NaN and infinities (strict JSON has no such numbers)."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _check_levels(levels: Any) -> list[float]:
+    lv = [float(v) for v in np.asarray(levels, dtype=np.float64).reshape(-1)]
+    if not lv or any(not 0 < v < 1 for v in lv):
+        raise ValueError(f"interval levels must be a non-empty list of numbers strictly between 0 and 1, got {levels!r}")
+    return lv
+
+
+def summarize_regression(prediction: Any, targets: Any, levels: Any = DEFAULT_LEVELS) -> dict[str, Any]:
+    """Regression metrics of a runtime ``Prediction`` (task ``"regression"``).
+
+    With a likelihood in the manifest the predictive distribution is the mixture of the
+    per-sample distributions: the NLL is ``-mean_n log p(y_n)`` of that mixture
+    (``Prediction.log_likelihood``), intervals are the mixture's. Without one, the outputs'
+    samples are all there is: the NLL is that of a Gaussian with the samples' mean and variance
+    (``nll_method`` says which), intervals are sample quantiles.
+
+    Args:
+        prediction: the runtime prediction on the inputs.
+        targets: ``[N, ...]`` shaped like ``prediction.mean`` (``[N]`` is accepted for ``[N, 1]``).
+        levels: nominal levels of the central intervals whose coverage is reported.
+
+    Returns:
+        A strictly JSON-serializable dict (non-finite numbers are None): ``num_examples``,
+        ``likelihood`` (the manifest's, or None), ``nll``, ``nll_method`` (``"mixture"`` or
+        ``"gaussian_moment_match"``), ``rmse``, ``coverage`` (a list of ``{level, coverage,
+        mean_width}``), ``calibration_error`` (mean ``|coverage - level|``), ``mean_predictive_std``
+        and, with a likelihood, ``mean_aleatoric_variance`` and ``mean_epistemic_variance``.
+    """
+    task = getattr(prediction, "task", None)
+    if task != "regression":
+        raise ArtifactError(
+            f"regression metrics need a regression prediction, got task {task!r}; export the model with "
+            'task="regression"'
+        )
+    lv = _check_levels(levels)
+    mean = np.asarray(prediction.mean, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if y.shape != mean.shape:
+        if y.size == mean.size and y.shape[:1] == mean.shape[:1]:
+            y = y.reshape(mean.shape)
+        else:
+            raise ShapeError(
+                f"targets have shape {list(y.shape)} but the predictions have shape {list(mean.shape)}; "
+                "pass one target per model output"
+            )
+    has_likelihood = bool(getattr(prediction, "has_likelihood", False))
+    if has_likelihood:
+        nll = float(-np.mean(prediction.log_likelihood(y)))
+        method = "mixture"
+    else:
+        variance = np.asarray(prediction.std, dtype=np.float64) ** 2
+        nll = metrics.gaussian_nll(mean, np.maximum(variance, np.finfo(np.float64).tiny), y)
+        method = "gaussian_moment_match"
+    coverage = []
+    bounds = prediction.quantiles([q for level in lv for q in ((1 - level) / 2, (1 + level) / 2)])
+    for k, level in enumerate(lv):
+        lower, upper = bounds[2 * k], bounds[2 * k + 1]
+        coverage.append(
+            {
+                "level": level,
+                "coverage": metrics.interval_coverage(lower, upper, y),
+                "mean_width": _number(np.mean(upper - lower)),
+            }
+        )
+    likelihood = getattr(prediction, "likelihood", None)
+    report: dict[str, Any] = {
+        "num_examples": int(mean.shape[0]),
+        "likelihood": dict(likelihood.__dict__) if has_likelihood else None,
+        "nll": _number(nll),
+        "nll_method": method,
+        "rmse": _number(metrics.rmse(mean, y)),
+        "coverage": coverage,
+        "calibration_error": _number(
+            metrics.coverage_calibration_error(lv, [c["coverage"] for c in coverage])
+        ),
+        "mean_predictive_std": _number(np.mean(prediction.std)),
+    }
+    if has_likelihood:
+        report["mean_aleatoric_variance"] = _number(np.mean(prediction.aleatoric_variance))
+        report["mean_epistemic_variance"] = _number(np.mean(prediction.epistemic_variance))
+    return report
+
+
+def evaluate_regression(
+    predictor_or_path: Any,
+    x: Any,
+    y: Any,
+    levels: Any = DEFAULT_LEVELS,
+    num_samples: int = DEFAULT_NUM_SAMPLES,
+    seed: int = 0,
+    strategy: str = "fresh",
+    device: str = "cpu",
+    chunk_size: int | None = None,
+) -> dict[str, Any]:
+    """Run Monte Carlo inference with an exported regressor and compute its metrics.
+
+    Args:
+        predictor_or_path: an artifact path or a predictor from :func:`illia_export.runtime.load`
+            whose manifest task is ``"regression"``.
+        x: inputs ``[N, ...]`` (float64 is cast to float32).
+        y: targets ``[N, ...]`` shaped like the mean output (``[N]`` for ``[N, 1]``).
+        levels: nominal levels of the central predictive intervals.
+        num_samples, seed, strategy, device, chunk_size: as in :func:`evaluate`.
+
+    Returns:
+        The dict of :func:`summarize_regression`, plus ``num_samples``, ``seed`` and ``strategy``.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+        raise ValueError(f"`num_samples` (={num_samples!r}) must be a positive integer")
+    _check_levels(levels)
+    x = _as_input(x, "x")
+    targets = np.asarray(y)
+    if targets.ndim < 1 or targets.shape[0] != x.shape[0]:
+        raise ShapeError(
+            f"targets have shape {targets.shape} but the inputs have {x.shape[0]} examples; pass one target "
+            "row per input example"
+        )
+    if isinstance(predictor_or_path, (str, os.PathLike)):
+        from illia_export import runtime
+        from illia_export.exporters.manifest import read_manifest
+
+        task = read_manifest(predictor_or_path).task
+        if task != "regression":
+            raise ArtifactError(
+                f"regression evaluation needs a regressor, but the artifact's manifest says task={task!r}; "
+                're-export the model with task="regression"'
+            )
+        predictor = runtime.load(predictor_or_path, device=device)
+    elif hasattr(predictor_or_path, "predict"):
+        predictor = predictor_or_path
+    else:
+        raise ArtifactError(
+            f"expected an artifact path or a runtime predictor (with .predict), got {type(predictor_or_path).__name__}"
+        )
+    prediction = predictor.predict(
+        x, num_samples=int(num_samples), seed=int(seed), strategy=strategy, chunk_size=chunk_size, task="regression"
+    )
+    report = summarize_regression(prediction, targets, levels)
     report.update({"num_samples": int(num_samples), "seed": int(seed), "strategy": strategy})
     return report

@@ -1,6 +1,7 @@
-"""Metrics for classifiers with uncertainty: accuracy, NLL, Brier, calibration, OOD AUROC.
+"""Metrics for predictions with uncertainty: classifiers (accuracy, NLL, Brier, calibration,
+OOD AUROC) and regressors (RMSE, Gaussian NLL, interval coverage and its calibration error).
 
-Pure numpy, no other dependency. Every function takes *predictive* probabilities (the Monte Carlo
+Pure numpy, no other dependency. Every classification function takes *predictive* probabilities (the Monte Carlo
 average of the per-sample softmax, ``Prediction.probabilities``) of shape ``[N, K]`` and integer
 labels of shape ``[N]``; the OOD metric takes one score per example (higher = more likely
 out-of-distribution), e.g. the predictive entropy or the mutual information.
@@ -29,9 +30,13 @@ __all__ = [
     "accuracy",
     "auroc",
     "brier_score",
+    "coverage_calibration_error",
     "expected_calibration_error",
+    "gaussian_nll",
+    "interval_coverage",
     "negative_log_likelihood",
     "ood_auroc",
+    "rmse",
 ]
 
 #: Probabilities are clipped to at least this value before taking logs in the NLL.
@@ -265,3 +270,81 @@ def ood_auroc(scores_in: np.ndarray, scores_out: np.ndarray) -> float:
         (np.zeros(s_in.shape[0], dtype=np.int64), np.ones(s_out.shape[0], dtype=np.int64))
     )
     return auroc(targets, np.concatenate((s_in, s_out)))
+
+
+# ------------------------------------------------------------------------------------------
+# regression
+
+
+def _check_regression(targets: np.ndarray, **arrays: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    y = np.asarray(targets, dtype=np.float64)
+    if y.ndim < 1 or y.shape[0] == 0:
+        raise ShapeError(f"`targets` must be a non-empty array [N, ...], got shape {y.shape}")
+    out = {}
+    for name, value in arrays.items():
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape != y.shape:
+            if arr.size == y.size and arr.shape[:1] == y.shape[:1]:
+                y = y.reshape(arr.shape)  # e.g. [N] targets for [N, 1] predictions
+            else:
+                raise ShapeError(f"`{name}` has shape {arr.shape} but `targets` has shape {y.shape}")
+        out[name] = arr
+    return y, out
+
+
+def rmse(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """Root mean squared error ``sqrt(mean((prediction - target)^2))`` over every element.
+
+    Args:
+        predictions: point predictions (e.g. ``Prediction.mean``), ``[N, ...]``.
+        targets: ``[N, ...]`` (``[N]`` is accepted for ``[N, 1]`` predictions).
+    """
+    y, a = _check_regression(targets, predictions=predictions)
+    return float(np.sqrt(np.mean((a["predictions"] - y) ** 2)))
+
+
+def gaussian_nll(mean: np.ndarray, variance: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over rows of the Gaussian negative log density, summed over a row's outputs.
+
+    ``mean_n sum_d [ 0.5 log(2 pi var_nd) + (y_nd - mean_nd)^2 / (2 var_nd) ]`` in nats. Used
+    for regressors without a likelihood, with the Monte Carlo mean and variance of the outputs
+    (a Gaussian matched to the samples' first two moments).
+
+    Args:
+        mean, variance: ``[N, ...]``; the variance must be positive.
+        targets: ``[N, ...]``.
+    """
+    y, a = _check_regression(targets, mean=mean, variance=variance)
+    var = a["variance"]
+    if np.any(~(var > 0)):
+        raise ShapeError("`variance` must be positive everywhere (found a zero, negative or NaN variance)")
+    nll = 0.5 * np.log(2.0 * np.pi * var) + (y - a["mean"]) ** 2 / (2.0 * var)
+    return float(np.mean(nll.reshape(nll.shape[0], -1).sum(axis=1)))
+
+
+def interval_coverage(lower: np.ndarray, upper: np.ndarray, targets: np.ndarray) -> float:
+    """Fraction of targets inside their predictive interval, ``mean(lower <= y <= upper)``.
+
+    For a calibrated model, the coverage of the central ``level`` interval is close to
+    ``level``. Computed over every element.
+    """
+    y, a = _check_regression(targets, lower=lower, upper=upper)
+    if np.any(a["lower"] > a["upper"]):
+        raise ShapeError("`lower` must not exceed `upper`")
+    return float(np.mean((a["lower"] <= y) & (y <= a["upper"])))
+
+
+def coverage_calibration_error(levels: np.ndarray, coverages: np.ndarray) -> float:
+    """``mean_k |coverage_k - level_k|``: the regression counterpart of the ECE.
+
+    Args:
+        levels: nominal interval levels in (0, 1), e.g. ``[0.5, 0.8, 0.9, 0.95]``.
+        coverages: the observed coverage of each level's interval (:func:`interval_coverage`).
+    """
+    lv = np.asarray(levels, dtype=np.float64).reshape(-1)
+    cv = np.asarray(coverages, dtype=np.float64).reshape(-1)
+    if lv.shape != cv.shape or lv.size == 0:
+        raise ShapeError(f"`levels` and `coverages` must be non-empty and of equal length, got {lv.size} and {cv.size}")
+    if np.any((lv <= 0) | (lv >= 1)):
+        raise ShapeError(f"interval levels must lie strictly between 0 and 1, got {lv.tolist()}")
+    return float(np.mean(np.abs(cv - lv)))

@@ -1,4 +1,4 @@
-"""``illia-export evaluate ARTIFACT --input x.npy --labels y.npy [--ood ood.npy]``: classifier metrics."""
+"""``illia-export evaluate ARTIFACT --input x.npy --labels y.npy [--ood ood.npy]``: classifier and regressor metrics."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ so every runtime gives the same numbers) and reports, from the predictive distri
 and with --ood: the AUROC of separating OOD from in-distribution inputs by predictive entropy
 and by mutual information (1.0 = perfect, 0.5 = chance).
 
+For a regression artifact (manifest task "regression"), --labels holds the targets and the report
+is: NLL (nats, of the predictive mixture when the manifest has a likelihood, else of a Gaussian
+with the samples' mean and variance), RMSE of the predictive mean, and the coverage of the
+central predictive intervals at each --levels value with their mean absolute deviation from the
+nominal level (the regression counterpart of ECE).
+
 examples:
   illia-export evaluate cnn.onnx --input x_test.npy --labels y_test.npy
   illia-export evaluate cnn.pt --input x_test.npy --labels y_test.npy --ood x_ood.npy --samples 128 --json
+  illia-export evaluate reg.onnx --input x_test.npy --labels y_test.npy --levels 0.5,0.9 --json
 """
 
 
@@ -38,10 +45,20 @@ def _seed(text: str) -> int:
     return value
 
 
+def _levels(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated levels in (0, 1), got {text!r}") from None
+    if not values or any(not 0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated levels in (0, 1), got {text!r}")
+    return values
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="accuracy, NLL, Brier, ECE and OOD AUROC of an exported classifier",
+        help="classifiers: accuracy, NLL, Brier, ECE, OOD AUROC; regressors: NLL, RMSE, interval coverage",
         description="Evaluate an exported Bayesian classifier with Monte Carlo inference: accuracy, NLL, "
         "Brier score, expected calibration error, and OOD-detection AUROC from predictive entropy and "
         "mutual information. With --json, print exactly one JSON object.",
@@ -54,7 +71,13 @@ def register(sub) -> None:
     p.add_argument(
         "--input", "-i", required=True, metavar="X.npy", help="in-distribution inputs, batch axis first"
     )
-    p.add_argument("--labels", "-y", required=True, metavar="Y.npy", help="integer class labels, shape [N]")
+    p.add_argument(
+        "--labels",
+        "-y",
+        required=True,
+        metavar="Y.npy",
+        help="integer class labels [N] (classifiers) or targets shaped like the mean output (regressors)",
+    )
     p.add_argument("--ood", metavar="OOD.npy", help="out-of-distribution inputs (adds OOD AUROC)")
     p.add_argument(
         "--samples",
@@ -76,6 +99,14 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--bins", type=_positive_int, default=15, metavar="N", help="ECE confidence bins (default: 15)"
+    )
+    p.add_argument(
+        "--levels",
+        type=_levels,
+        default=None,
+        metavar="L1,L2,...",
+        help="regressors: nominal levels of the central intervals whose coverage is reported "
+        "(default: 0.5,0.8,0.9,0.95)",
     )
     p.add_argument("--device", default="cpu", help="runtime device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print the metrics as exactly one JSON object")
@@ -122,11 +153,69 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_regression_table(report: dict) -> str:
+    """The human-readable table of a regression report (``illia_export.evaluation.summarize_regression``)."""
+
+    def num(value) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    lk = report.get("likelihood")
+    rows = [
+        ("examples", str(report["num_examples"])),
+        ("samples", f"{report['num_samples']} (seed {report['seed']}, strategy {report['strategy']})"),
+        ("likelihood", f"{lk['name']} ({lk['scale_kind']})" if lk else "none (output samples only)"),
+        (f"NLL ({report['nll_method'].replace('_', ' ')})", num(report["nll"])),
+        ("RMSE", num(report["rmse"])),
+    ]
+    rows += [
+        (f"coverage of {c['level']:g} interval", f"{c['coverage']:.4f} (mean width {num(c['mean_width'])})")
+        for c in report["coverage"]
+    ]
+    rows.append(("coverage calibration error", num(report["calibration_error"])))
+    rows.append(("mean predictive std", num(report["mean_predictive_std"])))
+    if "mean_aleatoric_variance" in report:
+        rows.append(("mean aleatoric variance", num(report["mean_aleatoric_variance"])))
+        rows.append(("mean epistemic variance", num(report["mean_epistemic_variance"])))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'metric':<{width}}  value", f"{'-' * width}  {'-' * 5}"]
+    lines += [f"{name:<{width}}  {value}" for name, value in rows]
+    return "\n".join(lines)
+
+
+def _run_regression(args, x, y) -> int:
+    from illia_export.evaluation import DEFAULT_LEVELS, evaluate_regression
+
+    if args.ood:
+        from illia_export.errors import ArtifactError
+
+        raise ArtifactError("--ood is for classifiers; this artifact is a regressor (task 'regression')")
+    report = evaluate_regression(
+        args.artifact,
+        x,
+        y,
+        levels=args.levels or DEFAULT_LEVELS,
+        num_samples=args.samples,
+        seed=args.seed,
+        strategy=args.strategy,
+        device=args.device,
+        chunk_size=args.chunk_size,
+    )
+    if args.json:
+        print(json.dumps(report, allow_nan=False))
+    else:
+        print(f"{args.artifact}: Monte Carlo evaluation (regression)")
+        print(format_regression_table(report))
+    return 0
+
+
 def run(args) -> int:
     from illia_export.evaluation import evaluate
+    from illia_export.exporters.manifest import read_manifest
 
     x = _load(args.input, "--input")
     y = _load(args.labels, "--labels")
+    if read_manifest(args.artifact).task == "regression":
+        return _run_regression(args, x, y)
     x_ood = _load(args.ood, "--ood") if args.ood else None
     report = evaluate(
         args.artifact,

@@ -25,6 +25,7 @@ examples:
   illia-export cnn.pt --format onnx --input-shape 1,1,28,28 --task classification
   illia-export lstm.pt --format torchscript --input-shape 2,32 --dtype int64
   illia-export mypkg.models:make_mlp --weights mlp.npz --format tflite --input-shape 1,64
+  illia-export reg.pt --input-shape 1,10 --task regression --likelihood gaussian --scale log_variance
 """
 
 
@@ -67,6 +68,18 @@ def register(sub) -> None:
         default="raw",
         help="how runtimes summarize outputs",
     )
+    p.add_argument(
+        "--likelihood",
+        choices=("gaussian", "laplace", "student_t"),
+        help="regression head predicting a distribution (needs --task regression): output 0 is the mean, "
+        "output 1 the scale (or outputs named 'mean' and the scale kind)",
+    )
+    p.add_argument(
+        "--scale",
+        choices=("variance", "log_variance", "std", "softplus_std"),
+        help="how the scale output is parameterized (may be omitted for outputs named after it)",
+    )
+    p.add_argument("--df", type=float, help="Student-t degrees of freedom (with --likelihood student_t)")
     p.add_argument(
         "--no-validate", action="store_true", help="skip running the artifact against the source model"
     )
@@ -172,6 +185,9 @@ def run(args) -> int:
         task=args.task,
         validate=not args.no_validate,
         tolerance=args.tolerance,
+        likelihood=args.likelihood,
+        scale=args.scale,
+        df=args.df,
     )
     if args.opset is not None:
         common["opset"] = args.opset
@@ -204,6 +220,10 @@ def run(args) -> int:
     print(
         f"wrote {out} ({manifest.format}, {mode}, {len(manifest.noise)} noise inputs, task={manifest.task})"
     )
+    if manifest.likelihood is not None:
+        lk = manifest.likelihood
+        df = f", df={lk.df:g}" if lk.df is not None else ""
+        print(f"likelihood: {lk.name} (mean {lk.mean!r}, scale {lk.scale!r} as {lk.scale_kind}{df})")
     if manifest.local is not None:
         print(f"wrote {out.with_name(manifest.local.file)} (local reparameterization variant)")
     if manifest.validation is not None:

@@ -37,6 +37,7 @@ import numpy as np
 from illia_export.errors import ArtifactError, ExportError, ShapeError
 from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
+from illia_export.exporters.likelihood import resolve_likelihood
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 SAMPLE_MODES = ("vectorized", "per-call")
@@ -173,7 +174,16 @@ class _Prepared:
         args_b = [_resize(x, 2 * x.shape[0]) for x in self.inputs] + args[n:]
         out_b = jax.eval_shape(self.fn, *args_b)
         m = len(out_a)
-        self.output_names = list(output_names) if output_names else (["output"] if m == 1 else [f"output_{i}" for i in range(m)])
+        keys = self.pure.output_keys
+        if output_names:
+            self.output_names = list(output_names)
+        elif keys is not None:
+            for key in keys:
+                if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                    raise ExportError(f"output name {key!r} (a key of the model's output) must be a valid identifier")
+            self.output_names = list(keys)
+        else:
+            self.output_names = ["output"] if m == 1 else [f"output_{i}" for i in range(m)]
         if len(self.output_names) != m:
             raise ExportError(f"{len(self.output_names)} output names given for {m} outputs")
         self.output_dims: list[list[mf.Dim]] = []
@@ -498,11 +508,15 @@ def export_jax(
     dynamic_axes: dict[int, dict[int, str]] | None = None,
     num_noise_draws: int = 3,
     batch_sizes: Sequence[int] | None = None,
+    likelihood: str | None = None,
+    scale: str | None = None,
+    df: float | None = None,
 ) -> mf.Manifest:
     """Export a Flax-NNX model built from ``illia_export.nn.jax`` (and plain flax) layers.
 
     Args:
-        model: the ``nnx.Module`` (called as ``model(*inputs)``; nested outputs are flattened).
+        model: the ``nnx.Module`` (called as ``model(*inputs)``; nested outputs are flattened;
+            a dict or named tuple of arrays gives its keys as output names, in its order).
         example_inputs: one array or a tuple of arrays, batch axis first (float32 or int32).
         path: output file (``.onnx``, ``.tflite``) or folder (SavedModel).
         format: ``"savedmodel"``, ``"tflite"`` or ``"onnx"``.
@@ -516,6 +530,9 @@ def export_jax(
         dynamic_axes: extra dynamic axes per input, e.g. ``{0: {1: "time"}}`` for a variable
             sequence length (the batch axis 0 is always dynamic).
         batch_sizes: the batch sizes used by validation (default: the example's batch and twice it).
+        likelihood, scale, df: the regression likelihood recorded in the manifest (needs
+            ``task="regression"``); see :func:`illia_export.export` and
+            :func:`illia_export.exporters.likelihood.resolve_likelihood`.
 
     Returns:
         The manifest (also embedded in, or written beside, the artifact).
@@ -535,8 +552,11 @@ def export_jax(
 
     if not isinstance(model, nnx.Module):
         raise ExportError(f"export_jax expects a flax.nnx.Module, got {type(model).__name__}")
+    if likelihood is not None and task != "regression":
+        resolve_likelihood(likelihood, scale, [], task, df)  # raises the explanation before converting
     prep = _Prepared(model, format, example_inputs, samples, input_names, output_names, dynamic_axes)
     manifest = prep.manifest(format, task)
+    manifest.likelihood = resolve_likelihood(likelihood, scale, prep.output_names, task, df, prep.output_dims)
     base = prep.inputs[0].shape[0]
     sizes = list(batch_sizes) if batch_sizes else [base, 2 * base]
     final = Path(path)

@@ -96,10 +96,13 @@ class PureFunction:
         noise: ``{noise name: array}`` for every entry of :attr:`noise`.
 
     Returns:
-        The model's outputs flattened to a tuple (``jax.tree_util.tree_leaves`` order).
+        The model's outputs flattened to a tuple (:func:`flatten_outputs`: a dict or named tuple
+        in its own order, anything else in ``jax.tree_util.tree_leaves`` order).
     """
 
     def __init__(self, model: nnx.Module, *, vectorized: bool, portable: bool = True) -> None:
+        #: Names of the outputs when the model returns a dict or a named tuple (set by a call).
+        self.output_keys: list[str] | None = None
         self.noise = noise_inputs(model)
         if vectorized and not self.noise:
             raise ExportError(
@@ -122,7 +125,9 @@ class PureFunction:
                 out = model(*inputs)
         else:
             out = model(*inputs)
-        return tuple(jax.tree_util.tree_leaves(out))
+        names, leaves = flatten_outputs(out)
+        self.output_keys = names
+        return leaves
 
     def __call__(self, inputs: Any, noise: dict[str, Any]) -> tuple:
         inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
@@ -151,6 +156,25 @@ class PureFunction:
             return self(inputs, noise)
 
         return g
+
+
+def flatten_outputs(out: Any) -> tuple[list[str] | None, tuple]:
+    """``(names, arrays)`` of a model's outputs.
+
+    A dict (in insertion order, not sorted as ``tree_leaves`` would) or a named tuple (in field
+    order) whose values are single arrays gives its keys as names; anything else gives
+    ``None`` and the ``jax.tree_util.tree_leaves`` of the output.
+    """
+    if isinstance(out, dict) or (isinstance(out, tuple) and hasattr(out, "_fields")):
+        items = list(out.items()) if isinstance(out, dict) else list(zip(out._fields, out))
+        for key, value in items:
+            if not isinstance(key, str) or not hasattr(value, "shape") or isinstance(value, (dict, tuple, list)):
+                raise ExportError(
+                    f"a model returning a {type(out).__name__} must map string names to single arrays; "
+                    f"entry {key!r} is a {type(value).__name__}"
+                )
+        return [k for k, _ in items], tuple(v for _, v in items)
+    return None, tuple(jax.tree_util.tree_leaves(out))
 
 
 def make_pure_function(model: nnx.Module, *, vectorized: bool = True, portable: bool = True) -> PureFunction:

@@ -241,8 +241,14 @@ class Likelihood:
             raise ManifestError(
                 f"unknown scale parameterization {self.scale_kind!r}; expected one of {SCALE_PARAMETERIZATIONS}"
             )
-        if self.name == "student_t" and (self.df is None or not self.df > 0):
-            raise ManifestError("a student_t likelihood needs df > 0")
+        if self.name == "student_t":
+            if isinstance(self.df, bool) or not isinstance(self.df, (int, float)) or not 0 < self.df < float("inf"):
+                raise ManifestError(f"a student_t likelihood needs a finite df > 0, got {self.df!r}")
+        elif self.df is not None:
+            raise ManifestError(f"df (={self.df!r}) is for the student_t likelihood only, not {self.name!r}")
+        for role in ("mean", "scale"):
+            if not isinstance(getattr(self, role), str) or not getattr(self, role):
+                raise ManifestError(f"likelihood.{role} must name an output, got {getattr(self, role)!r}")
 
 
 @dataclass

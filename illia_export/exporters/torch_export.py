@@ -26,6 +26,7 @@ import numpy as np
 from illia_export.errors import ExportError, ShapeError
 from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
+from illia_export.exporters.likelihood import resolve_likelihood
 from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNoise, discover
 from illia_export.exporters.torch_source import TorchSource, load_torch_source
 from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
@@ -453,9 +454,7 @@ def export_torch(
     if likelihood is not None or scale is not None:
 
         def resolve(outputs):
-            from illia_export.exporters.likelihood import resolve_likelihood
-
-            return resolve_likelihood(likelihood, scale, [o.name for o in outputs], task, df)
+            return resolve_likelihood(likelihood, scale, [o.name for o in outputs], task, df, [o.shape for o in outputs])
 
     if source.kind == "torchscript" or format == "torchscript":
         if format in ("pt2", "aoti"):

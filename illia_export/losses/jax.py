@@ -4,6 +4,9 @@
   parameter count (the seed divided by the last module's count).
 - :class:`ELBOLoss` really is a Monte Carlo estimate: it calls the model ``num_samples`` times,
   each call drawing fresh weights (the seed re-added the loss of one fixed output).
+
+Both are ``nnx.Module`` s, as in the seed, so they can be passed to NNX transforms next to the
+model, e.g. ``nnx.value_and_grad(loss_fn, argnums=1)(elbo, model)``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from flax import nnx
 from illia_export.nn.jax.module import bayesian_modules
 
 
-class KLDivergenceLoss:
+class KLDivergenceLoss(nnx.Module):
     """``weight * sum_m kl_m / sum_m num_params_m`` over every Bayesian module m of a model.
 
     Each ``kl_m`` is the module's :meth:`~illia_export.nn.jax.BayesianModule.kl_cost` at its
@@ -27,9 +30,11 @@ class KLDivergenceLoss:
     Args:
         reduction: only ``"mean"`` (per-parameter average) is supported, as in the seed.
         weight: scale applied to the result.
+        **kwargs: passed to ``nnx.Module`` (as in the seed).
     """
 
     def __init__(self, reduction: Literal["mean"] = "mean", weight: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if reduction != "mean":
             raise ValueError(f"`reduction` (={reduction!r}) must be 'mean'")
         self.reduction = reduction
@@ -48,7 +53,7 @@ class KLDivergenceLoss:
         return self.weight * total / num_params
 
 
-class ELBOLoss:
+class ELBOLoss(nnx.Module):
     """Negative ELBO, estimated with `num_samples` real Monte Carlo forward passes.
 
     ``loss = mean_s [ loss_function(model(inputs), targets) + kl_weight * KL_s ]`` where every
@@ -62,6 +67,7 @@ class ELBOLoss:
         loss_function: ``loss_function(outputs, targets) -> scalar``.
         num_samples: number of Monte Carlo samples (forward passes).
         kl_weight: weight of the KL term.
+        **kwargs: passed to ``nnx.Module`` (as in the seed).
 
     Example:
         >>> elbo = ELBOLoss(lambda y, t: optax_like_xent(y, t), num_samples=2)
@@ -75,6 +81,7 @@ class ELBOLoss:
         kl_weight: float = 1e-3,
         **kwargs: Any,
     ) -> None:
+        super().__init__(**kwargs)
         if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
             raise ValueError(f"`num_samples` (={num_samples!r}) must be a positive integer")
         self.loss_function = loss_function

@@ -10,6 +10,17 @@ on the last axis:
 * ``predictive_entropy = H[probabilities]`` (total uncertainty),
 * ``expected_entropy = mean_s H[softmax(logits_s)]`` (aleatoric part),
 * ``mutual_information = predictive_entropy - expected_entropy`` (epistemic part, >= 0).
+
+Regression with a likelihood (``task == "regression"`` and the manifest's ``likelihood``): each
+weight sample ``s`` predicts a distribution ``p_s(y) = D(loc_s, scale_s)`` (Gaussian, Laplace
+or Student-t), and the predictive distribution is their mixture ``(1/S) sum_s p_s``:
+
+* ``mean = mean_s loc_s``,
+* ``aleatoric_variance = mean_s Var[p_s]``, ``epistemic_variance = Var_s[loc_s]`` (``ddof=0``),
+* ``predictive_variance = aleatoric_variance + epistemic_variance`` (the mixture's variance),
+  ``std = sqrt(predictive_variance)``,
+* ``quantiles``/``interval`` of the mixture (bisection on its CDF), ``log_likelihood(y)`` its
+  log density. See docs/runtime.md for the formulas.
 """
 
 from __future__ import annotations
@@ -21,9 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from illia_export.errors import TaskError
+from illia_export.errors import ShapeError, TaskError
+from illia_export.exporters.manifest import Likelihood
 
 TASKS = ("classification", "regression", "raw")
+
+
+def _finite_or_none(values: np.ndarray) -> Any:
+    """``values.tolist()`` with NaN and infinities as None (strict JSON has no such numbers)."""
+    arr = np.asarray(values)
+    if arr.dtype.kind != "f" or np.all(np.isfinite(arr)):
+        return arr.tolist()
+    return np.where(np.isfinite(arr), arr, None).astype(object).tolist()
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -40,6 +60,9 @@ class Prediction:
         task: ``"classification"`` (logits on the last axis), ``"regression"`` or ``"raw"``.
         seed: the seed the noise was drawn with (the drawn one when the caller passed None).
         strategy: ``"fresh"``, ``"bank"`` or ``"local"``.
+        likelihood: the manifest's regression likelihood (which outputs are the location and
+            the scale, and how the scale is parameterized); used when `task` is
+            ``"regression"``.
 
     Attributes:
         samples: raw samples of the first output, ``[S, B, ...]``.
@@ -57,6 +80,7 @@ class Prediction:
         task: str = "raw",
         seed: int | None = None,
         strategy: str = "fresh",
+        likelihood: Likelihood | None = None,
     ) -> None:
         if not outputs:
             raise TaskError("a Prediction needs at least one output")
@@ -70,6 +94,20 @@ class Prediction:
         self.task = task
         self.seed = seed
         self.strategy = strategy
+        self.likelihood = likelihood
+        if likelihood is not None:
+            for role in ("mean", "scale"):
+                name = getattr(likelihood, role)
+                if name not in self.outputs:
+                    raise TaskError(
+                        f"the likelihood's {role} output {name!r} is not among the outputs {list(self.outputs)}"
+                    )
+            loc, raw = self.outputs[likelihood.mean], self.outputs[likelihood.scale]
+            if loc.shape != raw.shape:
+                raise ShapeError(
+                    f"the likelihood's mean output {likelihood.mean!r} has shape {list(loc.shape)} but its scale "
+                    f"output {likelihood.scale!r} has shape {list(raw.shape)}"
+                )
 
     @property
     def num_samples(self) -> int:
@@ -77,18 +115,39 @@ class Prediction:
         return int(self.samples.shape[0])
 
     # ----------------------------------------------------------------- any task
+    @property
+    def has_likelihood(self) -> bool:
+        """True when the summaries use the likelihood (regression task and a likelihood)."""
+        return self.likelihood is not None and self.task == "regression"
+
     @cached_property
     def mean(self) -> np.ndarray:
-        """Sample mean of the first output, ``[B, ...]`` (for classifiers: mean logits)."""
+        """Predictive mean, ``[B, ...]``.
+
+        With a likelihood: ``mean_s loc_s`` (float64), the mixture's mean. Otherwise the sample
+        mean of the first output (for classifiers: the mean logits).
+        """
+        if self.has_likelihood:
+            return self.predicted_mean.mean(axis=0)
         return self.samples.mean(axis=0, dtype=np.float64).astype(self.samples.dtype, copy=False)
 
     @cached_property
     def std(self) -> np.ndarray:
-        """Sample standard deviation (``ddof=0``) of the first output, ``[B, ...]``."""
+        """Predictive standard deviation, ``[B, ...]``.
+
+        With a likelihood: ``sqrt(predictive_variance)`` (float64; ``inf`` for a Student-t with
+        ``df <= 2``). Otherwise the sample standard deviation (``ddof=0``) of the first output.
+        """
+        if self.has_likelihood:
+            return np.sqrt(self.predictive_variance)
         return self.samples.std(axis=0, dtype=np.float64).astype(self.samples.dtype, copy=False)
 
     def quantiles(self, q: float | list[float] | np.ndarray) -> np.ndarray:
-        """Sample quantiles (linear interpolation) of the first output.
+        """Predictive quantiles.
+
+        With a likelihood: quantiles of the mixture of the S per-sample distributions (bisection
+        on the mixture CDF, float64). Otherwise sample quantiles (linear interpolation) of the
+        first output.
 
         Args:
             q: a quantile or a list of them, in [0, 1].
@@ -99,13 +158,20 @@ class Prediction:
         qa = np.asarray(q, dtype=np.float64)
         if np.any(qa < 0) or np.any(qa > 1) or np.any(np.isnan(qa)):
             raise TaskError(f"quantiles must lie in [0, 1], got {q!r}")
+        if self.has_likelihood:
+            from illia_export.runtime.mixture import mixture_quantiles
+
+            lk = self.likelihood
+            out = mixture_quantiles(qa.reshape(-1), self.predicted_mean, self.predicted_scale, lk.name, lk.df)
+            return out.reshape(qa.shape + out.shape[1:])
         return np.quantile(self.samples, qa, axis=0)
 
     def interval(self, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
         """Equal-tailed predictive interval of the first output (regression).
 
         Args:
-            level: coverage in (0, 1); 0.9 gives the 5% and 95% sample quantiles.
+            level: coverage in (0, 1); 0.9 gives the 5% and 95% predictive quantiles
+                (:meth:`quantiles`: of the mixture with a likelihood, of the samples without).
 
         Returns:
             ``(lower, upper)``, each ``[B, ...]``.
@@ -118,6 +184,84 @@ class Prediction:
             raise TaskError(f"`level` (={level!r}) must lie strictly between 0 and 1")
         lo, hi = self.quantiles([(1 - level) / 2, (1 + level) / 2])
         return lo, hi
+
+    # ------------------------------------------------- regression with likelihood
+    def _need_likelihood(self, what: str) -> Likelihood:
+        if not self.has_likelihood:
+            why = (
+                f"this prediction's task is {self.task!r}"
+                if self.likelihood is not None
+                else "the artifact's manifest has no likelihood"
+            )
+            raise TaskError(
+                f"{what} needs a regression likelihood ({why}); export the model with task='regression', "
+                "likelihood='gaussian' (or 'laplace', 'student_t') and scale=..."
+            )
+        assert self.likelihood is not None
+        return self.likelihood
+
+    @cached_property
+    def predicted_mean(self) -> np.ndarray:
+        """Per-sample location ``loc_s``, ``[S, B, ...]`` (float64)."""
+        lk = self._need_likelihood("predicted_mean")
+        return self.outputs[lk.mean].astype(np.float64)
+
+    @cached_property
+    def predicted_scale(self) -> np.ndarray:
+        """Per-sample scale parameter ``s_s`` (Gaussian std, Laplace ``b``, Student-t scale),
+        ``[S, B, ...]`` (float64), from the scale output and its parameterization."""
+        from illia_export.runtime.mixture import scale_parameter
+
+        lk = self._need_likelihood("predicted_scale")
+        return scale_parameter(self.outputs[lk.scale], lk.scale_kind)
+
+    @cached_property
+    def aleatoric_variance(self) -> np.ndarray:
+        """``mean_s Var[p_s]``, ``[B, ...]``: the noise the model predicts (Gaussian ``s**2``,
+        Laplace ``2 s**2``, Student-t ``df/(df-2) s**2``, ``inf`` for ``df <= 2``)."""
+        from illia_export.runtime.mixture import component_variance
+
+        lk = self._need_likelihood("aleatoric_variance")
+        return component_variance(self.predicted_scale, lk.name, lk.df).mean(axis=0)
+
+    @cached_property
+    def epistemic_variance(self) -> np.ndarray:
+        """``Var_s[loc_s]`` (``ddof=0``), ``[B, ...]``: the spread of the predicted mean over
+        weight samples."""
+        self._need_likelihood("epistemic_variance")
+        return self.predicted_mean.var(axis=0)
+
+    @cached_property
+    def predictive_variance(self) -> np.ndarray:
+        """``aleatoric_variance + epistemic_variance``, ``[B, ...]``: the variance of the mixture."""
+        return self.aleatoric_variance + self.epistemic_variance
+
+    def log_likelihood(self, targets: np.ndarray) -> np.ndarray:
+        """Log density of `targets` under the predictive mixture, one value per row.
+
+        ``log (1/S) sum_s prod_e p_s(y_e)`` (logsumexp over samples minus ``log S``), where
+        ``e`` runs over the non-batch axes of a row (a sample's weights are shared by all of a
+        row's outputs, so they form one joint event).
+
+        Args:
+            targets: ``[B, ...]``, shaped like :attr:`mean`.
+
+        Returns:
+            ``[B]`` (float64), in nats.
+        """
+        from illia_export.runtime.mixture import mixture_log_density
+
+        lk = self._need_likelihood("log_likelihood")
+        y = np.asarray(targets, dtype=np.float64)
+        want = self.predicted_mean.shape[1:]
+        if y.shape != want:
+            if y.size == int(np.prod(want)) and y.ndim <= len(want):
+                y = y.reshape(want)  # e.g. [B] targets for [B, 1] outputs
+            else:
+                raise ShapeError(f"targets must have shape {list(want)} (like the mean), got {list(y.shape)}")
+        return mixture_log_density(
+            y, self.predicted_mean, self.predicted_scale, lk.name, lk.df, event_ndim=len(want) - 1
+        )
 
     # ------------------------------------------------------------ classification
     def _need_classification(self, what: str) -> None:
@@ -176,6 +320,12 @@ class Prediction:
                 mutual_information=self.mutual_information,
             )
         else:
+            if self.has_likelihood:
+                out.update(
+                    aleatoric_variance=self.aleatoric_variance,
+                    epistemic_variance=self.epistemic_variance,
+                    predictive_variance=self.predictive_variance,
+                )
             lo, hi = self.interval(0.9)
             out.update(interval_90_lower=lo, interval_90_upper=hi)
         return out
@@ -193,7 +343,9 @@ class Prediction:
             "num_samples": self.num_samples,
             "output": self.output_name,
         }
-        d.update({k: v.tolist() for k, v in self.summary_arrays().items()})
+        if self.has_likelihood:
+            d["likelihood"] = self.likelihood.__dict__.copy()  # type: ignore[union-attr]
+        d.update({k: _finite_or_none(v) for k, v in self.summary_arrays().items()})
         if include_samples:
             d["samples"] = {k: v.tolist() for k, v in self.outputs.items()}
         return d

@@ -416,7 +416,9 @@ class Predictor:
                 bar.close()
         assert results is not None
         names = [t.name for t in self.manifest.outputs]
-        return Prediction(dict(zip(names, results)), task=task, seed=seed, strategy=strategy)
+        return Prediction(
+            dict(zip(names, results)), task=task, seed=seed, strategy=strategy, likelihood=self.manifest.likelihood
+        )
 
     def _store(
         self,

@@ -16,7 +16,7 @@ def _reference_log_ratio(dist, x):
     mu = dist.mu.detach().double().numpy()
     sigma = np.log1p(np.exp(dist.rho.detach().double().numpy()))
     xs = x.detach().double().numpy()
-    value = norm.logpdf(xs, mu, sigma).sum() - norm.logpdf(xs, dist.mu_prior, dist.std_prior).sum()
+    value = norm.logpdf(xs, mu, sigma).sum() - norm.logpdf(xs, dist.mu_prior.item(), dist.std_prior.item()).sum()
     return value / (xs.size // mu.size)
 
 
@@ -34,7 +34,7 @@ def test_parameter_shapes_and_num_params(shape):
     assert dist.mu.shape == shape and dist.rho.shape == shape
     assert dist.num_params() == int(np.prod(shape))
     assert dist.sample().shape == shape
-    assert sorted(dist.state_dict()) == ["mu", "rho"]
+    assert sorted(dist.state_dict()) == ["mu", "mu_prior", "rho", "std_prior"]
 
 
 def test_init_statistics_mu_and_rho_separate():
@@ -162,3 +162,57 @@ def test_deepcopy_with_injected_noise():
     dist.set_noise(torch.randn(3))
     twin = copy.deepcopy(dist)
     torch.testing.assert_close(twin.sample(), dist.sample())
+
+
+def test_priors_are_buffers_that_move_with_the_module():
+    dist = GaussianDistribution((3, 2), mu_prior=0.25, std_prior=0.5)
+    buffers = dict(dist.named_buffers())
+    assert set(buffers) == {"mu_prior", "std_prior"}
+    assert buffers["mu_prior"].shape == (1,) and buffers["std_prior"].item() == 0.5
+    double = copy.deepcopy(dist).double()
+    assert double.std_prior.dtype == torch.float64 and double.mu.dtype == torch.float64
+    x = double.mu.detach() + 0.1
+    assert double.log_prob(x).dtype == torch.float64
+    np.testing.assert_allclose(double.log_prob(x).item(), _reference_log_ratio(double, x), rtol=1e-10)
+    # the KL estimate is still right: its average over many samples is the analytic KL
+    torch.manual_seed(0)
+    xs = torch.stack([dist.sample().detach() for _ in range(4000)])
+    np.testing.assert_allclose(dist.log_prob(xs).item(), _analytic_kl(dist), rtol=0.05)
+
+
+def test_state_dicts_without_prior_buffers_still_load():
+    """A state dict saved before the priors were buffers (version 1, no prior keys) loads; the
+    priors keep the constructor's values, which that version used."""
+    import collections
+
+    saved = GaussianDistribution((4,), mu_prior=0.5, std_prior=0.3)
+    old = collections.OrderedDict((k, v) for k, v in saved.state_dict().items() if k in ("mu", "rho"))
+    old._metadata = collections.OrderedDict({"": {"version": 1}})
+    target = GaussianDistribution((4,), mu_prior=0.5, std_prior=0.3)
+    target.load_state_dict(old)
+    assert torch.equal(target.mu, saved.mu) and target.std_prior.item() == pytest.approx(0.3)
+    # a current state dict must be complete (strict loading still catches missing priors)
+    new = saved.state_dict()
+    del new["std_prior"]
+    with pytest.raises(RuntimeError, match="std_prior"):
+        target.load_state_dict(new)
+    # and a current one carries the priors over
+    other = GaussianDistribution((4,), mu_prior=0.0, std_prior=1.0)
+    other.load_state_dict(saved.state_dict())
+    assert other.std_prior.item() == pytest.approx(0.3) and other.mu_prior.item() == 0.5
+
+
+def test_scripted_distribution_keeps_noise_injection_and_prior_buffers():
+    dist = GaussianDistribution((2, 3), std_prior=0.2)
+    scripted = torch.jit.script(dist)
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    buf.seek(0)
+    loaded = torch.jit.load(buf)
+    eps = torch.randn(2, 3)
+    loaded.set_noise(eps)
+    torch.testing.assert_close(loaded.sample(), dist.mu + F.softplus(dist.rho) * eps)
+    torch.testing.assert_close(loaded.log_prob(dist.mu.detach()), dist.log_prob(dist.mu.detach()))
+    loaded.clear_noise()
+    assert not torch.equal(loaded.sample(), loaded.sample())
+    assert loaded.std_prior.item() == pytest.approx(0.2)

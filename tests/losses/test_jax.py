@@ -140,3 +140,37 @@ def test_bayesian_mlp_trains_on_digits_and_is_uncertain_on_held_out_classes():
     print(f"digits: accuracy {accuracy:.3f}, entropy in {float(entropy_in.mean()):.3f} vs held-out {float(entropy_ood.mean()):.3f}, {time.time() - start:.0f}s")
     assert accuracy >= 0.90, accuracy
     assert float(entropy_ood.mean()) > float(entropy_in.mean()), (float(entropy_ood.mean()), float(entropy_in.mean()))
+
+
+def test_losses_are_nnx_modules_usable_in_nnx_transforms():
+    """As in the seed, the losses are ``nnx.Module`` s: ``nnx.value_and_grad(loss_fn)(loss, model)``
+    works (a plain class there fails with "not a valid JAX type")."""
+    from flax import nnx
+
+    from illia_export.losses.jax import ELBOLoss, KLDivergenceLoss
+    from illia_export.nn.jax import Linear
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.fc = Linear(3, 2, rngs=nnx.Rngs(params=0, sample=1))
+
+        def __call__(self, x):
+            return self.fc(x)
+
+    model = Net()
+    x, y = jnp.ones((4, 3)), jnp.zeros((4, 2))
+    elbo = ELBOLoss(lambda out, t: jnp.mean((out - t) ** 2), num_samples=2)
+    assert isinstance(elbo, nnx.Module) and isinstance(elbo.kl_loss, nnx.Module)
+    assert isinstance(KLDivergenceLoss(), nnx.Module)
+
+    def loss_fn(loss, model):
+        return loss(x, y, model)
+
+    value, grads = nnx.value_and_grad(loss_fn)(elbo, model)  # the seed's call: grads w.r.t. the loss
+    assert jnp.isfinite(value) and len(jax.tree_util.tree_leaves(grads)) == 0
+    value, grads = nnx.value_and_grad(loss_fn, argnums=1)(elbo, model)
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert len(leaves) == 4 and all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
+    assert float(jnp.abs(grads["fc"]["weights_distribution"]["mu"].get_value()).sum()) > 0
+    kl_value, kl_grads = nnx.value_and_grad(lambda loss, m: loss(m), argnums=1)(KLDivergenceLoss(), model)
+    assert kl_value > 0 and len(jax.tree_util.tree_leaves(kl_grads)) == 4

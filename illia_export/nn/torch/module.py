@@ -1,7 +1,7 @@
 """`BayesianModule`: the base of every Bayesian PyTorch layer.
 
 Sampled weights are kept as plain tensor attributes (not buffers), so ``state_dict()`` holds only
-the distributions' ``mu``/``rho`` and ``copy.deepcopy`` works after a training step (the seed
+the distributions' ``mu``/``rho`` and prior buffers (no sample) and ``copy.deepcopy`` works after a training step (the seed
 stored autograd-carrying samples in buffers, which broke both).
 """
 

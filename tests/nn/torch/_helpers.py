@@ -78,7 +78,7 @@ def reference_log_ratio(dist: nn.Module, x: torch.Tensor) -> float:
     sigma = np.log1p(np.exp(dist.rho.detach().double().numpy()))
     xs = x.detach().double().numpy()
     log_q = norm.logpdf(xs, loc=mu, scale=sigma).sum()
-    log_p = norm.logpdf(xs, loc=dist.mu_prior, scale=dist.std_prior).sum()
+    log_p = norm.logpdf(xs, loc=float(dist.mu_prior), scale=float(dist.std_prior)).sum()
     return float(log_q - log_p) / (xs.size // mu.size)
 
 
@@ -224,7 +224,8 @@ def check_trace_roundtrip(layer: nn.Module, x) -> None:
 
 
 def check_deepcopy_and_state_dict(make: Callable[[], nn.Module], x) -> None:
-    """After a training step: deepcopy works, state_dict holds only mu/rho and round-trips."""
+    """After a training step: deepcopy works, state_dict holds only mu/rho and the prior buffers
+    (no stored sample) and round-trips."""
     torch.manual_seed(0)
     layer = make()
     opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
@@ -234,7 +235,7 @@ def check_deepcopy_and_state_dict(make: Callable[[], nn.Module], x) -> None:
     layer(*x) if isinstance(x, tuple) else layer(x)  # stored sample now carries autograd history
     twin = copy.deepcopy(layer)
     state = layer.state_dict()
-    assert state and all(k.endswith((".mu", ".rho")) for k in state), sorted(state)
+    assert state and all(k.endswith((".mu", ".rho", ".mu_prior", ".std_prior")) for k in state), sorted(state)
     fresh = make()
     fresh.load_state_dict(state)
     noise = inject(layer, seed=7)

@@ -26,9 +26,13 @@ def test_distribution_shapes_and_state_dict_keys():
     assert list(layer.bias_distribution.mu.shape) == [3]
     assert sorted(layer.state_dict()) == [
         "bias_distribution.mu",
+        "bias_distribution.mu_prior",
         "bias_distribution.rho",
+        "bias_distribution.std_prior",
         "weights_distribution.mu",
+        "weights_distribution.mu_prior",
         "weights_distribution.rho",
+        "weights_distribution.std_prior",
     ]
 
 
