@@ -14,7 +14,6 @@ on the last axis:
 
 from __future__ import annotations
 
-import json
 import os
 from functools import cached_property
 from typing import Any
@@ -24,6 +23,12 @@ import numpy as np
 from illia_export.errors import TaskError
 
 TASKS = ("classification", "regression", "raw")
+
+
+def _summary_dtype(samples: np.ndarray) -> np.dtype:
+    """Means/stds keep a float output's dtype; integer or bool outputs get float64 (not a
+    truncated integer mean)."""
+    return samples.dtype if samples.dtype.kind == "f" else np.dtype(np.float64)
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -80,12 +85,12 @@ class Prediction:
     @cached_property
     def mean(self) -> np.ndarray:
         """Sample mean of the first output, ``[B, ...]`` (for classifiers: mean logits)."""
-        return self.samples.mean(axis=0, dtype=np.float64).astype(self.samples.dtype, copy=False)
+        return self.samples.mean(axis=0, dtype=np.float64).astype(_summary_dtype(self.samples), copy=False)
 
     @cached_property
     def std(self) -> np.ndarray:
         """Sample standard deviation (``ddof=0``) of the first output, ``[B, ...]``."""
-        return self.samples.std(axis=0, dtype=np.float64).astype(self.samples.dtype, copy=False)
+        return self.samples.std(axis=0, dtype=np.float64).astype(_summary_dtype(self.samples), copy=False)
 
     def quantiles(self, q: float | list[float] | np.ndarray) -> np.ndarray:
         """Sample quantiles (linear interpolation) of the first output.
@@ -199,8 +204,10 @@ class Prediction:
         return d
 
     def to_json(self, include_samples: bool = False, indent: int | None = None) -> str:
-        """:meth:`to_dict` as a JSON string."""
-        return json.dumps(self.to_dict(include_samples), indent=indent)
+        """:meth:`to_dict` as a strictly valid JSON string (non-finite values become ``null``)."""
+        from illia_export.strict_json import dumps
+
+        return dumps(self.to_dict(include_samples), indent=indent)
 
     def save_npz(self, path: str | os.PathLike) -> None:
         """Save the raw samples and the summaries to a ``.npz`` file.
