@@ -123,6 +123,15 @@ class TorchScriptBackend(Backend):
                 f"{self.path}: forward takes {len(args)} arguments {[a.name for a in args]}, the manifest feeds "
                 f"{len(names)} (inputs + noise: {names}); the manifest does not belong to this graph or was edited"
             )
+        arg_names = [a.name for a in args[: len(names)]]
+        if arg_names != names and set(arg_names) & set(names):
+            # Fed positionally: a renamed or reordered manifest entry would feed the wrong noise.
+            wrong = [(m, a) for m, a in zip(names, arg_names) if m != a]
+            raise ArtifactError(
+                f"{self.path}: the manifest's inputs/noise {[m for m, _ in wrong]} do not match forward's "
+                f"arguments {[a for _, a in wrong]} at the same positions (TorchScript is fed positionally); "
+                "the manifest does not belong to this graph or was edited"
+            )
         for spec, arg in zip(list(inputs) + list(noise), args):
             if "Tensor" not in str(arg.type):
                 raise ArtifactError(f"{self.path}: forward argument {arg.name!r} is a {arg.type}, not a Tensor")
@@ -138,6 +147,24 @@ class TorchScriptBackend(Backend):
                 dims.append(d if isinstance(d, int) else (k if k is not None else 1))
             return dims
 
+        # Noise shapes against the distributions the archive carries (``<parameter>.mu``): cheap,
+        # and covers noise too large for the dry call.
+        try:
+            modules = dict(self.module.named_modules())
+        except RuntimeError:  # pragma: no cover - exotic archives
+            modules = {}
+        for n in noise:
+            dist = next((modules[k] for k in (n.parameter, "model." + n.parameter) if k in modules), None)
+            mu = getattr(dist, "mu", None) if dist is not None else None
+            if isinstance(mu, torch.Tensor):
+                want = [d for d in n.shape if d != SAMPLE_DIM]
+                if any(isinstance(w, str) for w in want):
+                    continue
+                if list(mu.shape) != want:
+                    raise ArtifactError(
+                        f"{self.path}: noise input {n.name!r} has shape {list(n.shape)} in the manifest but its "
+                        f"distribution {n.parameter!r} in the graph has shape {list(mu.shape)}"
+                    )
         shapes = [concrete(n.shape, vectorized) for n in noise]
         if sum(int(np.prod(s)) for s in shapes) > DRY_RUN_MAX_ELEMENTS:
             return
