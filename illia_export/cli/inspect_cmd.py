@@ -97,6 +97,8 @@ def check_integrity(path: Path, manifest: Manifest) -> str:
     fmt = detect_format(path)
     if fmt != manifest.format:
         raise ManifestError(f"{path} looks like a {fmt} artifact but its manifest says format={manifest.format!r}")
+    if path.suffix.lower() == ".ort":
+        return "integrity: ORT-format conversion (the digest covers the .onnx it was converted from)"
     if manifest.format == "tflite" and manifest.digest is None:
         from illia_export.runtime.backends.tflite_verify import verify_tflite_file
 
@@ -108,8 +110,7 @@ def check_integrity(path: Path, manifest: Manifest) -> str:
 
             verify_flatbuffer(path.read_bytes(), str(path))
         return f"integrity: digest {manifest.digest[:19]}... verified"
-    if path.suffix.lower() != ".ort":
-        compute_digest(path, manifest.format)  # parses the container (protobuf fields, zip CRCs)
+    compute_digest(path, manifest.format)  # parses the container (protobuf fields, zip CRCs)
     return "integrity: no digest recorded (older artifact); file structure checked"
 
 

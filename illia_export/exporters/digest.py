@@ -15,7 +15,8 @@ graph and its weights, *excluding the embedded manifest* (so the manifest can ca
 
 ``verify_digest(path, manifest)`` recomputes it and raises :class:`ArtifactError` when it
 differs. A manifest without ``digest`` (artifacts written before the field existed) is not
-checked. The runtime calls it in :func:`illia_export.runtime.load`.
+checked, nor are ORT-format (``.ort``) conversions, which keep the ``.onnx`` file's manifest. The
+runtime calls it in :func:`illia_export.runtime.load`.
 
 Exporters stamp it last: write the graph, ``manifest.digest = compute_digest(tmp, fmt)``, embed
 the manifest, and (ideally) ``verify_digest(tmp, manifest)`` before the atomic rename.
@@ -151,6 +152,9 @@ def verify_digest(path: str | os.PathLike, manifest) -> None:
     """
     want = getattr(manifest, "digest", None)
     if want is None:
+        return
+    if manifest.format == "onnx" and Path(path).suffix.lower() == ".ort":
+        # An ORT-format conversion keeps the ONNX file's manifest (and its digest), not its bytes.
         return
     if not isinstance(want, str) or not DIGEST_PATTERN.match(want):
         raise ManifestError(f"manifest.digest must look like 'sha256:<64 hex digits>', got {want!r}")
