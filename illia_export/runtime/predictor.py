@@ -97,8 +97,9 @@ class Predictor:
     Build it with :func:`load`. It keeps the backend session(s), the noise buffers and the
     noise bank between calls.
 
-    Thread safety: one predictor may be shared by threads. :meth:`predict`, :meth:`noise` and
-    :meth:`clear_bank` hold a per-predictor lock (the noise buffers, the bank and the
+    Thread safety: one predictor may be shared by threads. :meth:`predict` and
+    :meth:`clear_bank` hold a per-predictor lock (:meth:`noise` uses buffers of its own; the
+    noise buffers, the bank and the
     TorchScript/ONNX sessions are shared state), so concurrent calls run one after another and
     each returns exactly what it would return alone. The lock costs ~0.4 us per call
     uncontended (measured on the 2-core dev VM: RLock acquire + release 376 ns, i.e. 0.05% of
