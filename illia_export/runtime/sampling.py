@@ -93,7 +93,9 @@ class NoiseMaker:
 
     def __init__(self, kind: str = "numpy", device: str = "cpu", impl: str = "auto") -> None:
         if impl not in NOISE_IMPLS:
-            raise ValueError(f"`noise_impl` (={impl!r}) must be one of {NOISE_IMPLS}")
+            from illia_export.errors import InputError
+
+            raise InputError(f"`noise_impl` (={impl!r}) must be one of {NOISE_IMPLS}")
         self.use_torch = impl == "torch" or (impl == "auto" and torch_available())
         if impl == "torch" and not torch_available():
             from illia_export.errors import MissingBackendError

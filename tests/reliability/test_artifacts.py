@@ -222,12 +222,22 @@ def test_savedmodel_with_changed_variables_is_refused(tf_art, tmp_path):
         load(p)
 
 
-def test_tflite_manifest_shape_disagreeing_with_the_graph_is_refused(tf_art, tmp_path):
-    p = copy_artifact(tf_art["tflite"], tmp_path / "m.tflite")
+@pytest.mark.parametrize("fmt, name", [("tflite", "m.tflite"), ("savedmodel", "sm")])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda o: o["inputs"][0].update(shape=["batch", 13]), "input"),
+        (lambda o: o["noise"][0].update(shape=["samples", 30000, 30000]), "noise"),
+        (lambda o: o.update(noise=o["noise"][1:]), "does not list"),
+        (lambda o: o["inputs"][0].update(dtype="float64"), "float64"),
+    ],
+)
+def test_tf_manifest_disagreeing_with_the_graph_is_refused(tf_art, tmp_path, fmt, name, edit, words):
+    p = copy_artifact(tf_art[fmt], tmp_path / name)
     obj = read_raw_manifest(p)
-    obj["inputs"][0]["shape"] = ["batch", 13]
-    write_raw_manifest(p, "tflite", obj)
-    with pytest.raises(ArtifactError, match="input"):
+    edit(obj)
+    write_raw_manifest(p, fmt, obj)
+    with pytest.raises(ArtifactError, match=words):
         load(p)
 
 
