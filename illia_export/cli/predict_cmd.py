@@ -132,9 +132,8 @@ def format_summary(pred, limit: int = MAX_ROWS) -> str:
 
 
 def run(args) -> int:
-    from illia_export.runtime import load
-
     from illia_export.exporters.atomic import atomic_output, check_output_path
+    from illia_export.runtime import load
 
     if args.samples < 1:
         raise InputError(f"--samples (={args.samples}) must be a positive integer")

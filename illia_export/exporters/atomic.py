@@ -125,7 +125,9 @@ def check_output_path(
                 "delete it (choose a new path or remove it yourself)"
             )
     elif final.exists() and directory:
-        raise ArtifactError(f"{what} {final} is an existing file; a SavedModel is a folder, choose another path")
+        raise ArtifactError(
+            f"{what} {final} is an existing file; a SavedModel is a folder, choose another path"
+        )
     parent = final.parent
     if parent.exists() and not parent.is_dir():
         raise ArtifactError(f"{what} {final}: {parent} is not a folder")
@@ -135,7 +137,9 @@ def check_output_path(
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ArtifactError(f"{what} {final}: cannot create the folder {parent}: {exc.strerror or exc}") from exc
+            raise ArtifactError(
+                f"{what} {final}: cannot create the folder {parent}: {exc.strerror or exc}"
+            ) from exc
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ArtifactError(f"{what} {final}: the folder {parent} is not writable")
     return final
@@ -194,7 +198,9 @@ def atomic_output(
         if directory:
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         else:
-            fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent)
+            fd, name = tempfile.mkstemp(
+                prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent
+            )
             os.close(fd)
             tmp = Path(name)
         try:
@@ -223,13 +229,17 @@ def atomic_output(
             raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, *, sources: Iterable[str | os.PathLike] = ()) -> None:
+def atomic_write_text(
+    path: str | os.PathLike, text: str, *, sources: Iterable[str | os.PathLike] = ()
+) -> None:
     """Write `text` to `path` atomically."""
     with atomic_output(path, sources=sources) as tmp:
         tmp.write_text(text)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sources: Iterable[str | os.PathLike] = ()) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike, data: bytes, *, sources: Iterable[str | os.PathLike] = ()
+) -> None:
     """Write `data` to `path` atomically."""
     with atomic_output(path, sources=sources) as tmp:
         tmp.write_bytes(data)

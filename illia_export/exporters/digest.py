@@ -83,7 +83,9 @@ def onnx_graph_bytes(data: bytes) -> list[memoryview]:
         else:
             raise ArtifactError(f"corrupt protobuf (wire type {wire} at byte {start})")
         if pos > len(view):
-            raise ArtifactError(f"truncated protobuf (field {field} at byte {start} runs past the end of the file)")
+            raise ArtifactError(
+                f"truncated protobuf (field {field} at byte {start} runs past the end of the file)"
+            )
         if field != _ONNX_METADATA_FIELD:
             parts.append(view[start:pos])
     return parts

@@ -146,7 +146,9 @@ def art(tmp_path_factory) -> dict[str, Path]:
         for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
             for samples in ("vectorized", "per-call"):
                 p = root / f"mlp_{samples}.{ext}"
-                illia_export.export(mlp, torch.zeros(2, 6), p, format=fmt, samples=samples, task="classification")
+                illia_export.export(
+                    mlp, torch.zeros(2, 6), p, format=fmt, samples=samples, task="classification"
+                )
                 out[f"mlp_{fmt}_{samples}"] = stamp(p, fmt)
             p = root / f"tok.{ext}"
             illia_export.export(tok, torch.randint(0, VOCAB, (2, 5)), p, format=fmt, task="classification")

@@ -33,9 +33,10 @@ def _onnx_weight_offset(path: Path) -> int:
     import onnx
 
     model = onnx.load(str(path))
-    raw = model.graph.initializer[0].raw_data or np.asarray(
-        onnx.numpy_helper.to_array(model.graph.initializer[0])
-    ).tobytes()
+    raw = (
+        model.graph.initializer[0].raw_data
+        or np.asarray(onnx.numpy_helper.to_array(model.graph.initializer[0])).tobytes()
+    )
     data = path.read_bytes()
     pos = data.find(raw)
     assert pos > 0

@@ -62,8 +62,18 @@ def jax_project(tmp_path_factory):
 
 def test_jax_factory_in_the_current_folder_is_found(jax_project):
     out = jax_project / "m.tflite"
-    r = cli("mymodels:make", "--weights", "w.npz", "--format", "tflite", "--input-shape", "2,12", "-o", "m.tflite",
-            cwd=jax_project)
+    r = cli(
+        "mymodels:make",
+        "--weights",
+        "w.npz",
+        "--format",
+        "tflite",
+        "--input-shape",
+        "2,12",
+        "-o",
+        "m.tflite",
+        cwd=jax_project,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert out.exists()
     r = cli("inspect", "m.tflite", cwd=jax_project)
@@ -71,15 +81,35 @@ def test_jax_factory_in_the_current_folder_is_found(jax_project):
 
 
 def test_jax_factory_that_needs_arguments_is_one_line(jax_project):
-    r = cli("mymodels:needs", "--weights", "w.npz", "--format", "tflite", "--input-shape", "2,12", "-o", "n.tflite",
-            cwd=jax_project)
+    r = cli(
+        "mymodels:needs",
+        "--weights",
+        "w.npz",
+        "--format",
+        "tflite",
+        "--input-shape",
+        "2,12",
+        "-o",
+        "n.tflite",
+        cwd=jax_project,
+    )
     assert_one_line_error(r, "no arguments")
     assert not (jax_project / "n.tflite").exists()
 
 
 def test_jax_output_guards(jax_project):
     for out in (".", str(jax_project), "w.npz"):
-        r = cli("mymodels:make", "--weights", "w.npz", "--format", "onnx", "--input-shape", "2,12", "-o", out,
-                cwd=jax_project)
+        r = cli(
+            "mymodels:make",
+            "--weights",
+            "w.npz",
+            "--format",
+            "onnx",
+            "--input-shape",
+            "2,12",
+            "-o",
+            out,
+            cwd=jax_project,
+        )
         assert_one_line_error(r)
     assert (jax_project / "mymodels.py").exists() and (jax_project / "w.npz").exists()

@@ -35,12 +35,23 @@ def test_cli_nonfinite_and_evaluate_on_nan_rows(art, tmp_path):
     np.save(tmp_path / "y.npy", np.zeros(3, np.int64))
     onnx_path = str(art["mlp_onnx_vectorized"])
     assert_one_line_error(cli("predict", onnx_path, "-i", str(tmp_path / "x.npy")), "non-finite")
-    r = cli("predict", onnx_path, "-i", str(tmp_path / "x.npy"), "--allow-nonfinite", "-S", "2", "-o", str(tmp_path / "p.json"))
+    r = cli(
+        "predict",
+        onnx_path,
+        "-i",
+        str(tmp_path / "x.npy"),
+        "--allow-nonfinite",
+        "-S",
+        "2",
+        "-o",
+        str(tmp_path / "p.json"),
+    )
     assert r.returncode == 0, r.stderr
     json.loads((tmp_path / "p.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
     # evaluate used to print accuracy 1.0 for all-NaN rows labelled 0
     assert_one_line_error(
-        cli("evaluate", onnx_path, "-i", str(tmp_path / "x.npy"), "-y", str(tmp_path / "y.npy"), "--json"), "non-finite"
+        cli("evaluate", onnx_path, "-i", str(tmp_path / "x.npy"), "-y", str(tmp_path / "y.npy"), "--json"),
+        "non-finite",
     )
 
 
@@ -86,7 +97,10 @@ def test_largest_seed_works_and_differs_from_zero(art, tmp_path):
     b = p.predict(X, num_samples=2, seed=0).samples
     assert not np.allclose(a, b)
     np.save(tmp_path / "x.npy", X)
-    assert_one_line_error(cli("predict", str(art["mlp_onnx_vectorized"]), "-i", str(tmp_path / "x.npy"), "--seed", str(2**64)), "2**64")
+    assert_one_line_error(
+        cli("predict", str(art["mlp_onnx_vectorized"]), "-i", str(tmp_path / "x.npy"), "--seed", str(2**64)),
+        "2**64",
+    )
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, "8", True])

@@ -20,7 +20,11 @@ VALID = {
     "sample_axis": 0,
     "inputs": [{"name": "input", "shape": ["batch", 6], "dtype": "float32"}],
     "noise": [
-        {"name": "eps_fc_weights_distribution", "parameter": "fc.weights_distribution", "shape": ["samples", 3, 6]}
+        {
+            "name": "eps_fc_weights_distribution",
+            "parameter": "fc.weights_distribution",
+            "shape": ["samples", 3, 6],
+        }
     ],
     "outputs": [{"name": "output", "shape": ["samples", "batch", 3], "dtype": "float32"}],
     "validation": {
@@ -38,7 +42,9 @@ VALID = {
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

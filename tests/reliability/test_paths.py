@@ -143,7 +143,9 @@ def test_cli_predict_refuses_to_overwrite_its_input_or_a_folder(art, tmp_path):
     np.savez(x, input=np.ones((2, 6), np.float32))
     before = x.read_bytes()
     onnx_path = str(art["mlp_onnx_vectorized"])
-    assert_one_line_error(cli("predict", onnx_path, "--input", str(x), "--output", str(x)), "overwrite the input")
+    assert_one_line_error(
+        cli("predict", onnx_path, "--input", str(x), "--output", str(x)), "overwrite the input"
+    )
     assert x.read_bytes() == before
     folder = _user_folder(tmp_path)
     os.rename(str(folder), str(folder) + ".json")
@@ -154,7 +156,16 @@ def test_cli_predict_refuses_to_overwrite_its_input_or_a_folder(art, tmp_path):
 def test_cli_predict_missing_output_folder_fails_before_the_run(art, tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.ones((2, 6), np.float32))
-    r = cli("predict", str(art["mlp_onnx_vectorized"]), "-i", str(x), "-S", "4", "-o", str(tmp_path / "no" / "p.npz"))
+    r = cli(
+        "predict",
+        str(art["mlp_onnx_vectorized"]),
+        "-i",
+        str(x),
+        "-S",
+        "4",
+        "-o",
+        str(tmp_path / "no" / "p.npz"),
+    )
     assert_one_line_error(r, "does not exist")
     assert "samples" not in r.stdout  # no summary was printed: nothing ran
 
@@ -163,7 +174,9 @@ def test_cli_predict_writes_atomically(art, tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.ones((2, 6), np.float32))
     out = tmp_path / "p.json"
-    r = cli("predict", str(art["mlp_onnx_vectorized"]), "-i", str(x), "-S", "4", "--seed", "1", "-o", str(out))
+    r = cli(
+        "predict", str(art["mlp_onnx_vectorized"]), "-i", str(x), "-S", "4", "--seed", "1", "-o", str(out)
+    )
     assert r.returncode == 0, r.stderr
     assert out.exists()
     _no_temp_left(tmp_path)

@@ -51,9 +51,7 @@ def test_bank_depends_on_the_seed(art):
     b2 = p.predict(x, num_samples=5, seed=2, strategy="bank").samples
     assert not np.allclose(b1, b2)
     np.testing.assert_allclose(b2, p.predict(x, num_samples=5, seed=2, strategy="fresh").samples, atol=1e-5)
-    np.testing.assert_allclose(
-        p.predict(x, num_samples=5, seed=1, strategy="bank").samples, b1, atol=0
-    )
+    np.testing.assert_allclose(p.predict(x, num_samples=5, seed=1, strategy="bank").samples, b1, atol=0)
     # and on S: a bank of 3 samples is not the first 3 of a cached bank of 5 by accident only
     b3 = p.predict(x, num_samples=3, seed=1, strategy="bank").samples
     np.testing.assert_allclose(b3, b1[:3], atol=1e-5)

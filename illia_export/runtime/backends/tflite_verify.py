@@ -163,7 +163,9 @@ def verify_flatbuffer(data: bytes, name: str = "model") -> None:
                     raise _Corrupt(f"subgraph {g_i}: a tensor has a negative dim")
                 t.ints(7)
                 if t.scalar(2, "u32") >= max(1, len(buffers)):
-                    raise _Corrupt(f"subgraph {g_i}: a tensor names buffer {t.scalar(2, 'u32')} of {len(buffers)}")
+                    raise _Corrupt(
+                        f"subgraph {g_i}: a tensor names buffer {t.scalar(2, 'u32')} of {len(buffers)}"
+                    )
                 if t.scalar(1, "u8") > 64:
                     raise _Corrupt(f"subgraph {g_i}: a tensor has an unknown type {t.scalar(1, 'u8')}")
                 t.string(3)
@@ -172,7 +174,9 @@ def verify_flatbuffer(data: bytes, name: str = "model") -> None:
                     raise _Corrupt(f"subgraph {g_i}: a graph {which} names a tensor outside [0, {nt})")
             for op in g.tables(3):
                 if op.scalar(0, "u32") >= len(codes):
-                    raise _Corrupt(f"subgraph {g_i}: an operator names opcode {op.scalar(0, 'u32')} of {len(codes)}")
+                    raise _Corrupt(
+                        f"subgraph {g_i}: an operator names opcode {op.scalar(0, 'u32')} of {len(codes)}"
+                    )
                 for k in op.ints(1) + op.ints(2) + op.ints(8):
                     if not -1 <= k < nt:
                         raise _Corrupt(f"subgraph {g_i}: an operator names tensor {k} outside [-1, {nt})")
@@ -232,7 +236,9 @@ def probe_in_subprocess(path: str | os.PathLike, timeout: float = PROBE_TIMEOUT)
             env=env,
         )
     except subprocess.TimeoutExpired:
-        raise ArtifactError(f"{p}: the TFLite interpreter did not open the model within {timeout:g} s") from None
+        raise ArtifactError(
+            f"{p}: the TFLite interpreter did not open the model within {timeout:g} s"
+        ) from None
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
         raise ArtifactError(
@@ -241,7 +247,9 @@ def probe_in_subprocess(path: str | os.PathLike, timeout: float = PROBE_TIMEOUT)
         )
     if proc.returncode != 0 or "ok" not in proc.stdout:
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise ArtifactError(f"{p}: the TFLite interpreter cannot open this model: {lines[-1] if lines else 'failed'}")
+        raise ArtifactError(
+            f"{p}: the TFLite interpreter cannot open this model: {lines[-1] if lines else 'failed'}"
+        )
 
 
 def verify_tflite_file(path: str | os.PathLike, trusted: bool = False) -> None:

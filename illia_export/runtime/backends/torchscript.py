@@ -132,13 +132,13 @@ class TorchScriptBackend(Backend):
                 f"arguments {[a for _, a in wrong]} at the same positions (TorchScript is fed positionally); "
                 "the manifest does not belong to this graph or was edited"
             )
-        for spec, arg in zip(list(inputs) + list(noise), args):
+        for arg in args[: len(names)]:
             if "Tensor" not in str(arg.type):
                 raise ArtifactError(f"{self.path}: forward argument {arg.name!r} is a {arg.type}, not a Tensor")
         # Dry call: S = 1, batch = 1, other symbolic dims 1. Skipped for very large noise.
         def concrete(shape, sample_axis):
             dims = []
-            for axis, d in enumerate(shape):
+            for d in shape:
                 if d == SAMPLE_DIM:
                     if sample_axis:
                         dims.append(1)
