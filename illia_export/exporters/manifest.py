@@ -468,11 +468,8 @@ class Manifest:
             NoiseSpec.from_dict(o, f"{where}.noise[{i}]")
             for i, o in enumerate(_list(_require(obj, "noise", where), f"{where}.noise"))
         ]
-        if not noise:
-            raise ManifestError(
-                f"{where}.noise is empty: an illia-export artifact has at least one noise input (a graph "
-                "without noise is not a Bayesian artifact; was the manifest edited?)"
-            )
+        # An empty noise list is legal (e.g. a BatchEnsemble-only model); a manifest whose list was
+        # emptied is caught when the runtime compares it with the graph's inputs.
         outputs = [
             TensorSpec.from_dict(o, f"{where}.outputs[{i}]")
             for i, o in enumerate(_list(_require(obj, "outputs", where), f"{where}.outputs"))

@@ -139,7 +139,7 @@ def test_manifest_that_disagrees_with_the_graph_is_refused_at_load(art, tmp_path
 def test_emptied_noise_list_and_bogus_dtype_are_one_line_errors(art, tmp_path):
     x = _npy(tmp_path, X)
     for edit, words in (
-        (lambda o: o.update(noise=[]), "noise is empty"),
+        (lambda o: o.update(noise=[]), "does not list"),
         (lambda o: o["inputs"][0].update(dtype="float99"), "unsupported dtype"),
         (lambda o: o["validation"].update(max_abs_diff="tiny"), "max_abs_diff"),
     ):
@@ -147,7 +147,7 @@ def test_emptied_noise_list_and_bogus_dtype_are_one_line_errors(art, tmp_path):
         obj = read_raw_manifest(p)
         edit(obj)
         write_raw_manifest(p, "onnx", obj)
-        with pytest.raises(ManifestError, match=words):
+        with pytest.raises((ManifestError, ArtifactError), match=words):
             load(p)
         assert_one_line_error(cli("predict", str(p), "--input", x), words)
         assert_one_line_error(cli("inspect", str(p)), words)

@@ -116,7 +116,6 @@ def test_any_bytes_are_a_manifest_or_a_manifest_error(data):
     [
         (("inputs", 0, "dtype"), "float99", "unsupported dtype"),
         (("inputs",), 7, "must be a list"),
-        (("noise",), [], "noise is empty"),
         (("sample_axis",), False, "sample_axis"),
         (("contract",), 2.0, "contract"),
         (("validation", "max_abs_diff"), "small", "must be a number"),
