@@ -66,3 +66,13 @@ class StrategyError(IlliaExportError, ValueError):
 
 class TaskError(IlliaExportError, ValueError):
     """A summary was asked for that the prediction's task does not define."""
+
+
+class InputError(IlliaExportError, ValueError):
+    """An argument or input value is outside what the model or the runtime accepts: a NaN/inf
+    input, a token id outside the vocabulary, a seed outside ``[0, 2**64)``, a bad count."""
+
+
+class ResourceError(IlliaExportError, MemoryError):
+    """A request would need more memory than the runtime's budget or the machine has
+    (raised before the large allocation, with the numbers)."""

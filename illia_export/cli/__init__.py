@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
@@ -54,8 +55,14 @@ def _version() -> str:
         return "0.1.0"
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     from illia_export.errors import IlliaExportError
+    from illia_export.exporters.atomic import ExportInterrupted
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
@@ -68,17 +75,35 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except IlliaExportError as exc:
-        print(f"illia-export: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"illia-export: error: {exc}", file=sys.stderr)
+        print(f"illia-export: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
         return 0
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+        print(f"illia-export: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only file system, ...
+        print(f"illia-export: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError as exc:
+        print(f"illia-export: error: out of memory ({_one_line(exc)}); lower --samples or the batch", file=sys.stderr)
+        return 2
+    except ExportInterrupted as exc:
+        print(f"illia-export: {exc}; nothing was written", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("illia-export: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line, the traceback on request
+        if os.environ.get("ILLIA_EXPORT_DEBUG"):
+            raise
+        print(
+            f"illia-export: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(set ILLIA_EXPORT_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 EPILOG = """\
 Runs S Monte Carlo samples of the exported classifier on the inputs (noise seeded with --seed,
@@ -40,8 +39,8 @@ def _seed(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64), got {text!r}")
     return value
 
 
@@ -119,11 +118,16 @@ def _load(path: str, what: str):
     from illia_export.errors import ShapeError
 
     try:
-        return np.load(path, allow_pickle=False)
+        data = np.load(path, allow_pickle=False)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise ShapeError(f"cannot read {what} {path!r} as a .npy array: {exc}") from exc
+    except Exception as exc:  # ValueError (object arrays), EOFError (empty file), OSError, ...
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ShapeError(f"cannot read {what} {path!r} as a .npy array: {detail}") from exc
+    if not isinstance(data, np.ndarray):
+        data.close()
+        raise ShapeError(f"{what} {path!r} is an .npz archive; evaluate reads one .npy array")
+    return data
 
 
 def format_table(report: dict) -> str:
@@ -230,7 +234,9 @@ def run(args) -> int:
         chunk_size=args.chunk_size,
     )
     if args.json:
-        print(json.dumps(report))
+        from illia_export.strict_json import dumps
+
+        print(dumps(report))  # strictly valid JSON: null for non-finite values
     else:
         print(f"{args.artifact}: Monte Carlo evaluation")
         print(format_table(report))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
 from pathlib import Path
 
 from illia_export.errors import ArtifactError, ExportError, ShapeError
@@ -16,7 +19,9 @@ MODEL is one of:
                           from illia_export.nn.torch layers) - loads without running pickled code
   state.pt --factory M:F  a state dict plus the function that builds the model
   model.pt --trust-pickle a whole module saved with torch.save (runs code from the file!)
-  pkg.module:factory      a JAX/Flax-NNX model factory, with --weights state.npz
+  pkg.module:factory      a JAX/Flax-NNX model factory, with --weights state.npz; the module is
+                          imported from the current folder or the Python path, and the
+                          factory is called with no arguments
 
 The example input (--input-shape or --example-input) fixes every dim but the batch axis (and the
 sequence axis of integer token inputs), which stay dynamic in the artifact.
@@ -83,7 +88,9 @@ def register(sub) -> None:
     p.add_argument(
         "--no-validate", action="store_true", help="skip running the artifact against the source model"
     )
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed by validation")
+    p.add_argument(
+        "--tolerance", type=_tolerance, default=1e-4, help="max abs difference allowed by validation"
+    )
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow loading a pickled module (runs code from MODEL)"
     )
@@ -91,6 +98,16 @@ def register(sub) -> None:
     p.add_argument("--weights", help="weights file (.npz/.safetensors) for a JAX factory MODEL")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
     p.set_defaults(func=run)
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
+    return value
 
 
 def default_output(model: str, fmt: str) -> Path:
@@ -178,7 +195,14 @@ def _token_axes(arrays) -> dict[int, dict[int, str]]:
 
 
 def run(args) -> int:
+    from illia_export.exporters.atomic import check_output_path
+
     out = Path(args.output) if args.output else default_output(args.model, args.format)
+    is_jax = ":" in args.model and not Path(args.model).exists()
+    # Before any long work: never write over the model, its weights or the example inputs, nor
+    # into a folder that is not an earlier artifact.
+    sources = [f for f in [None if is_jax else args.model, args.weights, *(args.example_input or [])] if f]
+    check_output_path(out, directory=args.format == "savedmodel", sources=sources)
     common = dict(
         format=args.format,
         samples=args.samples,
@@ -191,13 +215,21 @@ def run(args) -> int:
     )
     if args.opset is not None:
         common["opset"] = args.opset
-    is_jax = ":" in args.model and not Path(args.model).exists()
     if is_jax:
         from illia_export.exporters.jax_export import export_jax, load_jax_model
 
         if not args.weights:
             raise ExportError("a JAX factory MODEL needs --weights state.npz (saved with save_jax_weights)")
-        model = load_jax_model(args.model, args.weights)
+        # Like `python -m`: modules in the current folder are importable.
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            model = load_jax_model(args.model, args.weights)
+        except TypeError as exc:
+            raise ExportError(
+                f"calling the factory {args.model!r} failed: {exc}; a CLI factory must build the model "
+                "with no arguments (wrap it in a function that passes them)"
+            ) from exc
         inputs = example_inputs(args, _token_high(model))
         manifest = export_jax(model, tuple(inputs), out, dynamic_axes=_token_axes(inputs), **common)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from illia_export.errors import ArtifactError, ShapeError
+from illia_export.errors import ArtifactError, InputError, ShapeError
 
 #: Rows shown in the human summary.
 MAX_ROWS = 10
@@ -52,6 +52,9 @@ def register(sub) -> None:
         default=None,
         help="save to .npz (samples + summaries) or .json (summaries)",
     )
+    p.add_argument(
+        "--allow-nonfinite", action="store_true", help="accept NaN/inf inputs (refused by default)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run)
 
@@ -63,22 +66,29 @@ def load_inputs(path: str, input_names: list[str]):
     p = Path(path)
     if not p.exists():
         raise ArtifactError(f"input file not found: {p}")
+    if p.is_dir():
+        raise ArtifactError(f"input {p} is a folder, not a .npy/.npz file")
     try:
         data = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ArtifactError(f"cannot read {p} as .npy/.npz: {exc}") from exc
-    if isinstance(data, np.ndarray):
-        return data
-    with data:
-        keys = list(data.keys())
-        if len(input_names) == 1 and len(keys) == 1:
-            return data[keys[0]]
-        missing = [n for n in input_names if n not in keys]
-        if missing:
-            raise ShapeError(
-                f"{p} must hold one array per model input {input_names}; missing {missing} (has {keys})"
-            )
-        return {n: data[n] for n in input_names}
+        if isinstance(data, np.ndarray):
+            return data
+        if not hasattr(data, "keys"):
+            raise ValueError(f"expected an array, got {type(data).__name__}")
+        with data:
+            keys = list(data.keys())
+            if len(input_names) == 1 and len(keys) == 1:
+                return data[keys[0]]
+            missing = [n for n in input_names if n not in keys]
+            if missing:
+                raise ShapeError(
+                    f"{p} must hold one array per model input {input_names}; missing {missing} (has {keys})"
+                )
+            return {n: data[n] for n in input_names}
+    except ShapeError:
+        raise
+    except Exception as exc:  # ValueError (pickled/object arrays), EOFError (empty), BadZipFile (bad CRC), ...
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ArtifactError(f"cannot read {p} as .npy/.npz: {detail}") from exc
 
 
 def format_summary(pred, limit: int = MAX_ROWS) -> str:
@@ -122,17 +132,22 @@ def format_summary(pred, limit: int = MAX_ROWS) -> str:
 
 
 def run(args) -> int:
+    from illia_export.exporters.atomic import atomic_output, check_output_path
     from illia_export.runtime import load
 
     if args.samples < 1:
-        raise ShapeError(f"--samples (={args.samples}) must be a positive integer")
-    if args.seed is not None and args.seed < 0:
-        raise ShapeError(f"--seed (={args.seed}) must be a non-negative integer")
+        raise InputError(f"--samples (={args.samples}) must be a positive integer")
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        raise InputError(f"--seed (={args.seed}) must be an integer in [0, 2**64)")
     if args.chunk_size is not None and args.chunk_size < 1:
-        raise ShapeError(f"--chunk-size (={args.chunk_size}) must be a positive integer")
+        raise InputError(f"--chunk-size (={args.chunk_size}) must be a positive integer")
     out = Path(args.output) if args.output else None
-    if out is not None and out.suffix.lower() not in (".npz", ".json"):
-        raise ArtifactError(f"--output must end in .npz or .json, got {out.name}")
+    if out is not None:
+        if out.suffix.lower() not in (".npz", ".json"):
+            raise ArtifactError(f"--output must end in .npz or .json, got {out.name}")
+        # Before the Monte Carlo run: never overwrite the inputs or the artifact, nor a folder,
+        # and fail now (not after the run) when the folder is missing.
+        check_output_path(out, sources=[args.input, args.artifact], create_parents=False, what="--output")
     predictor = load(args.artifact, device=args.device)
     x = load_inputs(args.input, [t.name for t in predictor.manifest.inputs])
     pred = predictor.predict(
@@ -143,12 +158,14 @@ def run(args) -> int:
         chunk_size=args.chunk_size,
         progress=not args.no_progress and sys.stderr.isatty(),
         task=args.task,
+        allow_nonfinite=args.allow_nonfinite,
     )
     print(format_summary(pred))
     if out is not None:
-        if out.suffix.lower() == ".npz":
-            pred.save_npz(out)
-        else:
-            out.write_text(pred.to_json(indent=2) + "\n")
+        with atomic_output(out, sources=[args.input, args.artifact]) as tmp:
+            if out.suffix.lower() == ".npz":
+                pred.save_npz(tmp)
+            else:
+                tmp.write_text(pred.to_json(indent=2) + "\n")
         print(f"saved {out}")
     return 0

@@ -1,7 +1,24 @@
-"""Write artifacts atomically: build under a temporary name, rename into place on success.
+"""Write artifacts atomically, and never destroy what illia-export did not create.
 
-A failed export (an exception, a failed validation) leaves nothing at the output path and no
-temporary files behind.
+An artifact is built under a temporary name beside its target and renamed into place only when
+the body of :func:`atomic_output` finishes (after validation). A failed export -- an exception,
+a failed validation, Ctrl-C, ``SIGTERM`` or ``SIGHUP`` -- leaves nothing at the output path, the
+previous artifact there intact, and no temporary file behind.
+
+Guards (:func:`check_output_path`, also run by :func:`atomic_output` before any work):
+
+* an existing **folder** at the output path is refused, unless it is an earlier artifact of the
+  format being written (a SavedModel folder, ``directory=True``): that one is replaced only
+  after the new one is complete, and the old one is moved aside first, so a crash between the
+  two renames leaves one of them in place;
+* an existing **file** is refused where a folder is to be written;
+* the output may not be one of the `sources` (the model, weights or input files the command
+  reads) nor a folder holding one: symlinks are resolved first;
+* the parent folder must be a folder (it is created when missing, unless
+  ``create_parents=False``) and writable.
+
+Files and folders get the permissions a plain ``open()``/``mkdir`` would give them
+(``0o666``/``0o777`` minus the process umask), not ``mkstemp``'s ``0o600``.
 """
 
 from __future__ import annotations
@@ -9,9 +26,38 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from illia_export.errors import ArtifactError
+
+#: Signals turned into a clean interruption while an artifact is being written.
+INTERRUPT_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
+
+_umask_lock = threading.Lock()
+
+
+class ExportInterrupted(KeyboardInterrupt):
+    """Raised (like Ctrl-C) when SIGTERM or SIGHUP arrives while an artifact is being written.
+
+    Attributes:
+        signum: the signal number.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than two syscalls)."""
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def _remove(path: Path) -> None:
@@ -22,39 +68,178 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, *, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on normal exit move it to `path`, else delete it.
+def _is_artifact_folder(path: Path) -> bool:
+    """An earlier illia-export (or TF) SavedModel folder: the only folder we ever replace."""
+    return (path / "saved_model.pb").is_file()
 
-    With ``directory=True`` the temporary path is an (empty, existing) folder.
+
+def _holds(out: Path, src: Path) -> bool:
+    """Whether writing `out` would replace `src` (the same path, or a folder holding it)."""
+    return out == src or out in src.parents
+
+
+def check_output_path(
+    path: str | os.PathLike,
+    *,
+    directory: bool = False,
+    sources: Iterable[str | os.PathLike] = (),
+    create_parents: bool = True,
+    what: str = "output",
+) -> Path:
+    """Refuse an output path that would destroy user data; return it as a Path.
+
+    Args:
+        path: where the artifact (or result file) will be written.
+        directory: the artifact is a folder (SavedModel).
+        sources: files or folders the command reads (model, weights, inputs); the output may
+            not be one of them nor a folder holding one (after resolving symlinks).
+        create_parents: create a missing parent folder (else refuse it).
+        what: how the path is named in messages (``"output"``, ``"--output"``).
+
+    Raises:
+        ArtifactError: with a one-line explanation.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
+    if str(path) in ("", ".", "..") or final.name in ("", ".", ".."):
+        raise ArtifactError(f"{what} {str(path)!r} names a folder, not an artifact file; give a file name")
+    resolved = final.resolve()
+    for src in sources:
+        if src is None:
+            continue
+        src_resolved = Path(src).resolve()
+        if _holds(resolved, src_resolved):
+            raise ArtifactError(
+                f"{what} {final} would overwrite the input {src}; choose another output path"
+                if resolved == src_resolved
+                else f"{what} {final} is a folder holding the input {src}; choose another output path"
+            )
+    if final.is_dir():
+        if not directory:
+            raise ArtifactError(
+                f"{what} {final} is an existing folder; refusing to replace it with a file (give a file "
+                f"path such as {final / ('model' + (final.suffix or ''))} or remove the folder yourself)"
+            )
+        if not _is_artifact_folder(final):
+            raise ArtifactError(
+                f"{what} {final} is an existing folder that is not a SavedModel artifact; refusing to "
+                "delete it (choose a new path or remove it yourself)"
+            )
+    elif final.exists() and directory:
+        raise ArtifactError(
+            f"{what} {final} is an existing file; a SavedModel is a folder, choose another path"
+        )
+    parent = final.parent
+    if parent.exists() and not parent.is_dir():
+        raise ArtifactError(f"{what} {final}: {parent} is not a folder")
+    if not parent.exists():
+        if not create_parents:
+            raise ArtifactError(f"{what} {final}: the folder {parent} does not exist")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArtifactError(
+                f"{what} {final}: cannot create the folder {parent}: {exc.strerror or exc}"
+            ) from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ArtifactError(f"{what} {final}: the folder {parent} is not writable")
+    return final
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into :class:`ExportInterrupted` while the body runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise ExportInterrupted(signum)
+
+    previous = {}
+    for sig in INTERRUPT_SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+            pass
     try:
-        yield tmp
-        if final.exists() and final.is_dir() != tmp.is_dir():
-            _remove(final)
-        elif final.is_dir():
-            _remove(final)
-        os.replace(tmp, final)
-    except BaseException:
-        _remove(tmp)
-        raise
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def _fix_mode(path: Path, directory: bool) -> None:
+    mode = (0o777 if directory else 0o666) & ~current_umask()
+    with contextlib.suppress(OSError):
+        os.chmod(path, mode)
+
+
+@contextlib.contextmanager
+def atomic_output(
+    path: str | os.PathLike,
+    *,
+    directory: bool = False,
+    sources: Iterable[str | os.PathLike] = (),
+) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on normal exit move it to `path`, else delete it.
+
+    Args:
+        path: the final artifact path (checked by :func:`check_output_path` first).
+        directory: the temporary path is an (empty, existing) folder (SavedModel).
+        sources: paths the export reads (source model, weights): the output may not be one of
+            them (see :func:`check_output_path`).
+
+    SIGTERM and SIGHUP raise :class:`ExportInterrupted` (a ``KeyboardInterrupt``) inside the
+    body, so the temporary artifact is removed and the previous one stays in place.
+    """
+    sources = list(sources)
+    final = check_output_path(path, directory=directory, sources=sources)
+    with _signals_interrupt():
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        else:
+            fd, name = tempfile.mkstemp(
+                prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent
+            )
+            os.close(fd)
+            tmp = Path(name)
+        try:
+            yield tmp
+            # The body may have taken minutes: check again what is at the target now.
+            check_output_path(final, directory=directory, sources=sources)
+            _fix_mode(tmp, directory)
+            if tmp.is_dir():
+                for sub in tmp.rglob("*"):
+                    _fix_mode(sub, sub.is_dir())
+            if directory and final.is_dir():
+                # Replace an earlier SavedModel: move it aside, move the new one in, drop the old.
+                backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+                backup.rmdir()
+                os.replace(final, backup)
+                try:
+                    os.replace(tmp, final)
+                except BaseException:
+                    os.replace(backup, final)
+                    raise
+                _remove(backup)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            _remove(tmp)
+            raise
+
+
+def atomic_write_text(
+    path: str | os.PathLike, text: str, *, sources: Iterable[str | os.PathLike] = ()
+) -> None:
     """Write `text` to `path` atomically."""
-    with atomic_output(path) as tmp:
+    with atomic_output(path, sources=sources) as tmp:
         tmp.write_text(text)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(
+    path: str | os.PathLike, data: bytes, *, sources: Iterable[str | os.PathLike] = ()
+) -> None:
     """Write `data` to `path` atomically."""
-    with atomic_output(path) as tmp:
+    with atomic_output(path, sources=sources) as tmp:
         tmp.write_bytes(data)

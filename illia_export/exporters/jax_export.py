@@ -37,6 +37,7 @@ import numpy as np
 from illia_export.errors import ArtifactError, ExportError, ShapeError
 from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
+from illia_export.exporters.digest import stamp_digest
 from illia_export.exporters.likelihood import resolve_likelihood
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -574,6 +575,7 @@ def export_jax(
             onnx.save(onnx_model, str(tmp))
         if validate:
             manifest.validation = _validate(prep, format, tmp, tolerance, num_noise_draws, sizes)
+        stamp_digest(tmp, manifest)  # graph bytes only: the manifest embedded below is excluded
         if format == "savedmodel":
             assets = tmp / "assets"
             assets.mkdir(exist_ok=True)

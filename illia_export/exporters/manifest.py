@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,11 @@ SIDECAR_SUFFIX = ".manifest.json"
 
 Dim = int | str
 _NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Element types a manifest may declare (numpy names).
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+#: Largest fixed dim a manifest may declare (anything larger is a corrupt manifest).
+MAX_DIM = 2**31 - 1
+_DIGEST_OK = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def noise_input_name(parameter: str) -> str:
@@ -94,13 +99,66 @@ def batch_multiple(dim: Dim) -> int | None:
 
 def _check_shape(shape: Any, where: str) -> list[Dim]:
     if not isinstance(shape, (list, tuple)):
-        raise ManifestError(f"{where}: 'shape' must be a list, got {shape!r}")
+        raise ManifestError(f"{where}: 'shape' must be a list, got {_short(shape)}")
+    if len(shape) > 32:
+        raise ManifestError(f"{where}: 'shape' has {len(shape)} dims (at most 32)")
     for dim in shape:
         if isinstance(dim, bool) or not isinstance(dim, (int, str)):
-            raise ManifestError(f"{where}: dims must be integers or strings, got {dim!r}")
+            raise ManifestError(f"{where}: dims must be integers or strings, got {_short(dim)}")
         if isinstance(dim, int) and dim < 0:
             raise ManifestError(f"{where}: negative dim {dim}")
+        if isinstance(dim, int) and dim > MAX_DIM:
+            raise ManifestError(f"{where}: dim {dim} is larger than {MAX_DIM}")
+        if isinstance(dim, str) and not dim:
+            raise ManifestError(f"{where}: symbolic dims must be non-empty strings")
     return list(shape)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ManifestError(f"{where} must be a number, got {_short(value)}")
+    return float(value)
+
+
+def _integer(value: Any, where: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ManifestError(f"{where} must be an integer >= {minimum}, got {_short(value)}")
+    return value
+
+
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ManifestError(f"{where} must be true or false, got {_short(value)}")
+    return value
+
+
+def _object(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where} must be an object, got {_short(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, list):
+        raise ManifestError(f"{where} must be a list, got {_short(value)}")
+    return value
+
+
+def _no_unknown(obj: dict, known: tuple[str, ...], where: str) -> None:
+    unknown = sorted(str(k) for k in obj if k not in known)
+    if unknown:
+        raise ManifestError(f"{where}: unknown fields {unknown} (known: {list(known)})")
+
+
+def _dtype(value: Any, where: str) -> str:
+    if not isinstance(value, str) or value not in DTYPES:
+        raise ManifestError(f"{where}: unsupported dtype {_short(value)} (expected one of {DTYPES})")
+    return value
 
 
 def _string(value: Any, where: str) -> str:
@@ -122,15 +180,37 @@ class TensorSpec:
     name: str
     shape: list[Dim]
     dtype: str = "float32"
+    #: Valid values ``[low, high)`` of an integer input (token ids: ``[0, vocabulary size)``),
+    #: checked by the runtimes; None: integer inputs must be non-negative.
+    range: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.range is not None:
+            where = f"{self.name!r}: range"
+            if self.dtype not in ("int64", "int32", "int16", "int8", "uint8"):
+                raise ManifestError(f"{where} is only defined for integer inputs, not {self.dtype}")
+            if not isinstance(self.range, (list, tuple)) or len(self.range) != 2:
+                raise ManifestError(f"{where} must be [low, high], got {_short(self.range)}")
+            low = _integer(self.range[0], f"{where}[0]", minimum=-(2**63))
+            high = _integer(self.range[1], f"{where}[1]", minimum=-(2**63))
+            if not low < high:
+                raise ManifestError(f"{where} must satisfy low < high, got [{low}, {high}]")
+            self.range = [low, high]
 
     @classmethod
     def from_dict(cls, obj: Any, where: str) -> TensorSpec:
         if not isinstance(obj, dict):
             raise ManifestError(f"{where}: expected an object, got {type(obj).__name__}")
+        _no_unknown(obj, ("name", "shape", "dtype", "range"), where)
         name = _require(obj, "name", where)
         if not isinstance(name, str) or not name:
             raise ManifestError(f"{where}: 'name' must be a non-empty string")
-        return cls(name, _check_shape(_require(obj, "shape", where), where), str(obj.get("dtype", "float32")))
+        return cls(
+            name,
+            _check_shape(_require(obj, "shape", where), where),
+            _dtype(obj.get("dtype", "float32"), f"{where}.dtype"),
+            obj.get("range"),
+        )
 
 
 @dataclass
@@ -158,6 +238,16 @@ class NoiseSpec:
     def from_dict(cls, obj: Any, where: str) -> NoiseSpec:
         if not isinstance(obj, dict):
             raise ManifestError(f"{where}: expected an object, got {type(obj).__name__}")
+        _no_unknown(obj, ("name", "parameter", "shape", "distribution", "kind", "transform"), where)
+        shape = _check_shape(_require(obj, "shape", where), where)
+        for axis, dim in enumerate(shape):
+            if isinstance(dim, str) and not (
+                (dim == SAMPLE_DIM and axis == 0) or batch_multiple(dim) is not None
+            ):
+                raise ManifestError(
+                    f"{where}: symbolic noise dim {_short(dim)} at axis {axis}; only 'samples' (axis 0), "
+                    "'batch' and '<k>*batch' are allowed"
+                )
         dist = obj.get("distribution", DISTRIBUTION)
         if dist != DISTRIBUTION:
             raise ManifestError(
@@ -174,7 +264,7 @@ class NoiseSpec:
         return cls(
             name=_string(_require(obj, "name", where), f"{where}.name"),
             parameter=_string(_require(obj, "parameter", where), f"{where}.parameter"),
-            shape=_check_shape(_require(obj, "shape", where), where),
+            shape=shape,
             distribution=dist,
             kind=kind,
             transform=transform,
@@ -204,6 +294,29 @@ class Validation:
         if self.within_tolerance is not None:
             return self.within_tolerance
         return self.max_abs_diff <= self.tolerance
+
+
+#: Checks of the fields of :class:`Validation` read from JSON (fields not listed are passed as is).
+def _validation_from_dict(obj: dict, where: str) -> Validation:
+    known = tuple(f.name for f in fields(Validation))
+    _no_unknown(obj, known, where)
+    values: dict[str, Any] = dict(obj)
+    for key in ("max_abs_diff", "tolerance", "num_noise_draws"):
+        _require(obj, key, where)
+    values["max_abs_diff"] = _number(obj["max_abs_diff"], f"{where}.max_abs_diff")
+    values["tolerance"] = _number(obj["tolerance"], f"{where}.tolerance")
+    values["num_noise_draws"] = _integer(obj["num_noise_draws"], f"{where}.num_noise_draws")
+    if "includes_zero_noise" in obj:
+        values["includes_zero_noise"] = _boolean(obj["includes_zero_noise"], f"{where}.includes_zero_noise")
+    if "per_output" in obj:
+        per = _object(obj["per_output"], f"{where}.per_output")
+        values["per_output"] = {str(k): _number(v, f"{where}.per_output[{k!r}]") for k, v in per.items()}
+    if "batch_sizes" in obj:
+        values["batch_sizes"] = [
+            _integer(b, f"{where}.batch_sizes[{i}]", minimum=1)
+            for i, b in enumerate(_list(obj["batch_sizes"], f"{where}.batch_sizes"))
+        ]
+    return Validation(**values)
 
 
 @dataclass
@@ -290,9 +403,9 @@ class Manifest:
             raise ManifestError(f"unknown source {self.source!r}; expected one of {SOURCES}")
         if self.task not in TASKS:
             raise ManifestError(f"unknown task {self.task!r}; expected one of {TASKS}")
-        if self.sample_axis not in (0, None):
+        if self.sample_axis is not None and (isinstance(self.sample_axis, bool) or self.sample_axis != 0 or not isinstance(self.sample_axis, int)):
             raise ManifestError(f"sample_axis must be 0 or null, got {self.sample_axis!r}")
-        if isinstance(self.contract, bool) or self.contract not in READABLE_CONTRACTS:
+        if isinstance(self.contract, bool) or not isinstance(self.contract, int) or self.contract not in READABLE_CONTRACTS:
             raise ManifestError(
                 f"manifest contract version {self.contract!r} is not supported (this illia-export "
                 f"reads versions {', '.join(map(str, READABLE_CONTRACTS))})"
@@ -323,6 +436,10 @@ class Manifest:
         for key in ("likelihood", "local_unavailable", "digest"):
             if out.get(key) is None:
                 out.pop(key, None)
+        for key in ("inputs", "outputs"):
+            for spec in out[key]:
+                if spec.get("range") is None:
+                    spec.pop("range", None)
         order = [
             "contract",
             "format",
@@ -341,56 +458,96 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, obj: Any) -> Manifest:
+        """Build a manifest from parsed JSON, checking every field's type and value.
+
+        Raises:
+            ManifestError: naming the first offending field (never another exception).
+        """
         if not isinstance(obj, dict):
             raise ManifestError(f"a manifest must be a JSON object, got {type(obj).__name__}")
         where = "manifest"
+        known = tuple(f.name for f in fields(cls))
+        _no_unknown(obj, known, where)
+        for key in ("contract", "format", "source"):
+            _require(obj, key, where)
+        for key in ("format", "source", "task", "noise_generator"):
+            if key in obj and not isinstance(obj[key], str):
+                raise ManifestError(f"{where}.{key} must be a string, got {_short(obj[key])}")
         inputs = [
             TensorSpec.from_dict(o, f"{where}.inputs[{i}]")
-            for i, o in enumerate(_require(obj, "inputs", where))
+            for i, o in enumerate(_list(_require(obj, "inputs", where), f"{where}.inputs"))
         ]
+        if not inputs:
+            raise ManifestError(f"{where}.inputs is empty: the model needs at least one input")
         noise = [
-            NoiseSpec.from_dict(o, f"{where}.noise[{i}]") for i, o in enumerate(_require(obj, "noise", where))
+            NoiseSpec.from_dict(o, f"{where}.noise[{i}]")
+            for i, o in enumerate(_list(_require(obj, "noise", where), f"{where}.noise"))
         ]
+        # An empty noise list is legal (e.g. a BatchEnsemble-only model); a manifest whose list was
+        # emptied is caught when the runtime compares it with the graph's inputs.
         outputs = [
             TensorSpec.from_dict(o, f"{where}.outputs[{i}]")
-            for i, o in enumerate(_require(obj, "outputs", where))
+            for i, o in enumerate(_list(_require(obj, "outputs", where), f"{where}.outputs"))
         ]
-        val = obj.get("validation")
+        if not outputs:
+            raise ManifestError(f"{where}.outputs is empty: the model needs at least one output")
         validation = None
-        if val is not None:
-            try:
-                validation = Validation(**val)
-            except TypeError as exc:
-                raise ManifestError(f"{where}.validation is malformed: {exc}") from exc
+        if obj.get("validation") is not None:
+            validation = _validation_from_dict(_object(obj["validation"], f"{where}.validation"), f"{where}.validation")
         local = None
         if obj.get("local") is not None:
-            loc = obj["local"]
+            loc = _object(obj["local"], f"{where}.local")
+            _no_unknown(loc, ("file", "noise"), f"{where}.local")
+            file = _string(_require(loc, "file", f"{where}.local"), f"{where}.local.file")
+            if "/" in file or "\\" in file or file in (".", "..") or "\x00" in file:
+                raise ManifestError(
+                    f"{where}.local.file must be a file name beside the artifact, got {_short(file)}"
+                )
             local = LocalVariant(
-                file=str(_require(loc, "file", f"{where}.local")),
+                file=file,
                 noise=[
                     NoiseSpec.from_dict(o, f"{where}.local.noise[{i}]")
-                    for i, o in enumerate(_require(loc, "noise", f"{where}.local"))
+                    for i, o in enumerate(_list(_require(loc, "noise", f"{where}.local"), f"{where}.local.noise"))
                 ],
             )
         likelihood = None
         if obj.get("likelihood") is not None:
-            lk = obj["likelihood"]
-            if not isinstance(lk, dict):
-                raise ManifestError(f"{where}.likelihood must be an object")
-            try:
-                likelihood = Likelihood(**lk)
-            except TypeError as exc:
-                raise ManifestError(f"{where}.likelihood is malformed: {exc}") from exc
+            lk = _object(obj["likelihood"], f"{where}.likelihood")
+            _no_unknown(lk, ("name", "mean", "scale", "scale_kind", "df"), f"{where}.likelihood")
+            likelihood = Likelihood(
+                name=_string(_require(lk, "name", f"{where}.likelihood"), f"{where}.likelihood.name"),
+                mean=_string(_require(lk, "mean", f"{where}.likelihood"), f"{where}.likelihood.mean"),
+                scale=_string(_require(lk, "scale", f"{where}.likelihood"), f"{where}.likelihood.scale"),
+                scale_kind=_string(
+                    _require(lk, "scale_kind", f"{where}.likelihood"), f"{where}.likelihood.scale_kind"
+                ),
+                df=None if lk.get("df") is None else _number(lk["df"], f"{where}.likelihood.df"),
+            )
         dropout = []
-        for i, d in enumerate(obj.get("dropout") or []):
-            try:
-                dropout.append(DropoutSite(**d))
-            except TypeError as exc:
-                raise ManifestError(f"{where}.dropout[{i}] is malformed: {exc}") from exc
+        for i, d in enumerate(_list(obj.get("dropout") or [], f"{where}.dropout")):
+            w = f"{where}.dropout[{i}]"
+            d = _object(d, w)
+            _no_unknown(d, ("path", "p", "sampled"), w)
+            p = _number(_require(d, "p", w), f"{w}.p")
+            if not 0.0 <= p <= 1.0:
+                raise ManifestError(f"{w}.p must lie in [0, 1], got {p}")
+            dropout.append(
+                DropoutSite(
+                    path=_string(_require(d, "path", w), f"{w}.path"),
+                    p=p,
+                    sampled=_boolean(_require(d, "sampled", w), f"{w}.sampled"),
+                )
+            )
+        local_unavailable = obj.get("local_unavailable")
+        if local_unavailable is not None and not isinstance(local_unavailable, str):
+            raise ManifestError(f"{where}.local_unavailable must be a string or null, got {_short(local_unavailable)}")
+        digest = obj.get("digest")
+        if digest is not None and (not isinstance(digest, str) or not _DIGEST_OK.match(digest)):
+            raise ManifestError(f"{where}.digest must look like 'sha256:<64 hex digits>', got {_short(digest)}")
         return cls(
             contract=_require(obj, "contract", where),
-            format=_require(obj, "format", where),
-            source=_require(obj, "source", where),
+            format=obj["format"],
+            source=obj["source"],
             inputs=inputs,
             noise=noise,
             outputs=outputs,
@@ -398,20 +555,22 @@ class Manifest:
             task=obj.get("task", "raw"),
             validation=validation,
             local=local,
-            extra=dict(obj.get("extra", {})),
-            noise_generator=str(obj.get("noise_generator", NOISE_GENERATOR)),
+            extra=dict(_object(obj.get("extra", {}), f"{where}.extra")),
+            noise_generator=obj.get("noise_generator", NOISE_GENERATOR),
             likelihood=likelihood,
             dropout=dropout,
-            local_unavailable=obj.get("local_unavailable"),
-            digest=obj.get("digest"),
+            local_unavailable=local_unavailable,
+            digest=digest,
         )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
         try:
             obj = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, TypeError) as exc:
             raise ManifestError(f"the manifest is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            raise ManifestError("the manifest is not valid JSON: nested too deeply") from exc
         return cls.from_dict(obj)
 
 

@@ -25,7 +25,6 @@ or Student-t), and the predictive distribution is their mixture ``(1/S) sum_s p_
 
 from __future__ import annotations
 
-import json
 import os
 from functools import cached_property
 from typing import Any
@@ -44,6 +43,12 @@ def _finite_or_none(values: np.ndarray) -> Any:
     if arr.dtype.kind != "f" or np.all(np.isfinite(arr)):
         return arr.tolist()
     return np.where(np.isfinite(arr), arr, None).astype(object).tolist()
+
+
+def _summary_dtype(samples: np.ndarray) -> np.dtype:
+    """Means/stds keep a float output's dtype; integer or bool outputs get float64 (not a
+    truncated integer mean)."""
+    return samples.dtype if samples.dtype.kind == "f" else np.dtype(np.float64)
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -129,7 +134,7 @@ class Prediction:
         """
         if self.has_likelihood:
             return self.predicted_mean.mean(axis=0)
-        return self.samples.mean(axis=0, dtype=np.float64).astype(self.samples.dtype, copy=False)
+        return self.samples.mean(axis=0, dtype=np.float64).astype(_summary_dtype(self.samples), copy=False)
 
     @cached_property
     def std(self) -> np.ndarray:
@@ -140,7 +145,7 @@ class Prediction:
         """
         if self.has_likelihood:
             return np.sqrt(self.predictive_variance)
-        return self.samples.std(axis=0, dtype=np.float64).astype(self.samples.dtype, copy=False)
+        return self.samples.std(axis=0, dtype=np.float64).astype(_summary_dtype(self.samples), copy=False)
 
     def quantiles(self, q: float | list[float] | np.ndarray) -> np.ndarray:
         """Predictive quantiles.
@@ -351,8 +356,10 @@ class Prediction:
         return d
 
     def to_json(self, include_samples: bool = False, indent: int | None = None) -> str:
-        """:meth:`to_dict` as a JSON string."""
-        return json.dumps(self.to_dict(include_samples), indent=indent)
+        """:meth:`to_dict` as a strictly valid JSON string (non-finite values become ``null``)."""
+        from illia_export.strict_json import dumps
+
+        return dumps(self.to_dict(include_samples), indent=indent)
 
     def save_npz(self, path: str | os.PathLike) -> None:
         """Save the raw samples and the summaries to a ``.npz`` file.

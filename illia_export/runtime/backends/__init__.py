@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from illia_export.errors import DeviceUnavailableError
+from illia_export.errors import ArtifactError, DeviceUnavailableError
 
 #: Backend module and class per artifact format.
 _BACKENDS = {
@@ -101,6 +101,60 @@ class Backend(ABC):
     def describe(self) -> str:
         """One line: backend name and where it runs."""
         return f"{self.name} ({self.device})"
+
+    # ------------------------------------------------------------ signature check
+    def graph_inputs(self) -> dict[str, tuple[list[Any], str | None]] | None:
+        """The graph's own inputs: ``{name: (shape, dtype)}`` with ``None`` or a string for a
+        dynamic dim and a numpy dtype name; None when the format does not expose them."""
+        return None
+
+    def check_signature(self, inputs: list, noise: list, outputs: list, vectorized: bool) -> None:
+        """Check the manifest's inputs and noise against the graph's own signature (names,
+        rank, fixed dims, dtype) and refuse graph inputs the manifest does not feed.
+
+        Raises:
+            ArtifactError: naming the first disagreement.
+        """
+        graph = self.graph_inputs()
+        if graph is None:
+            return
+        check_against_graph(self.path, graph, inputs, noise)
+
+
+def check_against_graph(path: Path, graph: dict[str, tuple[list[Any], str | None]], inputs: list, noise: list) -> None:
+    """Compare manifest specs (``TensorSpec``/``NoiseSpec``) with ``{name: (shape, dtype)}``."""
+    specs = [(s, "input") for s in inputs] + [(n, "noise input") for n in noise]
+    fed = {s.name for s, _ in specs}
+    unfed = sorted(set(graph) - fed)
+    if unfed:
+        raise ArtifactError(
+            f"{path}: the graph has inputs {unfed} that the manifest does not list (manifest inputs and noise: "
+            f"{sorted(fed)}); the manifest does not belong to this graph or was edited"
+        )
+    for spec, kind in specs:
+        if spec.name not in graph:
+            raise ArtifactError(
+                f"{path}: the manifest's {kind} {spec.name!r} is not an input of the graph (graph inputs: {sorted(graph)})"
+            )
+        shape, dtype = graph[spec.name]
+        want_dtype = getattr(spec, "dtype", "float32")
+        if dtype is not None and np.dtype(dtype) != np.dtype(want_dtype):
+            raise ArtifactError(
+                f"{path}: {kind} {spec.name!r} is {want_dtype} in the manifest but {np.dtype(dtype).name} in the graph"
+            )
+        if shape is None:
+            continue
+        if len(shape) != len(spec.shape):
+            raise ArtifactError(
+                f"{path}: {kind} {spec.name!r} has shape {list(spec.shape)} in the manifest but rank {len(shape)} "
+                f"{[d if d is not None else '?' for d in shape]} in the graph"
+            )
+        for axis, (want, got) in enumerate(zip(spec.shape, shape)):
+            if isinstance(want, int) and isinstance(got, int) and got >= 0 and want != got:
+                raise ArtifactError(
+                    f"{path}: {kind} {spec.name!r} has shape {list(spec.shape)} in the manifest but "
+                    f"{[d if d is not None else '?' for d in shape]} in the graph (axis {axis}: {want} != {got})"
+                )
 
 
 def check_device(device: str) -> str:

@@ -18,6 +18,9 @@ _ORT_DTYPES = {
     "tensor(int64)": np.int64,
     "tensor(int32)": np.int32,
     "tensor(bool)": np.bool_,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(int16)": np.int16,
 }
 
 
@@ -121,6 +124,14 @@ class OnnxRuntimeBackend(Backend):
     @property
     def noise_device(self) -> str:
         return self.device
+
+    def graph_inputs(self):
+        out = {}
+        for i in self.session.get_inputs():
+            shape = [d if isinstance(d, int) else None for d in (i.shape or [])]
+            dtype = _ORT_DTYPES.get(i.type)
+            out[i.name] = (shape, np.dtype(dtype).name if dtype is not None else None)
+        return out
 
     def prepare_inputs(self, inputs: list[np.ndarray]) -> list[Any]:
         if self.device != "cuda":

@@ -52,6 +52,17 @@ class SavedModelBackend(Backend):
             raise ArtifactError(f"{path}: signature {key!r} lacks inputs {missing} (has {sorted(specs)})")
         self.input_dtypes = {n: specs[n].dtype.as_numpy_dtype for n in self.input_names}
 
+    def graph_inputs(self):
+        out = {}
+        for name, spec in self.fn.structured_input_signature[1].items():
+            shape = None if spec.shape.rank is None else [d if d is None else int(d) for d in spec.shape.as_list()]
+            try:
+                dtype = np.dtype(spec.dtype.as_numpy_dtype).name
+            except TypeError:
+                dtype = None
+            out[name] = (shape, dtype)
+        return out
+
     def prepare_inputs(self, inputs: list[np.ndarray]) -> list[Any]:
         with self._tf.device(self._tf_device):
             return [self._tf.constant(x) for x in inputs]

@@ -31,6 +31,11 @@ class TFLiteBackend(Backend):
     Options:
         num_threads: interpreter threads (default: the usable cores).
         signature: signature key (default: the model's only/first signature).
+        verified_digest: the file's bytes matched the manifest digest (set by the Predictor);
+            otherwise the model is first opened in a child process (see :mod:`.tflite_verify`).
+
+    The file is always bounds-checked first (:func:`.tflite_verify.verify_flatbuffer`): a
+    corrupt model raises :class:`ArtifactError` instead of crashing the interpreter.
     """
 
     name = "tflite"
@@ -45,6 +50,9 @@ class TFLiteBackend(Backend):
                 "the TFLite backend runs on the CPU only (GPU delegates are not wired in); use device='cpu', "
                 "or export to ONNX/TorchScript for CUDA"
             )
+        from illia_export.runtime.backends.tflite_verify import verify_tflite_file
+
+        verify_tflite_file(path, trusted=bool(options.pop("verified_digest", False)))
         interpreter_cls = _interpreter_class()
         try:
             with warnings.catch_warnings():
@@ -70,6 +78,14 @@ class TFLiteBackend(Backend):
         self.sig_outputs = list(signatures[key]["outputs"])
         details = self.runner.get_input_details()
         self.input_dtypes = {n: details[n]["dtype"] for n in self.input_names}
+
+    def graph_inputs(self):
+        out = {}
+        for name, d in self.runner.get_input_details().items():
+            sig = d.get("shape_signature")
+            sig = list(sig) if sig is not None and len(sig) else list(d["shape"])
+            out[name] = ([int(x) if int(x) >= 0 else None for x in sig], np.dtype(d["dtype"]).name)
+        return out
 
     def run(self, inputs: list[Any], noise: list[Any]) -> list[np.ndarray]:
         feeds = dict(zip(self.input_names, inputs))

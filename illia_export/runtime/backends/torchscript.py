@@ -33,6 +33,10 @@ def keep_process_memory() -> bool:
     return ok and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
 
 
+#: Largest noise (elements, one sample) of the dry call that checks a TorchScript signature.
+DRY_RUN_MAX_ELEMENTS = 16 * 1024 * 1024
+
+
 class TorchScriptBackend(Backend):
     """Runs a TorchScript archive under ``torch.inference_mode``.
 
@@ -104,3 +108,99 @@ class TorchScriptBackend(Backend):
 
     def describe(self) -> str:
         return f"torchscript (torch {self._torch.__version__}, {self._device})"
+
+    def check_signature(self, inputs: list, noise: list, outputs: list, vectorized: bool) -> None:
+        """TorchScript graphs carry no input shapes: check ``forward``'s schema (argument count,
+        and names where the exporter named them after the manifest), then run one dry call with
+        one sample and a batch of one built from the manifest's shapes, and compare the outputs'
+        count, rank and fixed dims with the manifest's outputs."""
+        from illia_export.exporters.manifest import SAMPLE_DIM, batch_multiple
+
+        torch = self._torch
+        try:
+            args = [a for a in self.module.forward.schema.arguments if a.name != "self"]
+        except (AttributeError, RuntimeError) as exc:
+            raise ArtifactError(f"{self.path}: the TorchScript module has no readable forward schema: {exc}") from exc
+        names = [s.name for s in inputs] + [n.name for n in noise]
+        positional = [a for a in args if a.default_value is None]
+        if not len(positional) <= len(names) <= len(args):
+            raise ArtifactError(
+                f"{self.path}: forward takes {len(args)} arguments {[a.name for a in args]}, the manifest feeds "
+                f"{len(names)} (inputs + noise: {names}); the manifest does not belong to this graph or was edited"
+            )
+        arg_names = [a.name for a in args[: len(names)]]
+        if arg_names != names and set(arg_names) & set(names):
+            # Fed positionally: a renamed or reordered manifest entry would feed the wrong noise.
+            wrong = [(m, a) for m, a in zip(names, arg_names) if m != a]
+            raise ArtifactError(
+                f"{self.path}: the manifest's inputs/noise {[m for m, _ in wrong]} do not match forward's "
+                f"arguments {[a for _, a in wrong]} at the same positions (TorchScript is fed positionally); "
+                "the manifest does not belong to this graph or was edited"
+            )
+        for arg in args[: len(names)]:
+            if "Tensor" not in str(arg.type):
+                raise ArtifactError(f"{self.path}: forward argument {arg.name!r} is a {arg.type}, not a Tensor")
+        # Dry call: S = 1, batch = 1, other symbolic dims 1. Skipped for very large noise.
+        def concrete(shape, sample_axis):
+            dims = []
+            for d in shape:
+                if d == SAMPLE_DIM:
+                    if sample_axis:
+                        dims.append(1)
+                    continue
+                k = batch_multiple(d)
+                dims.append(d if isinstance(d, int) else (k if k is not None else 1))
+            return dims
+
+        # Noise shapes against the distributions the archive carries (``<parameter>.mu``): cheap,
+        # and covers noise too large for the dry call.
+        try:
+            modules = dict(self.module.named_modules())
+        except RuntimeError:  # pragma: no cover - exotic archives
+            modules = {}
+        for n in noise:
+            dist = next((modules[k] for k in (n.parameter, "model." + n.parameter) if k in modules), None)
+            mu = getattr(dist, "mu", None) if dist is not None else None
+            if isinstance(mu, torch.Tensor):
+                want = [d for d in n.shape if d != SAMPLE_DIM]
+                if any(isinstance(w, str) for w in want):
+                    continue
+                if list(mu.shape) != want:
+                    raise ArtifactError(
+                        f"{self.path}: noise input {n.name!r} has shape {list(n.shape)} in the manifest but its "
+                        f"distribution {n.parameter!r} in the graph has shape {list(mu.shape)}"
+                    )
+        shapes = [concrete(n.shape, vectorized) for n in noise]
+        if sum(int(np.prod(s)) for s in shapes) > DRY_RUN_MAX_ELEMENTS:
+            return
+        dtypes = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+                  "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
+        feeds = [
+            torch.zeros(concrete(s.shape, False), dtype=dtypes.get(s.dtype, torch.float32), device=self._device)
+            for s in inputs
+        ] + [torch.zeros(sh, dtype=torch.float32, device=self._device) for sh in shapes]
+        try:
+            with torch.inference_mode():
+                out = self.module(*feeds)
+        except Exception as exc:  # the graph rejects the manifest's shapes
+            first = str(exc).strip().splitlines()
+            raise ArtifactError(
+                f"{self.path}: the graph rejects inputs shaped as the manifest says "
+                f"({[list(f.shape) for f in feeds]}): {first[-1] if first else type(exc).__name__}"
+            ) from exc
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        if len(outs) != len(outputs):
+            raise ArtifactError(
+                f"{self.path}: forward returns {len(outs)} tensors, the manifest lists {len(outputs)} outputs"
+            )
+        for spec, o in zip(outputs, outs):
+            if not isinstance(o, torch.Tensor):
+                raise ArtifactError(f"{self.path}: forward returned a {type(o).__name__}, expected tensors")
+            want = concrete(spec.shape, vectorized)
+            if o.dim() != len(want) or any(
+                isinstance(d, int) and d != g for d, g in zip([x for x in spec.shape if x != SAMPLE_DIM or vectorized], o.shape)
+            ):
+                raise ArtifactError(
+                    f"{self.path}: output {spec.name!r} has shape {list(spec.shape)} in the manifest but the graph "
+                    f"returns {list(o.shape)} for one sample and a batch of one"
+                )
