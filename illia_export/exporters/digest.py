@@ -11,6 +11,8 @@ graph and its weights, *excluding the embedded manifest* (so the manifest can ca
   the archive's top-level folder, which is the file name at save time) and content, sorted by
   name. Reading a member checks its CRC. Re-saving the loaded module with another manifest
   (``torch.jit.save(m, path, _extra_files=...)``) keeps the digest.
+* ``pt2`` / ``aoti``: as TorchScript (zip members by name); an AOTInductor package's
+  ``*_metadata.json`` is hashed without its manifest entry.
 * ``tflite``: the whole file (the manifest is a sidecar).
 * ``savedmodel``: ``saved_model.pb`` and every file under ``variables/``, as relative path and
   content, sorted (``assets/``, where the manifest lives, and ``fingerprint.pb`` are not hashed).
@@ -103,6 +105,18 @@ def _update_named(h, name: str, data: bytes) -> None:
     h.update(data)
 
 
+def _without_manifest(data: bytes) -> bytes:
+    """An AOTInductor metadata file minus the manifest entry (the manifest lives there)."""
+    import json
+
+    from illia_export.exporters.manifest import ONNX_METADATA_KEY
+
+    meta = json.loads(data)
+    if isinstance(meta, dict):
+        meta.pop(ONNX_METADATA_KEY, None)
+    return json.dumps(meta, sort_keys=True).encode()
+
+
 def compute_digest(path: str | os.PathLike, format: str) -> str:
     """``"sha256:<hex>"`` of the graph bytes of the artifact at `path` (manifest excluded).
 
@@ -117,7 +131,7 @@ def compute_digest(path: str | os.PathLike, format: str) -> str:
         if format == "onnx":
             for part in onnx_graph_bytes(p.read_bytes()):
                 h.update(part)
-        elif format == "torchscript":
+        elif format in ("torchscript", "pt2", "aoti"):
             try:
                 with zipfile.ZipFile(p) as zf:
                     names = []
@@ -129,9 +143,12 @@ def compute_digest(path: str | os.PathLike, format: str) -> str:
                             continue
                         names.append((name.partition("/")[2] or name, name))
                     for short, name in sorted(names):
-                        _update_named(h, short, zf.read(name))
+                        data = zf.read(name)
+                        if format == "aoti" and name.endswith("_metadata.json"):
+                            data = _without_manifest(data)
+                        _update_named(h, short, data)
             except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
-                raise ArtifactError(f"{p} is not a readable TorchScript archive: {exc}") from exc
+                raise ArtifactError(f"{p} is not a readable {format} archive: {exc}") from exc
         elif format == "tflite":
             _hash_file(h, p)
         elif format == "savedmodel":

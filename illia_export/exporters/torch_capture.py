@@ -166,7 +166,7 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def _batch_dims(shape1: tuple[int, ...], shape2: tuple[int, ...], b1: int, b2: int, where: str) -> list[mf.Dim]:
+def batch_dims(shape1: tuple[int, ...], shape2: tuple[int, ...], b1: int, b2: int, where: str) -> list[mf.Dim]:
     if len(shape1) != len(shape2):
         raise ExportError(f"{where} draws noise of rank {len(shape1)} at batch {b1} but {len(shape2)} at batch {b2}")
     dims: list[mf.Dim] = []
@@ -234,7 +234,7 @@ def discover(model, inputs_a: list[torch.Tensor], inputs_b: list[torch.Tensor]) 
     sites: list[Site] = []
     for a, b in zip(draws_a, draws_b):
         where = f"module {a.module!r}" if a.module else "the model's forward"
-        dims = _batch_dims(a.call.shape, b.call.shape, b1, b2, where)
+        dims = batch_dims(a.call.shape, b.call.shape, b1, b2, where)
         parameter = _parameter_name(model, a, counts)
         sites.append(
             Site(
@@ -342,48 +342,64 @@ def export_program(
     input_axes: list[dict[int, str]],
     noise: list[torch.Tensor],
 ) -> Any:
-    """``torch.export`` the wrapper with dynamic samples / batch / named input axes."""
+    """``torch.export`` the wrapper with dynamic samples / batch / named input axes.
+
+    Some code cannot be traced for a size of 1 (a reshape of an expanded tensor guards on it,
+    e.g. einops' ``repeat``): the capture is then retried with those dims starting at 2, which
+    the program records in ``program.illia_min_sizes`` (ONNX graphs have no such limit).
+    """
+    import warnings
+
+    import torch.fx.experimental._config as fx_config
+
+    min_sizes: dict[str, int] = {}
+    for _ in range(2):
+        shapes = _dynamic_shapes(wrapper, input_axes, min_sizes)
+        # control-flow operators (the LSTM's while_loop) trace their bodies with dynamo, whose code
+        # cache would carry sizes from an earlier capture (e.g. a per-call one) into this one
+        torch._dynamo.reset()
+        try:
+            with fx_config.patch(backed_size_oblivious=True), torch.no_grad(), warnings.catch_warnings():
+                # layers that keep their last sample as a plain attribute (ours, blitz) trip this; the
+                # attribute is never read back by the graph, so it says nothing about the artifact
+                warnings.filterwarnings("ignore", message=".*were assigned during export", category=UserWarning)
+                program = torch.export.export(
+                    wrapper, tuple(inputs + noise), dynamic_shapes=(tuple(shapes),), strict=False
+                )
+            break
+        except ExportError:
+            raise
+        except Exception as exc:
+            not_one = set(re.findall(r"Not all values of (\w+) = .*?guard .*?!= 1", str(exc)))
+            if not not_one or min_sizes:
+                raise ExportError(f"torch.export could not capture the model: {_first_line(exc)}") from exc
+            min_sizes = dict.fromkeys(sorted(not_one), 2)
+    check_noise_used(program, [s.name for s in wrapper.sites], wrapper.num_inputs)
+    program.illia_min_sizes = min_sizes
+    return program
+
+
+def _dynamic_shapes(wrapper: CaptureWrapper, input_axes: list[dict[int, str]], min_sizes: dict[str, int]) -> list:
     from torch.export import Dim
 
     named: dict[str, Any] = {}
 
     def dim(name: str):
-        if name not in named:
-            named[name] = Dim(re.sub(r"\W", "_", name), min=1)
-        return named[name]
+        key = re.sub(r"\W", "_", name)
+        if key not in named:
+            named[key] = Dim(key, min=min_sizes.get(key, 1))
+        return named[key]
 
-    shapes: list[dict[int, Any]] = []
-    for axes in input_axes:
-        shapes.append({axis: dim(name) for axis, name in axes.items()})
+    shapes: list[dict[int, Any]] = [{axis: dim(name) for axis, name in axes.items()} for axes in input_axes]
+    lead = 1 if wrapper.vectorized else 0
     for site in wrapper.sites:
-        spec: dict[int, Any] = {}
-        lead = 1 if wrapper.vectorized else 0
-        if wrapper.vectorized:
-            spec[0] = dim(mf.SAMPLE_DIM)
+        spec: dict[int, Any] = {0: dim(mf.SAMPLE_DIM)} if wrapper.vectorized else {}
         for i, d in enumerate(site.dims):
             k = mf.batch_multiple(d)
             if k is not None:
                 spec[lead + i] = dim(mf.BATCH_DIM) if k == 1 else k * dim(mf.BATCH_DIM)
         shapes.append(spec)
-    import torch.fx.experimental._config as fx_config
-
-    import warnings
-
-    # control-flow operators (the LSTM's while_loop) trace their bodies with dynamo, whose code
-    # cache would carry sizes from an earlier capture (e.g. a per-call one) into this one
-    torch._dynamo.reset()
-    try:
-        with fx_config.patch(backed_size_oblivious=True), torch.no_grad(), warnings.catch_warnings():
-            # layers that keep their last sample as a plain attribute (ours, blitz) trip this; the
-            # attribute is never read back by the graph, so the warning says nothing about the artifact
-            warnings.filterwarnings("ignore", message=".*were assigned during export", category=UserWarning)
-            program = torch.export.export(wrapper, tuple(inputs + noise), dynamic_shapes=(tuple(shapes),), strict=False)
-    except ExportError:
-        raise
-    except Exception as exc:
-        raise ExportError(f"torch.export could not capture the model: {_first_line(exc)}") from exc
-    check_noise_used(program, [s.name for s in wrapper.sites], wrapper.num_inputs)
-    return program
+    return shapes
 
 
 def _first_line(exc: BaseException) -> str:

@@ -184,15 +184,15 @@ def apply(call: DrawCall, func: Callable, args: Sequence[Any], kwargs: dict, z: 
 
 
 def _fill(target: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
-    """In-place draws: write the value where shapes allow and return it.
+    """In-place draws return the drawn value and leave the target as it was.
 
-    With a sample axis (vectorized capture) the value cannot fit the target; it is returned
-    only. Code that ignores the return value and reads the target later then loses the draw,
-    which the exporter's unused-noise check reports.
+    Writing into the target cannot be captured (``buf.data.normal_()`` fills an untracked
+    alias, and a sampled value ``[S, ...]`` does not fit the target). Code that uses the return
+    value (bayesian-torch: ``eps = self.eps_weight.data.normal_()``) is captured exactly; code
+    that ignores it and reads the target later would lose the draw, which the exporter reports
+    as an unused noise input (the family registry adapts such libraries, e.g. blitz).
     """
-    if target is not None and tuple(value.shape) == tuple(target.shape):
-        with torch.no_grad():
-            target.copy_(value)
+    del target
     return value
 
 
@@ -218,7 +218,7 @@ def _linear_sampled(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) ->
     xs = x.reshape(num_samples, -1, x.shape[-1])
     y = torch.bmm(xs, w.transpose(1, 2))
     if b is not None:
-        y = y + b.reshape(num_samples, 1, -1)
+        y = y + (b.unsqueeze(1) if b.dim() == 2 else b)  # sampled [S, out] or shared [out]
     return y.reshape(-1, *lead, w.shape[1])
 
 

@@ -352,7 +352,16 @@ def _all_nodes(graph):
 
 
 def _finalize(fmt: str, path: Path, manifest: mf.Manifest) -> None:
-    """Embed the final manifest in the artifact at `path` (rewritten in place)."""
+    """Stamp the digest and embed the final manifest in the artifact at `path` (rewritten in place)."""
+    from illia_export.exporters.digest import stamp_digest, verify_digest
+
+    _embed(fmt, path, manifest)  # a TorchScript re-save rewrites more than the manifest: settle it first
+    stamp_digest(path, manifest)
+    _embed(fmt, path, manifest)
+    verify_digest(path, manifest)
+
+
+def _embed(fmt: str, path: Path, manifest: mf.Manifest) -> None:
     if fmt == "onnx":
         import onnx
 
@@ -442,6 +451,7 @@ def export_torch(
     if isinstance(distribution_samples, bool) or not isinstance(distribution_samples, int) or distribution_samples < 100:
         raise ExportError(f"distribution_samples must be an integer >= 100, got {distribution_samples!r}")
     torch = _torch()
+    sources = [Path(model)] if isinstance(model, (str, os.PathLike)) else []
     if isinstance(model, (str, os.PathLike)):
         source = load_torch_source(model, trust_pickle=trust_pickle, factory=factory)
     elif isinstance(model, torch.jit.ScriptModule):
@@ -471,7 +481,7 @@ def export_torch(
             source, example_inputs, path, format=format, samples=samples, task=task, opset=opset or DEFAULT_OPSET,
             input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes, validate=validate,
             tolerance=tolerance, rtol=rtol, noise_draws_count=noise_draws_count, local_variant=local_variant,
-            likelihood=resolve,
+            likelihood=resolve, sources=sources,
         )
         return manifest
     from illia_export.exporters.torch_pipeline import export_capture
@@ -480,7 +490,7 @@ def export_torch(
         source.module, example_inputs, path, format=format, samples=samples, task=task, opset=opset,
         input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes, validate=validate,
         tolerance=tolerance, rtol=rtol, noise_draws_count=noise_draws_count, local_variant=local_variant,
-        mc_dropout=mc_dropout, distribution_samples=distribution_samples, likelihood=resolve,
+        mc_dropout=mc_dropout, distribution_samples=distribution_samples, likelihood=resolve, sources=sources,
     )
 
 
@@ -503,6 +513,7 @@ def _export_legacy(
     noise_draws_count: int,
     local_variant: bool | None,
     likelihood=None,
+    sources: Sequence[Path] = (),
 ) -> mf.Manifest:
     """The TorchScript path (archives, or format='torchscript'): see the module docstring."""
     prep = _prepare(source, example_inputs, input_names, output_names, dynamic_axes)
@@ -567,7 +578,7 @@ def _export_legacy(
                 "model (torch.jit.save(torch.jit.script(model), path))"
             )
         manifest.extra["traced_archive"] = True
-        with atomic_output(path) as tmp:
+        with atomic_output(path, sources=sources) as tmp:
             export_traced_onnx(
                 prep, tmp, manifest, opset, validate, tolerance, noise_draws_count, _resize_batch
             )
@@ -591,7 +602,7 @@ def _export_legacy(
     final = Path(path)
     local_file = final.with_name(f"{final.stem}.local{final.suffix}")
     try:
-        with atomic_output(final) as tmp:
+        with atomic_output(final, sources=sources) as tmp:
             _write(format, wrapper, prep, prep.input_names + noise_names, args, dyn, tmp, opset, outputs)
             if validate:
                 runner = _ArtifactRunner(format, tmp, prep.input_names + noise_names, len(outputs))

@@ -10,6 +10,7 @@ restored whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,15 @@ import torch
 from illia_export.errors import ExportError, IlliaExportError
 from illia_export.exporters import manifest as mf
 from illia_export.exporters import torch_inputs as ti
-from illia_export.exporters.atomic import atomic_output
+from illia_export.exporters.atomic import atomic_output, check_output_path
+from illia_export.exporters.digest import stamp_digest, verify_digest
 from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
 from illia_export.exporters.distribution_check import compare as compare_distributions
 from illia_export.exporters.torch_capture import (
     CaptureWrapper,
     Discovery,
     Site,
+    batch_dims,
     discover,
     export_program,
     flatten_outputs,
@@ -124,28 +127,48 @@ def prepare(model, example_inputs, input_names, output_names, dynamic_axes, samp
 
 
 def _output_specs(cap: Capture, lead: list) -> list[mf.TensorSpec]:
+    """Output specs from the outputs at the two discovery batch sizes: which dims follow the batch."""
     out_a, _ = flatten_outputs(cap.discovery.outputs)
     out_b, _ = flatten_outputs(cap.discovery.outputs_b)
     specs = []
     for name, a, b in zip(cap.output_names, out_a, out_b):
-        if a.dim() == 0 or a.shape[0] != cap.batch or b.shape[0] != cap.batch + 1:
+        dims = batch_dims(tuple(a.shape), tuple(b.shape), cap.batch, cap.batch + 1, f"output {name!r}")
+        if not dims or mf.batch_multiple(dims[0]) is None:
             raise ExportError(
-                f"output {name!r} has shape {list(a.shape)}: every output needs the batch as its first axis"
+                f"output {name!r} has shape {list(a.shape)} at batch {cap.batch}: every output needs the batch "
+                "(or a multiple of it) as its first axis"
             )
-        dims: list[mf.Dim] = [mf.BATCH_DIM]
-        for d, (da, db) in enumerate(zip(a.shape[1:], b.shape[1:]), start=1):
-            dims.append(int(da) if da == db else f"output_{name}_dim{d}")
         specs.append(mf.TensorSpec(name, lead + dims, ti.dtype_name(a)))
     return specs
 
 
+def token_range(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[int] | None:
+    """``[0, vocabulary)`` for a model with one integer input and embedding tables, else None.
+
+    The runtime refuses ids outside it: in a vectorized graph an out-of-range id would read
+    another Monte Carlo sample's rows of the stacked tables.
+    """
+    integer = [x for x in inputs if not x.is_floating_point()]
+    sizes = [
+        int(m.num_embeddings)
+        for m in model.modules()
+        if isinstance(getattr(m, "num_embeddings", None), int) and type(m).__name__ == "Embedding"
+    ]
+    if len(integer) != 1 or not sizes:
+        return None
+    return [0, min(sizes)]
+
+
 def build_manifest(cap: Capture, fmt: str, task: str, source_kind: str, opset: int) -> mf.Manifest:
     lead = [mf.SAMPLE_DIM] if cap.vectorized else []
+    vocab = token_range(cap.model, cap.inputs)
     return mf.Manifest(
         format=fmt,
         source=source_kind,
         inputs=[
-            mf.TensorSpec(n, ti.spec_shape(x, ax), ti.dtype_name(x))
+            mf.TensorSpec(
+                n, ti.spec_shape(x, ax), ti.dtype_name(x), range=None if x.is_floating_point() else vocab
+            )
             for n, x, ax in zip(cap.input_names, cap.inputs, cap.axes)
         ],
         noise=[
@@ -355,6 +378,21 @@ def _export_local(wrapper: LocalWrapper, cap: Capture, example, names) -> Any:
         raise ExportError(f"torch.export could not capture the local variant: {exc}") from exc
 
 
+@contextlib.contextmanager
+def no_distribution_validation():
+    """torch.distributions' argument checks (``.all()`` on values) are data-dependent branches
+    that torch.export cannot trace; layers that compute log-priors in forward (blitz,
+    torch-uncertainty) build such distributions. Off during capture, restored after."""
+    from torch.distributions import Distribution
+
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
+
+
 # ------------------------------------------------------------------------------------ entry point
 def export_capture(
     model: torch.nn.Module,
@@ -377,15 +415,25 @@ def export_capture(
     distribution_samples: int = DEFAULT_SAMPLES,
     source_kind: str = "torch",
     likelihood=None,
+    sources: Sequence[Path] = (),
 ) -> mf.Manifest:
     """Export a live module through torch.export; see :func:`illia_export.export` for the arguments."""
     opset = opset or DEFAULT_CAPTURE_OPSET
     sampled = select_dropout(model, mc_dropout)
     final = Path(path)
     local_file = final.with_name(f"{final.stem}.local{final.suffix}")
-    with torch.random.fork_rng(devices=[]), inference_modes(model, sampled), family_adapters(model):
+    check_output_path(final, sources=sources)
+    with (
+        torch.random.fork_rng(devices=[]),
+        inference_modes(model, sampled),
+        family_adapters(model),
+        no_distribution_validation(),
+    ):
         cap = prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples)
         manifest = build_manifest(cap, format, task, source_kind, opset)
+        if getattr(cap.program, "illia_min_sizes", None) and format != "onnx":
+            # the torch program asserts these (ONNX graphs run at any size)
+            manifest.extra["min_sizes"] = dict(cap.program.illia_min_sizes)
         if likelihood is not None:
             manifest.likelihood = likelihood(manifest.outputs) if callable(likelihood) else likelihood
             manifest.__post_init__()
@@ -396,7 +444,7 @@ def export_capture(
         if reason and cap.vectorized and local_variant is not False:
             manifest.local_unavailable = reason
         try:
-            with atomic_output(final) as tmp:
+            with atomic_output(final, sources=sources) as tmp:
                 graph_inputs = manifest.inputs + manifest.noise
                 write(format, cap.program, cap.inputs + cap.noise_example, tmp, graph_inputs, manifest.outputs, opset)
                 if validate:
@@ -409,7 +457,9 @@ def export_capture(
                         cap, manifest, tmp, local_file, opset, validate, tolerance, rtol, noise_draws_count,
                         distribution_samples,
                     )
+                stamp_digest(tmp, manifest)
                 embed_manifest(format, tmp, manifest)
+                verify_digest(tmp, manifest)
         except BaseException:
             if want_local and local_file.exists() and not final.exists():
                 local_file.unlink()
