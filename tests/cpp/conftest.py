@@ -277,6 +277,7 @@ def export_aoti(model, example_inputs: tuple, path: Path, samples: str = "vector
     (taken from an ONNX export in a temporary folder), so the noise order and names match the
     ONNX artifact's exactly. `samples` and `batch` are dynamic (any S >= 1, B >= 1)."""
     import tempfile
+    import warnings
 
     import torch
     import torch.fx.experimental._config as fx_config
@@ -329,9 +330,12 @@ def export_aoti(model, example_inputs: tuple, path: Path, samples: str = "vector
     sample_dim = torch.export.Dim("samples", min=1)
     dynamic = [{0: batch} for _ in example_inputs] + [{0: sample_dim} if vectorized else {} for _ in noise]
     # backed_size_oblivious: no 0/1 specialization of the batch and sample dims.
-    with fx_config.patch(backed_size_oblivious=True), torch.no_grad():
+    with fx_config.patch(backed_size_oblivious=True), torch.no_grad(), warnings.catch_warnings():
+        # set_noise assigns plain tensor attributes, which export warns about; they only carry
+        # the noise inputs into the layers during the trace.
+        warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
         program = torch.export.export(
-            wrapper, (*example_inputs, *noise), dynamic_shapes=tuple(dynamic), strict=False
+            wrapper, (*example_inputs, *noise), dynamic_shapes=(tuple(dynamic),), strict=False
         )
     torch._inductor.aoti_compile_and_package(
         program,
