@@ -133,8 +133,13 @@ def main() -> None:
             if samples == "vectorized" and not args.no_aoti:
                 aoti = tmp / f"{name}_{samples}.pt2"
                 t0 = time.perf_counter()
-                export_aoti(model, x, aoti, samples)
-                print(f"  ({name} AOTInductor package compiled in {time.perf_counter() - t0:.0f} s)", flush=True)
+                try:
+                    export_aoti(model, x, aoti, samples)
+                    print(f"  ({name} AOTInductor package compiled in {time.perf_counter() - t0:.0f} s)", flush=True)
+                except Exception as exc:  # e.g. a layer torch.export cannot keep dynamic
+                    aoti = None
+                    why = [line for line in str(exc).splitlines() if line.strip()]
+                    print(f"  ({name}: no AOTInductor package: {type(exc).__name__}: {' / '.join(why[:2])})", flush=True)
             for strategy in ("fresh", "bank"):
                 py_onnx = python_ms(paths["onnx"], x.numpy(), strategy, args.repeat)
                 py_ts = python_ms(paths["torchscript"], x.numpy(), strategy, args.repeat)
