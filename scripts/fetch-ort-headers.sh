@@ -18,7 +18,8 @@ DEST="${1:-$ROOT/.cache/ort-headers}"
 SUITE="${ILLIA_ORT_DEBIAN_SUITE:-trixie}"
 MIRROR="${ILLIA_ORT_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
-fail() { echo "fetch-ort-headers: $*" >&2; exit 3; }
+WORK=""
+fail() { echo "fetch-ort-headers: $*" >&2; [[ -z "$WORK" ]] || rm -rf "$WORK"; exit 3; }
 
 if [[ -f "$DEST/onnxruntime_cxx_api.h" && -f "$DEST/onnxruntime_c_api.h" ]]; then
   echo "$DEST"
@@ -43,8 +44,10 @@ APT=(apt-get -q
      -o "Debug::NoLocking=1"
      -o "APT::Sandbox::User=$(id -un)")
 echo "fetch-ort-headers: downloading libonnxruntime-dev from $MIRROR $SUITE (private apt dir $WORK)" >&2
-"${APT[@]}" update >"$WORK/update.log" 2>&1 ||
-  fail "apt-get update against $MIRROR $SUITE failed (no network?): $(tail -n 1 "$WORK/update.log")"
+# apt-get update exits 0 when a source cannot be reached (it only warns): look at its log too.
+if ! "${APT[@]}" update >"$WORK/update.log" 2>&1 || grep -qE '^(Err:|W: Failed to fetch|E: )' "$WORK/update.log"; then
+  fail "apt-get update against $MIRROR $SUITE failed (no network?): $(grep -E '^(Err:|W: Failed|E: )' "$WORK/update.log" | head -n 1)"
+fi
 (cd "$WORK/download" && "${APT[@]}" download libonnxruntime-dev >"$WORK/download.log" 2>&1) ||
   fail "apt-get download libonnxruntime-dev failed: $(tail -n 1 "$WORK/download.log")"
 DEB="$(ls "$WORK"/download/libonnxruntime-dev_*.deb 2>/dev/null | head -n 1)"

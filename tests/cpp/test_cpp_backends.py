@@ -88,7 +88,7 @@ def test_example_program_ort_only(cpp_ort_build, artifacts):
         assert abs(float(fields["mutual_information"]) - want["mutual_information"][row]) < 1e-4
 
 
-def test_ort_only_refuses_torchscript_and_aoti(cpp_ort_build, artifacts, tmp_path):
+def test_ort_only_refuses_torchscript(cpp_ort_build, artifacts, tmp_path):
     art = artifacts("w1", "vectorized")
     proc = cpp_ort_build.run(
         cpp_ort_build.illia_mc, art.path, "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path
@@ -270,3 +270,9 @@ def test_aoti_wrong_input_shape(cpp_build, aoti_w1, tmp_path):
     np.save(wrong, np.zeros((2, 783), np.float32))
     proc = _mc(cpp_build, aoti_w1.path, wrong, tmp_path / "o")
     assert proc.returncode == 1 and "dim 1 is 783, the artifact needs 784" in proc.stderr
+
+
+def test_ort_only_refuses_aoti_package(cpp_ort_build, aoti_w1, tmp_path):
+    proc = _mc(cpp_ort_build, aoti_w1.path, aoti_w1.input, tmp_path / "o")
+    assert proc.returncode == 1
+    assert "is an AOTInductor package, and this illia runtime was built without its backend" in proc.stderr
