@@ -55,6 +55,9 @@ class OnnxRuntimeBackend : public Backend {
     try {
       Ort::SessionOptions options;
       options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+      // As the Python runtime: one op at a time, on the cores this process may use.
+      options.SetIntraOpNumThreads(usable_cores());
+      options.SetInterOpNumThreads(1);
       session_ = std::make_unique<Ort::Session>(ort_env(), path.c_str(), options);
       Ort::AllocatorWithDefaultOptions allocator;
       Ort::ModelMetadata metadata = session_->GetModelMetadata();

@@ -6,6 +6,10 @@
 #include <sstream>
 #include <thread>
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 #include "illia/error.h"
 #include "zip.h"
 
@@ -44,8 +48,16 @@ constexpr int64_t kDefaultNoiseBytes = int64_t{512} << 20;
 
 }  // namespace
 
+int usable_cores() {
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
 void Backend::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t cores = usable_cores();
   const int64_t t = std::max<int64_t>(1, std::min<int64_t>(cores, n / std::max<int64_t>(grain, 1)));
   if (t == 1) {
     fn(0, n);

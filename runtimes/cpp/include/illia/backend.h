@@ -40,6 +40,9 @@ class Backend {
   virtual void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 };
 
+/// CPU cores this process may run on (its affinity mask on Linux, else hardware_concurrency).
+int usable_cores();
+
 /// Load a TorchScript archive (torch.jit.save) on CPU; throws ArtifactError when unreadable.
 /// Needs a build with ILLIA_WITH_TORCH.
 std::unique_ptr<Backend> load_torchscript(const std::string& path);
