@@ -37,9 +37,13 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
+// True when an entry's path has the component sequence `piece` (e.g. "data/aotinductor/") at
+// its start or right after a '/' (zip archives of torch put everything under "<name>/").
 bool has_entry(const std::vector<std::string>& names, const std::string& piece) {
-  for (const std::string& n : names)
-    if (n.find(piece) != std::string::npos) return true;
+  for (const std::string& n : names) {
+    if (n.compare(0, piece.size(), piece) == 0) return true;
+    if (n.find("/" + piece) != std::string::npos) return true;
+  }
   return false;
 }
 
@@ -82,14 +86,14 @@ ArtifactKind detect_artifact(const std::string& path) {
   if (ends_with(path, ".onnx") || ends_with(path, ".ort")) return ArtifactKind::Onnx;
   std::vector<std::string> names;
   const bool zip = zip_entry_names(path, &names);
-  if (zip && has_entry(names, "/data/aotinductor/")) return ArtifactKind::Aoti;
+  if (zip && has_entry(names, "data/aotinductor/")) return ArtifactKind::Aoti;
   if (ends_with(path, ".pt2")) {
     if (!zip)
       throw ArtifactError(path + " is not a .pt2 package (not a zip file); illia-mc runs AOTInductor packages "
                                  "(illia-export format 'aoti')");
     return ArtifactKind::ExportedProgram;
   }
-  if (zip && has_entry(names, "/archive_format") && !has_entry(names, "/data.pkl"))
+  if (zip && has_entry(names, "archive_format") && !has_entry(names, "data.pkl"))
     return ArtifactKind::ExportedProgram;
   return ArtifactKind::TorchScript;
 }
