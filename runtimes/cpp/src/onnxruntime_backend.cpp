@@ -11,6 +11,7 @@
 #include <onnxruntime_cxx_api.h>
 #undef ORT_API_MANUAL_INIT
 
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 
@@ -58,6 +59,8 @@ class OnnxRuntimeBackend : public Backend {
       // As the Python runtime: one op at a time, on the cores this process may use.
       options.SetIntraOpNumThreads(usable_cores());
       options.SetInterOpNumThreads(1);
+      if (const char* spin = std::getenv("ILLIA_ORT_ALLOW_SPINNING"); spin && std::string(spin) == "0")
+        options.AddConfigEntry("session.intra_op.allow_spinning", "0");
       session_ = std::make_unique<Ort::Session>(ort_env(), path.c_str(), options);
       Ort::AllocatorWithDefaultOptions allocator;
       Ort::ModelMetadata metadata = session_->GetModelMetadata();
