@@ -103,7 +103,9 @@ def main() -> None:
     ap.add_argument("--build", default="build/cpp", help="a default build (scripts/build-cpp.sh BUILD)")
     ap.add_argument("--ort-build", default=None, help="an ONNX Runtime-only build, for the ORT column")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--no-aoti", action="store_true", help="skip the AOTInductor packages (minutes to compile)")
+    ap.add_argument(
+        "--no-aoti", action="store_true", help="skip the AOTInductor packages (minutes to compile)"
+    )
     args = ap.parse_args()
     tool = Path(args.build) / "illia-mc"
     if not tool.exists():
@@ -135,11 +137,17 @@ def main() -> None:
                 t0 = time.perf_counter()
                 try:
                     export_aoti(model, x, aoti, samples)
-                    print(f"  ({name} AOTInductor package compiled in {time.perf_counter() - t0:.0f} s)", flush=True)
+                    print(
+                        f"  ({name} AOTInductor package compiled in {time.perf_counter() - t0:.0f} s)",
+                        flush=True,
+                    )
                 except Exception as exc:  # e.g. a layer torch.export cannot keep dynamic
                     aoti = None
                     why = [line for line in str(exc).splitlines() if line.strip()]
-                    print(f"  ({name}: no AOTInductor package: {type(exc).__name__}: {' / '.join(why[:2])})", flush=True)
+                    print(
+                        f"  ({name}: no AOTInductor package: {type(exc).__name__}: {' / '.join(why[:2])})",
+                        flush=True,
+                    )
             for strategy in ("fresh", "bank"):
                 py_onnx = python_ms(paths["onnx"], x.numpy(), strategy, args.repeat)
                 py_ts = python_ms(paths["torchscript"], x.numpy(), strategy, args.repeat)

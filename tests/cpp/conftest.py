@@ -69,7 +69,9 @@ def _check_toolchain() -> None:
     if shutil.which("cmake") is None:
         pytest.skip("cmake is not installed: the C++ runtime cannot be built here")
     if _compiler() is None:
-        pytest.skip("no C++ compiler (c++, g++ or clang++) is installed: the C++ runtime cannot be built here")
+        pytest.skip(
+            "no C++ compiler (c++, g++ or clang++) is installed: the C++ runtime cannot be built here"
+        )
 
 
 def _build_dir(tmp_path_factory, name: str) -> Path:
@@ -105,7 +107,9 @@ def _made(build: Path, mode: str, seconds: float, no_ort_reason: str | None) -> 
 
 
 def _fail(proc: subprocess.CompletedProcess, what: str):
-    pytest.fail(f"C++ {what} build failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    pytest.fail(
+        f"C++ {what} build failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -267,7 +271,9 @@ def to_ort_format(onnx_path: Path, ort_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def export_aoti(model, example_inputs: tuple, path: Path, samples: str = "vectorized", task: str = "raw") -> Path:
+def export_aoti(
+    model, example_inputs: tuple, path: Path, samples: str = "vectorized", task: str = "raw"
+) -> Path:
     """Compile `model` (illia layers) into an AOTInductor package that follows the artifact
     contract: positional inputs ``[model inputs..., noise inputs...]`` in manifest order, a list
     of outputs; vectorized graphs take noise ``[S, ...]`` and return ``[S, B, ...]``; the
@@ -323,9 +329,7 @@ def export_aoti(model, example_inputs: tuple, path: Path, samples: str = "vector
     model = model.eval()
     wrapper = ContractWrapper(model, [n.parameter for n in manifest.noise], len(example_inputs))
     num_samples = 2
-    noise = tuple(
-        torch.randn(*([num_samples] if vectorized else []), *n.event_shape) for n in manifest.noise
-    )
+    noise = tuple(torch.randn(*([num_samples] if vectorized else []), *n.event_shape) for n in manifest.noise)
     batch = torch.export.Dim("batch", min=1)
     sample_dim = torch.export.Dim("samples", min=1)
     dynamic = [{0: batch} for _ in example_inputs] + [{0: sample_dim} if vectorized else {} for _ in noise]
@@ -337,11 +341,17 @@ def export_aoti(model, example_inputs: tuple, path: Path, samples: str = "vector
         program = torch.export.export(
             wrapper, (*example_inputs, *noise), dynamic_shapes=(tuple(dynamic),), strict=False
         )
-    torch._inductor.aoti_compile_and_package(
-        program,
-        package_path=str(path),
-        inductor_configs={"aot_inductor.metadata": {"illia_export.manifest": manifest.to_json(indent=None)}},
-    )
+    with warnings.catch_warnings():  # torch-internal deprecation noise of the packager
+        warnings.filterwarnings(
+            "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+        )
+        torch._inductor.aoti_compile_and_package(
+            program,
+            package_path=str(path),
+            inductor_configs={
+                "aot_inductor.metadata": {"illia_export.manifest": manifest.to_json(indent=None)}
+            },
+        )
     return Path(path)
 
 

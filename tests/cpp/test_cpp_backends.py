@@ -26,7 +26,9 @@ SEED = 7
 TOL = 1e-5
 
 
-def python_summary(path, x_npy, num_samples=SAMPLES, seed=SEED, strategy="fresh", task="classification") -> dict:
+def python_summary(
+    path, x_npy, num_samples=SAMPLES, seed=SEED, strategy="fresh", task="classification"
+) -> dict:
     """What illia-mc writes, computed by the Python runtime on `path`."""
     from illia_export.runtime import load
 
@@ -119,7 +121,11 @@ def _per_example_onnx(path, contract=2, noise_dim="2*batch", generator="illia-no
         str(path),
         input_names=["x", "eps_drop"],
         output_names=["y"],
-        dynamic_axes={"x": {0: "batch"}, "eps_drop": {0: "samples", 1: "noise_rows"}, "y": {0: "samples", 1: "batch"}},
+        dynamic_axes={
+            "x": {0: "batch"},
+            "eps_drop": {0: "samples", 1: "noise_rows"},
+            "y": {0: "samples", 1: "batch"},
+        },
         dynamo=False,
     )
     import onnx

@@ -246,6 +246,12 @@ def test_ort_option_needs_onnxruntime_root(cpp_build, tmp_path):
     assert "ILLIA_WITH_ORT=ON needs -DONNXRUNTIME_ROOT" in proc.stderr
     assert "-DONNXRUNTIME_INCLUDE_DIR" in proc.stderr
     proc = cpp_build.run(
-        shutil.which("cmake"), "-S", runtime_dir, "-B", tmp_path / "c", "-DILLIA_WITH_TORCH=OFF", "-DILLIA_WITH_ORT=ON"
+        shutil.which("cmake"),
+        "-S",
+        runtime_dir,
+        "-B",
+        tmp_path / "c",
+        "-DILLIA_WITH_TORCH=OFF",
+        "-DILLIA_WITH_ORT=ON",
     )
     assert proc.returncode != 0 and "ILLIA_WITH_AOTI=ON needs ILLIA_WITH_TORCH=ON" in proc.stderr
