@@ -1,6 +1,9 @@
 // Load an illia-export artifact, run 32 Monte Carlo samples on a batch, read the uncertainty.
+// The same code runs every artifact kind the library was built for: with the ONNX Runtime-only
+// library (no LibTorch) that is .onnx / .ort; with LibTorch also .pt (TorchScript) and .pt2
+// (AOTInductor package).
 //
-//   illia_example model.pt x.npy
+//   illia_example model.onnx x.npy
 #include <cstdio>
 #include <exception>
 
@@ -13,7 +16,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    // 1. Load: the graph and its manifest (inputs, noise inputs, task).
+    // 1. Load once (a service keeps the Predictor): the graph and its manifest (inputs, noise
+    //    inputs, task). Errors say what is wrong (illia::ArtifactError, illia::ManifestError).
     illia::Predictor predictor = illia::Predictor::load(argv[1]);
 
     // 2. Predict: S samples, seeded noise (same numbers as the Python runtime for this seed).

@@ -1,9 +1,15 @@
-"""Fixtures for the C++ runtime tests: one CMake build per session, exported W1/W2 artifacts,
-and a numpy reference of the Monte Carlo summaries computed from the same artifacts in Python.
+"""Fixtures for the C++ runtime tests: the builds (one per kind and session, through
+scripts/build-cpp.sh), exported W1/W2/W3 artifacts (TorchScript, ONNX, ORT format, an
+AOTInductor package), and a numpy reference of the Monte Carlo summaries computed from the same
+artifacts in Python.
 
-The build needs cmake, a C++17 compiler and the LibTorch of the installed torch wheel; where
-cmake or the compiler is missing the tests skip with that reason. Set ILLIA_CPP_BUILD_DIR to
-reuse a build folder between runs (incremental); by default a fresh temporary one is used.
+Builds: ``cpp_build`` is the default build (LibTorch: TorchScript + AOTInductor, and ONNX
+Runtime); ``cpp_ort_build`` the ONNX Runtime-only build (no LibTorch). They need cmake and a
+C++ compiler (else the tests skip, saying so); ONNX Runtime needs its headers, which
+scripts/fetch-ort-headers.sh downloads once into .cache/ort-headers: without network the ORT
+tests skip with that reason and the default build goes on without ONNX Runtime. Set
+ILLIA_CPP_BUILD_DIR to reuse build folders between runs (``<dir>/full``, ``<dir>/ort-only``;
+incremental); by default fresh temporary ones are used.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +27,35 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_DIR = REPO / "runtimes" / "cpp"
+BUILD_SCRIPT = REPO / "scripts" / "build-cpp.sh"
+#: build-cpp.sh's exit status when the ONNX Runtime headers or library cannot be had.
+NO_ORT = 3
+#: ... and when the python has no torch (no LibTorch).
+NO_TORCH = 4
 
 
 @dataclass
 class CppBuild:
-    """Paths of the built tools and how long the build took."""
+    """Paths of the built tools, which backends they have, and how long the build took."""
 
     dir: Path
     illia_mc: Path
     illia_noise: Path
     example: Path
     seconds: float
+    mode: str = "full"  # full | no-ort | ort-only
+    #: Why this build has no ONNX Runtime backend (None when it has one).
+    no_ort_reason: str | None = None
+    backends: set[str] = field(default_factory=set)
 
-    def run(self, *args, check: bool = False) -> subprocess.CompletedProcess:
+    def run(self, *args, check: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(a) for a in args], capture_output=True, text=True, check=check, timeout=300
+            [str(a) for a in args], capture_output=True, text=True, check=check, timeout=300, env=env
         )
+
+    def require_ort(self) -> None:
+        if self.no_ort_reason:
+            pytest.skip(self.no_ort_reason)
 
 
 def _compiler() -> str | None:
@@ -46,41 +65,85 @@ def _compiler() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def cpp_build(tmp_path_factory) -> CppBuild:
-    cmake = shutil.which("cmake")
-    if cmake is None:
+def _check_toolchain() -> None:
+    if shutil.which("cmake") is None:
         pytest.skip("cmake is not installed: the C++ runtime cannot be built here")
     if _compiler() is None:
         pytest.skip(
             "no C++ compiler (c++, g++ or clang++) is installed: the C++ runtime cannot be built here"
         )
-    import torch
 
-    build = Path(os.environ.get("ILLIA_CPP_BUILD_DIR") or tmp_path_factory.mktemp("illia-cpp-build"))
+
+def _build_dir(tmp_path_factory, name: str) -> Path:
+    root = os.environ.get("ILLIA_CPP_BUILD_DIR")
+    build = Path(root) / name if root else tmp_path_factory.mktemp(f"illia-cpp-{name}")
     build.mkdir(parents=True, exist_ok=True)
-    configure = [
-        cmake,
-        "-S",
-        str(RUNTIME_DIR),
-        "-B",
-        str(build),
-        "-DCMAKE_BUILD_TYPE=Release",
-        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
-        "-DILLIA_BUILD_EXAMPLES=ON",
-    ]
-    if shutil.which("ninja") and not (build / "Makefile").exists():
-        configure += ["-G", "Ninja"]
-    start = time.perf_counter()
-    for cmd in (configure, [cmake, "--build", str(build), "-j", "2"]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            pytest.fail(f"C++ build failed: {' '.join(cmd)}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    seconds = time.perf_counter() - start
-    sys.stderr.write(f"\n[cpp] runtimes/cpp built in {seconds:.1f} s ({build})\n")
-    return CppBuild(
-        build, build / "illia-mc", build / "illia-noise", build / "examples" / "illia_example", seconds
+    return build
+
+
+def run_build_script(build: Path, *flags: str) -> subprocess.CompletedProcess:
+    """bash scripts/build-cpp.sh FLAGS BUILD with this interpreter as $PYTHON."""
+    env = dict(os.environ, PYTHON=sys.executable)
+    return subprocess.run(
+        ["bash", str(BUILD_SCRIPT), *flags, str(build)], capture_output=True, text=True, timeout=1500, env=env
     )
+
+
+def _made(build: Path, mode: str, seconds: float, no_ort_reason: str | None) -> CppBuild:
+    backends = {"torchscript", "aoti"} if mode != "ort-only" else set()
+    if no_ort_reason is None:
+        backends.add("onnxruntime")
+    sys.stderr.write(f"\n[cpp] {mode} build in {seconds:.1f} s ({build})\n")
+    return CppBuild(
+        build,
+        build / "illia-mc",
+        build / "illia-noise",
+        build / "examples" / "illia_example",
+        seconds,
+        mode,
+        no_ort_reason,
+        backends,
+    )
+
+
+def _fail(proc: subprocess.CompletedProcess, what: str):
+    pytest.fail(
+        f"C++ {what} build failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    )
+
+
+@pytest.fixture(scope="session")
+def cpp_build(tmp_path_factory) -> CppBuild:
+    """The default build: LibTorch (TorchScript, AOTInductor) and, where its headers can be had,
+    ONNX Runtime."""
+    _check_toolchain()
+    build = _build_dir(tmp_path_factory, "full")
+    start = time.perf_counter()
+    proc = run_build_script(build)
+    mode, reason = "full", None
+    if proc.returncode == NO_ORT:
+        reason = "ONNX Runtime backend not built: " + proc.stderr.strip().splitlines()[-1]
+        mode = "no-ort"
+        proc = run_build_script(build, "--no-ort")
+    if proc.returncode == NO_TORCH:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    if proc.returncode != 0:
+        _fail(proc, "default")
+    return _made(build, mode, time.perf_counter() - start, reason)
+
+
+@pytest.fixture(scope="session")
+def cpp_ort_build(tmp_path_factory) -> CppBuild:
+    """The ONNX Runtime-only build (no LibTorch); skips when ONNX Runtime cannot be had."""
+    _check_toolchain()
+    build = _build_dir(tmp_path_factory, "ort-only")
+    start = time.perf_counter()
+    proc = run_build_script(build, "--ort-only")
+    if proc.returncode == NO_ORT:
+        pytest.skip("ONNX Runtime-only build impossible here: " + proc.stderr.strip().splitlines()[-1])
+    if proc.returncode != 0:
+        _fail(proc, "ONNX Runtime-only")
+    return _made(build, "ort-only", time.perf_counter() - start, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,9 +213,17 @@ class Artifact:
     task: str
 
 
+SUFFIX = {"torchscript": ".pt", "onnx": ".onnx", "ort": ".ort", "aoti": ".pt2"}
+
+
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory):
-    """Export on demand and cache: artifacts(workload, samples, task) -> Artifact."""
+    """Export on demand and cache: artifacts(workload, samples, task, format) -> Artifact.
+
+    The model is the same for every format (seeded), so the ONNX and AOTInductor artifacts of
+    one workload hold the same weights. ``"ort"`` converts the ONNX artifact to ORT format;
+    ``"aoti"`` compiles an AOTInductor package with :func:`export_aoti` (1-2 min: once per
+    session and workload)."""
     import torch
 
     import illia_export
@@ -160,19 +231,128 @@ def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("illia-cpp-artifacts")
     cache: dict = {}
 
-    def get(workload: str, samples: str = "vectorized", task: str = "classification") -> Artifact:
-        key = (workload, samples, task)
+    def get(
+        workload: str, samples: str = "vectorized", task: str = "classification", format: str = "torchscript"
+    ) -> Artifact:
+        key = (workload, samples, task, format)
         if key not in cache:
             torch.manual_seed(0)
             model, x = WORKLOADS[workload]()
-            path = root / f"{workload}_{samples}_{task}.pt"
-            illia_export.export(model, (x,), path, format="torchscript", samples=samples, task=task)
+            path = root / f"{workload}_{samples}_{task}{SUFFIX[format]}"
+            if format == "ort":
+                to_ort_format(get(workload, samples, task, "onnx").path, path)
+            elif format == "aoti":
+                export_aoti(model, (x,), path, samples=samples, task=task)
+            else:
+                illia_export.export(model, (x,), path, format=format, samples=samples, task=task)
             npy = root / f"{workload}_x.npy"
             np.save(npy, x.numpy())
             cache[key] = Artifact(path, npy, task)
         return cache[key]
 
     return get
+
+
+def to_ort_format(onnx_path: Path, ort_path: Path) -> None:
+    """Save ONNX Runtime's ORT-format version of an ONNX model (the metadata, hence the
+    manifest, is kept)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(ort_path)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
+# ---------------------------------------------------------------------------------------------
+# AOTInductor packages. Stand-in for illia_export.export(model, x, path, format="aoti") until
+# the exporter has it: replace the body of export_aoti by that call.
+# ---------------------------------------------------------------------------------------------
+
+
+def export_aoti(
+    model, example_inputs: tuple, path: Path, samples: str = "vectorized", task: str = "raw"
+) -> Path:
+    """Compile `model` (illia layers) into an AOTInductor package that follows the artifact
+    contract: positional inputs ``[model inputs..., noise inputs...]`` in manifest order, a list
+    of outputs; vectorized graphs take noise ``[S, ...]`` and return ``[S, B, ...]``; the
+    manifest (format ``"aoti"``) is the package metadata ``"illia_export.manifest"``.
+
+    The manifest's inputs/noise/outputs are those illia-export writes for the same model
+    (taken from an ONNX export in a temporary folder), so the noise order and names match the
+    ONNX artifact's exactly. `samples` and `batch` are dynamic (any S >= 1, B >= 1)."""
+    import tempfile
+    import warnings
+
+    import torch
+    import torch.fx.experimental._config as fx_config
+
+    import illia_export
+    from illia_export.exporters.manifest import read_manifest
+
+    if samples not in ("vectorized", "per-call"):
+        raise ValueError(f"samples must be 'vectorized' or 'per-call', got {samples!r}")
+    vectorized = samples == "vectorized"
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        illia_export.export(model, example_inputs, onnx_path, format="onnx", samples=samples, task=task)
+        manifest = read_manifest(onnx_path)
+    manifest.format = "aoti"
+    manifest.validation = None  # the ONNX graph's, not this package's
+    manifest.digest = None
+
+    class ContractWrapper(torch.nn.Module):
+        def __init__(self, inner, parameters: list[str], num_inputs: int) -> None:
+            super().__init__()
+            self.inner = inner
+            self.parameters_ = parameters
+            self.num_inputs = num_inputs
+
+        def forward(self, *args):
+            inputs, noise = args[: self.num_inputs], args[self.num_inputs :]
+            dists = [self.inner.get_submodule(p) for p in self.parameters_]
+            for dist, eps in zip(dists, noise):
+                dist.set_noise(eps)
+            if vectorized:  # sample-major fold: rows [s*B, (s+1)*B) see weight sample s
+                s = noise[0].size(0)
+                inputs = [x.repeat(s, *([1] * (x.dim() - 1))) for x in inputs]
+            out = self.inner(*inputs)
+            for dist in dists:
+                dist.clear_noise()
+            outs = list(out) if isinstance(out, (tuple, list)) else [out]
+            if vectorized:
+                b = args[0].size(0)
+                outs = [o.reshape(s, b, *o.shape[1:]) for o in outs]
+            return tuple(outs)
+
+    model = model.eval()
+    wrapper = ContractWrapper(model, [n.parameter for n in manifest.noise], len(example_inputs))
+    num_samples = 2
+    noise = tuple(torch.randn(*([num_samples] if vectorized else []), *n.event_shape) for n in manifest.noise)
+    batch = torch.export.Dim("batch", min=1)
+    sample_dim = torch.export.Dim("samples", min=1)
+    dynamic = [{0: batch} for _ in example_inputs] + [{0: sample_dim} if vectorized else {} for _ in noise]
+    # backed_size_oblivious: no 0/1 specialization of the batch and sample dims.
+    with fx_config.patch(backed_size_oblivious=True), torch.no_grad(), warnings.catch_warnings():
+        # set_noise assigns plain tensor attributes, which export warns about; they only carry
+        # the noise inputs into the layers during the trace.
+        warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
+        program = torch.export.export(
+            wrapper, (*example_inputs, *noise), dynamic_shapes=(tuple(dynamic),), strict=False
+        )
+    with warnings.catch_warnings():  # torch-internal deprecation noise of the packager
+        warnings.filterwarnings(
+            "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+        )
+        torch._inductor.aoti_compile_and_package(
+            program,
+            package_path=str(path),
+            inductor_configs={
+                "aot_inductor.metadata": {"illia_export.manifest": manifest.to_json(indent=None)}
+            },
+        )
+    return Path(path)
 
 
 @pytest.fixture(scope="session")

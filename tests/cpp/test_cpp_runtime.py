@@ -234,20 +234,6 @@ def test_usage_errors(cpp_build, artifacts, tmp_path):
     assert proc.returncode == 2 and "--samples needs an integer >= 1" in proc.stderr
 
 
-def test_onnx_artifact_without_ort_backend(cpp_build, tmp_path):
-    """The default build has no ONNX Runtime (no C/C++ headers can be had here): .onnx is
-    refused with the rebuild instructions, not misread as TorchScript."""
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"")
-    x = tmp_path / "x.npy"
-    np.save(x, np.zeros((1, 4), np.float32))
-    proc = cpp_build.run(
-        cpp_build.illia_mc, model, "--input", x, "--samples", 2, "--seed", 0, "--out", tmp_path / "o"
-    )
-    assert proc.returncode == 1
-    assert "built without ONNX Runtime" in proc.stderr and "-DILLIA_WITH_ORT=ON" in proc.stderr
-
-
 def test_ort_option_needs_onnxruntime_root(cpp_build, tmp_path):
     import shutil
     from pathlib import Path
@@ -258,3 +244,14 @@ def test_ort_option_needs_onnxruntime_root(cpp_build, tmp_path):
     )
     assert proc.returncode != 0
     assert "ILLIA_WITH_ORT=ON needs -DONNXRUNTIME_ROOT" in proc.stderr
+    assert "-DONNXRUNTIME_INCLUDE_DIR" in proc.stderr
+    proc = cpp_build.run(
+        shutil.which("cmake"),
+        "-S",
+        runtime_dir,
+        "-B",
+        tmp_path / "c",
+        "-DILLIA_WITH_TORCH=OFF",
+        "-DILLIA_WITH_ORT=ON",
+    )
+    assert proc.returncode != 0 and "ILLIA_WITH_AOTI=ON needs ILLIA_WITH_TORCH=ON" in proc.stderr

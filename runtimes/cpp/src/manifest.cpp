@@ -1,21 +1,35 @@
 #include "illia/manifest.h"
 
+#include <iomanip>
+#include <sstream>
+
 #include "illia/error.h"
 #include "illia/json.h"
 
 namespace illia {
 
-std::vector<int64_t> NoiseSpec::event_shape() const {
+std::vector<int64_t> NoiseSpec::event_shape(int64_t batch) const {
   std::vector<int64_t> out;
-  for (const Dim& d : shape)
-    if (d.is_static()) out.push_back(d.value);
+  for (const Dim& d : shape) {
+    if (d.is_static())
+      out.push_back(d.value);
+    else if (d.batch_multiple > 0)
+      out.push_back(d.batch_multiple * batch);
+    // else: the sample axis, which parse_manifest allows only first
+  }
   return out;
 }
 
-int64_t NoiseSpec::event_numel() const {
+int64_t NoiseSpec::event_numel(int64_t batch) const {
   int64_t n = 1;
-  for (int64_t d : event_shape()) n *= d;
+  for (int64_t d : event_shape(batch)) n *= d;
   return n;
+}
+
+bool NoiseSpec::per_example() const {
+  for (const Dim& d : shape)
+    if (d.batch_multiple > 0) return true;
+  return false;
 }
 
 std::string dims_str(const std::vector<Dim>& shape) {
@@ -28,6 +42,32 @@ std::string dims_str(const std::vector<Dim>& shape) {
 }
 
 namespace {
+
+std::string number_str(double v) {
+  std::ostringstream ss;
+  ss << std::setprecision(17) << v;
+  return ss.str();
+}
+
+const char* const kFormats[] = {"onnx", "torchscript", "savedmodel", "tflite", "pt2", "aoti"};
+const char* const kSampleDim = "samples";
+const char* const kBatchDim = "batch";
+
+/// "batch" -> 1, "<k>*batch" (k >= 1, no leading zero) -> k, anything else -> 0.
+int64_t batch_multiple(const std::string& symbol) {
+  if (symbol == kBatchDim) return 1;
+  const std::string suffix = std::string("*") + kBatchDim;
+  if (symbol.size() <= suffix.size() || symbol.compare(symbol.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return 0;
+  const std::string k = symbol.substr(0, symbol.size() - suffix.size());
+  if (k.empty() || k.size() > 12 || k[0] == '0') return 0;
+  int64_t v = 0;
+  for (char c : k) {
+    if (c < '0' || c > '9') return 0;
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
 
 const json::Value& require(const json::Value& obj, const std::string& key, const std::string& where) {
   const json::Value* v = obj.find(key);
@@ -57,6 +97,7 @@ std::vector<Dim> parse_shape(const json::Value& obj, const std::string& where) {
     Dim dim;
     if (d.kind == json::Value::Kind::String) {
       dim.symbol = d.string.empty() ? "?" : d.string;
+      dim.batch_multiple = batch_multiple(dim.symbol);
     } else if (d.kind == json::Value::Kind::Number && d.is_integer && d.number >= 0) {
       dim.value = static_cast<int64_t>(d.number);
     } else {
@@ -93,11 +134,20 @@ Manifest parse_manifest(const std::string& text) {
   const json::Value& contract = require(root, "contract", "manifest");
   if (contract.kind != json::Value::Kind::Number || !contract.is_integer)
     throw ManifestError("manifest.contract must be an integer");
+  if (contract.number < kOldestContractVersion || contract.number > kContractVersion)
+    throw ManifestError("manifest contract version " + number_str(contract.number) +
+                        " is not supported (this runtime reads versions " + std::to_string(kOldestContractVersion) +
+                        " to " + std::to_string(kContractVersion) + "; a newer illia-export wrote it?)");
   m.contract = static_cast<int>(contract.number);
-  if (m.contract != kContractVersion)
-    throw ManifestError("manifest contract version " + std::to_string(m.contract) +
-                        " is not supported (this runtime reads version " + std::to_string(kContractVersion) + ")");
   m.format = require_string(root, "format", "manifest");
+  bool known_format = false;
+  for (const char* f : kFormats) known_format = known_format || m.format == f;
+  if (!known_format)
+    throw ManifestError("unknown format '" + m.format +
+                        "' in manifest.format; expected onnx, torchscript, savedmodel, tflite, pt2 or aoti");
+  // Which generator must make the noise; whether this runtime has it is decided in one place,
+  // illia::noise_generator() (src/noise_generators.cpp), when a Predictor is made.
+  m.noise_generator = optional_string(root, "noise_generator", kDefaultNoiseGenerator, "manifest");
   m.source = optional_string(root, "source", "", "manifest");
   m.task = optional_string(root, "task", "raw", "manifest");
   if (m.task != "classification" && m.task != "regression" && m.task != "raw")
@@ -131,11 +181,16 @@ Manifest parse_manifest(const std::string& text) {
     std::string dist = optional_string(noise[i], "distribution", "standard_normal", where);
     if (dist != "standard_normal")
       throw ManifestError(where + ": unsupported noise distribution '" + dist + "' (expected standard_normal)");
-    if (m.vectorized && (n.shape.empty() || n.shape[0].symbol != "samples"))
+    // v2 fields a runtime may ignore: what the noise replaces and the transform the graph applies.
+    n.kind = optional_string(noise[i], "kind", "weight", where);
+    n.transform = optional_string(noise[i], "transform", "affine", where);
+    if (m.vectorized && (n.shape.empty() || n.shape[0].symbol != kSampleDim))
       throw ManifestError(where + ": a vectorized graph needs noise shape ['samples', ...], got " + dims_str(n.shape));
     for (size_t d = m.vectorized ? 1 : 0; d < n.shape.size(); ++d)
-      if (!n.shape[d].is_static())
-        throw ManifestError(where + ": noise dims after the sample axis must be integers, got " + dims_str(n.shape));
+      if (!n.shape[d].is_static() && n.shape[d].batch_multiple == 0)
+        throw ManifestError(where + ": noise dim '" + n.shape[d].symbol + "' in " + dims_str(n.shape) +
+                            " is not allowed; after the sample axis a noise dim is an integer, 'batch' or "
+                            "'<k>*batch'");
     m.noise.push_back(n);
   }
   return m;

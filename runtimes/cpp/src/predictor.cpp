@@ -6,15 +6,21 @@
 #include <sstream>
 #include <thread>
 
+#ifdef __linux__
+#include <sched.h>
+#endif
+
 #include "illia/error.h"
-#include "illia/noise.h"
+#include "zip.h"
 
 namespace illia {
 
 struct Predictor::Bank {
   uint64_t seed = 0;
   int64_t num_samples = -1;
-  std::vector<std::vector<float>> noise;  // per stream: num_samples * event_numel floats
+  std::vector<int64_t> numels;            // per stream: floats per sample (depends on the batch
+                                          // for per-example noise)
+  std::vector<std::vector<float>> noise;  // per stream: num_samples * numels[k] floats
 };
 
 namespace {
@@ -31,15 +37,31 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
-// Element pairs below which splitting the noise over threads does not pay.
-constexpr int64_t kNoiseGrain = 1 << 15;
+// True when an entry's path has the component sequence `piece` (e.g. "data/aotinductor/") at
+// its start or right after a '/' (zip archives of torch put everything under "<name>/").
+bool has_entry(const std::vector<std::string>& names, const std::string& piece) {
+  for (const std::string& n : names) {
+    if (n.compare(0, piece.size(), piece) == 0) return true;
+    if (n.find("/" + piece) != std::string::npos) return true;
+  }
+  return false;
+}
+
 // Default bound on the noise drawn at once (all streams), as in the Python runtime.
 constexpr int64_t kDefaultNoiseBytes = int64_t{512} << 20;
 
 }  // namespace
 
+int usable_cores() {
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
 void Backend::parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
-  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  const int64_t cores = usable_cores();
   const int64_t t = std::max<int64_t>(1, std::min<int64_t>(cores, n / std::max<int64_t>(grain, 1)));
   if (t == 1) {
     fn(0, n);
@@ -52,34 +74,74 @@ void Backend::parallel_for(int64_t n, int64_t grain, const std::function<void(in
 
 void Predictor::generate_noise(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start,
                                int64_t num_samples, float* out) {
-  const uint64_t key = stream_key(seed, stream);
-  const int64_t pairs = num_samples * ((n + 1) / 2);
-  backend_->parallel_for(pairs, kNoiseGrain, [&](int64_t begin, int64_t end) {
-    fill_normal_pairs(key, n, sample_start, begin, end, out);
-  });
+  Backend* backend = backend_.get();
+  generator_->fill(seed, stream, n, sample_start, num_samples, out,
+                   [backend](int64_t count, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+                     backend->parallel_for(count, grain, fn);
+                   });
+}
+
+ArtifactKind detect_artifact(const std::string& path) {
+  if (!std::ifstream(path, std::ios::binary)) throw ArtifactError("artifact not found or unreadable: " + path);
+  if (ends_with(path, ".onnx") || ends_with(path, ".ort")) return ArtifactKind::Onnx;
+  std::vector<std::string> names;
+  const bool zip = zip_entry_names(path, &names);
+  if (zip && has_entry(names, "data/aotinductor/")) return ArtifactKind::Aoti;
+  if (ends_with(path, ".pt2")) {
+    if (!zip)
+      throw ArtifactError(path + " is not a .pt2 package (not a zip file); illia-mc runs AOTInductor packages "
+                                 "(illia-export format 'aoti')");
+    return ArtifactKind::ExportedProgram;
+  }
+  if (zip && has_entry(names, "archive_format") && !has_entry(names, "data.pkl"))
+    return ArtifactKind::ExportedProgram;
+  return ArtifactKind::TorchScript;
 }
 
 Predictor Predictor::load(const std::string& path) {
   std::unique_ptr<Backend> backend;
-  if (ends_with(path, ".onnx") || ends_with(path, ".ort"))
-    backend = load_onnxruntime(path);
-  else
-    backend = load_torchscript(path);
+  const char* expected_format = "";
+  switch (detect_artifact(path)) {
+    case ArtifactKind::Onnx:
+      backend = load_onnxruntime(path);
+      expected_format = "onnx";
+      break;
+    case ArtifactKind::Aoti:
+      backend = load_aoti(path);
+      expected_format = "aoti";
+      break;
+    case ArtifactKind::ExportedProgram:
+      throw ArtifactError(path +
+                          " is a plain torch.export ExportedProgram (.pt2 without compiled code), which only "
+                          "Python can run; for illia-mc export an AOTInductor package (illia-export format "
+                          "'aoti'), TorchScript or ONNX");
+    case ArtifactKind::TorchScript:
+      backend = load_torchscript(path);
+      expected_format = "torchscript";
+      break;
+  }
   std::string text = backend->embedded_manifest();
   if (text.empty()) text = read_text(path + ".manifest.json");
   if (text.empty())
     throw ManifestError(path + " carries no illia-export manifest (looked for the embedded manifest and for " +
                         path + ".manifest.json); was it exported by illia-export?");
-  return Predictor(std::move(backend), parse_manifest(text));
+  Manifest manifest = parse_manifest(text);
+  if (manifest.format != expected_format)
+    throw ManifestError(path + " is a" + (expected_format[0] == 'a' || expected_format[0] == 'o' ? "n " : " ") +
+                        expected_format + " artifact but its manifest says format='" + manifest.format + "'");
+  return Predictor(std::move(backend), std::move(manifest));
 }
 
 Predictor::Predictor(std::unique_ptr<Backend> backend, Manifest manifest)
-    : backend_(std::move(backend)), manifest_(std::move(manifest)), bank_(std::make_unique<Bank>()) {}
+    : backend_(std::move(backend)),
+      manifest_(std::move(manifest)),
+      bank_(std::make_unique<Bank>()),
+      generator_(&noise_generator(manifest_.noise_generator)) {}
 Predictor::Predictor(Predictor&&) noexcept = default;
 Predictor& Predictor::operator=(Predictor&&) noexcept = default;
 Predictor::~Predictor() = default;
 
-void Predictor::check_inputs(const std::vector<Array>& inputs) const {
+int64_t Predictor::check_inputs(const std::vector<Array>& inputs) const {
   const auto& specs = manifest_.inputs;
   if (inputs.size() != specs.size())
     throw ShapeError("the artifact takes " + std::to_string(specs.size()) + " input(s), got " +
@@ -107,19 +169,24 @@ void Predictor::check_inputs(const std::vector<Array>& inputs) const {
     if (dtype_name(a.dtype) != spec.dtype)
       throw ShapeError("input '" + spec.name + "': dtype " + dtype_name(a.dtype) + ", the artifact needs " + spec.dtype);
   }
+  auto batch = symbols.find("batch");
+  if (batch != symbols.end()) return batch->second;
+  return !inputs.empty() && !inputs[0].shape.empty() ? inputs[0].shape[0] : 1;
 }
 
-const std::vector<std::vector<float>>& Predictor::bank(uint64_t seed, int64_t num_samples) {
-  if (bank_->num_samples != num_samples || bank_->seed != seed) {
-    bank_->noise.clear();
-    for (size_t k = 0; k < manifest_.noise.size(); ++k) {
-      const int64_t n = manifest_.noise[k].event_numel();
-      std::vector<float> buf(static_cast<size_t>(num_samples * n));
-      generate_noise(seed, k, n, 0, num_samples, buf.data());
+const std::vector<std::vector<float>>& Predictor::bank(uint64_t seed, int64_t num_samples,
+                                                       const std::vector<int64_t>& numels) {
+  if (bank_->num_samples != num_samples || bank_->seed != seed || bank_->numels != numels) {
+    bank_->noise.clear();  // free the old bank before drawing the new one
+    bank_->num_samples = -1;
+    for (size_t k = 0; k < numels.size(); ++k) {
+      std::vector<float> buf(static_cast<size_t>(num_samples * numels[k]));
+      generate_noise(seed, k, numels[k], 0, num_samples, buf.data());
       bank_->noise.push_back(std::move(buf));
     }
     bank_->seed = seed;
     bank_->num_samples = num_samples;
+    bank_->numels = numels;
   }
   return bank_->noise;
 }
@@ -132,18 +199,19 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
   if (options.num_samples < 1)
     throw Error("num_samples must be >= 1, got " + std::to_string(options.num_samples));
   if (options.chunk_size < 0) throw Error("chunk_size must be >= 0, got " + std::to_string(options.chunk_size));
-  check_inputs(inputs);
+  const int64_t batch = check_inputs(inputs);
   const int64_t S = options.num_samples;
   const size_t K = manifest_.noise.size();
   const bool vectorized = manifest_.vectorized;
-  int64_t per_sample = 0;  // noise floats per sample, all streams
-  for (const NoiseSpec& n : manifest_.noise) per_sample += n.event_numel();
+  std::vector<int64_t> numels(K);  // noise floats per sample, per stream
+  int64_t per_sample = 0;          // all streams
+  for (size_t k = 0; k < K; ++k) per_sample += numels[k] = manifest_.noise[k].event_numel(batch);
   // Samples whose noise is drawn at once: vectorized graphs take them in one call, per-call
   // graphs run them one by one from the same buffer (fewer, larger noise jobs).
   const int64_t chunk = std::min(
       S, options.chunk_size > 0 ? options.chunk_size
                                 : std::max<int64_t>(1, kDefaultNoiseBytes / (4 * std::max<int64_t>(per_sample, 1))));
-  const std::vector<std::vector<float>>* banked = options.strategy == Strategy::Bank ? &bank(options.seed, S) : nullptr;
+  const std::vector<std::vector<float>>* banked = options.strategy == Strategy::Bank ? &bank(options.seed, S, numels) : nullptr;
 
   std::vector<std::string> output_names;
   for (const TensorSpec& t : manifest_.outputs) output_names.push_back(t.name);
@@ -160,7 +228,7 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
   for (size_t k = 0; k < K; ++k) {
     TensorRef r;
     r.name = manifest_.noise[k].name;
-    r.shape = manifest_.noise[k].event_shape();
+    r.shape = manifest_.noise[k].event_shape(batch);
     if (vectorized) r.shape.insert(r.shape.begin(), 0);  // set per chunk
     feeds.push_back(r);
   }
@@ -200,7 +268,7 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
     const int64_t count = std::min(chunk, S - start);
     std::vector<const float*> noise(K);
     for (size_t k = 0; k < K; ++k) {
-      const int64_t n = manifest_.noise[k].event_numel();
+      const int64_t n = numels[k];
       if (banked) {
         noise[k] = (*banked)[k].data() + start * n;
       } else {
@@ -214,7 +282,7 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
     } else {
       for (int64_t j = 0; j < count; ++j) {
         std::vector<const float*> one(K);
-        for (size_t k = 0; k < K; ++k) one[k] = noise[k] + j * manifest_.noise[k].event_numel();
+        for (size_t k = 0; k < K; ++k) one[k] = noise[k] + j * numels[k];
         call(one, 1);
       }
     }
@@ -224,12 +292,28 @@ Prediction Predictor::predict(const std::vector<Array>& inputs, const PredictOpt
   return result;
 }
 
+// Loaders of backends left out of this build: say which build brings them.
 #ifndef ILLIA_WITH_ORT
 std::unique_ptr<Backend> load_onnxruntime(const std::string& path) {
   throw ArtifactError(path +
-                      ": this illia runtime was built without ONNX Runtime; load the TorchScript artifact, or "
-                      "rebuild with -DILLIA_WITH_ORT=ON -DONNXRUNTIME_ROOT=<official ONNX Runtime release> "
-                      "(see docs/cpp.md)");
+                      ": this illia runtime was built without ONNX Runtime; load a TorchScript or AOTInductor "
+                      "artifact, or rebuild with -DILLIA_WITH_ORT=ON (scripts/build-cpp.sh does; see docs/cpp.md)");
+}
+#endif
+#ifndef ILLIA_WITH_TORCH
+std::unique_ptr<Backend> load_torchscript(const std::string& path) {
+  throw ArtifactError(path +
+                      ": this illia runtime was built without LibTorch (ONNX Runtime only), so it cannot run "
+                      "TorchScript archives; load the ONNX artifact, or build with LibTorch (scripts/build-cpp.sh "
+                      "without --ort-only)");
+}
+#endif
+#ifndef ILLIA_WITH_AOTI
+std::unique_ptr<Backend> load_aoti(const std::string& path) {
+  throw ArtifactError(path +
+                      " is an AOTInductor package, and this illia runtime was built without its backend "
+                      "(LibTorch); load the ONNX artifact, or build with LibTorch (scripts/build-cpp.sh without "
+                      "--ort-only)");
 }
 #endif
 

@@ -13,6 +13,7 @@
 
 #include "illia/array.h"
 #include "illia/backend.h"
+#include "illia/generators.h"
 #include "illia/manifest.h"
 #include "illia/summary.h"
 
@@ -42,11 +43,13 @@ struct Prediction {
 
 class Predictor {
  public:
-  /// Load an artifact: ONNX Runtime for .onnx / .ort (when built with ILLIA_WITH_ORT),
-  /// TorchScript otherwise. The manifest is read from the artifact or from the sidecar
-  /// `<path>.manifest.json`. Throws ArtifactError / ManifestError.
+  /// Load an artifact (detect_artifact): ONNX Runtime for .onnx / .ort, AOTInductor for a .pt2
+  /// package, TorchScript otherwise; each needs its backend in the build. The manifest is read
+  /// from the artifact or from the sidecar `<path>.manifest.json` and must name this kind of
+  /// artifact and a noise generator this runtime has. Throws ArtifactError / ManifestError.
   static Predictor load(const std::string& path);
 
+  /// Throws ManifestError when manifest.noise_generator is not one this runtime has.
   Predictor(std::unique_ptr<Backend> backend, Manifest manifest);
   Predictor(Predictor&&) noexcept;
   Predictor& operator=(Predictor&&) noexcept;
@@ -55,6 +58,8 @@ class Predictor {
   const Manifest& manifest() const { return manifest_; }
 
   /// Run S samples on `inputs` (manifest.inputs order; shapes must match the static dims).
+  /// Noise dims "batch" / "<k>*batch" are sized from the inputs' batch (the "batch" dim of the
+  /// inputs, else the first input's first dim), as in the Python runtime.
   Prediction predict(const std::vector<Array>& inputs, const PredictOptions& options);
   Prediction predict(const Array& input, const PredictOptions& options);
 
@@ -63,10 +68,12 @@ class Predictor {
   std::unique_ptr<Backend> backend_;
   Manifest manifest_;
   std::unique_ptr<Bank> bank_;
+  const NoiseGenerator* generator_;
 
-  void check_inputs(const std::vector<Array>& inputs) const;
-  const std::vector<std::vector<float>>& bank(uint64_t seed, int64_t num_samples);
-  /// illia::standard_normal, split over the backend's thread pool (same numbers).
+  /// Checks the inputs against the manifest and returns the batch size.
+  int64_t check_inputs(const std::vector<Array>& inputs) const;
+  const std::vector<std::vector<float>>& bank(uint64_t seed, int64_t num_samples, const std::vector<int64_t>& numels);
+  /// The manifest's noise generator, split over the backend's thread pool (same numbers).
   void generate_noise(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start, int64_t num_samples,
                       float* out);
 };

@@ -1,0 +1,284 @@
+"""The C++ runtime's ONNX Runtime and AOTInductor backends against the Python runtime.
+
+* ONNX Runtime-only build (no LibTorch): ``illia-mc`` on .onnx / .ort artifacts gives the
+  numbers of ``illia_export.runtime.load(path).predict(x, num_samples=S, seed=...)`` to 1e-5;
+  the binary links no LibTorch; the example program embeds that library.
+* Default build: an AOTInductor package of a model gives the Python runtime's numbers on the
+  ONNX export of the same model, same seed.
+* Manifest contract v1 and v2 (per-example "batch" / "<k>*batch" noise dims, the noise
+  generator check) and clear errors for what the runtime cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from .test_cpp_runtime import assert_close, run_mc
+
+pytestmark = pytest.mark.cpp
+
+SAMPLES = 16
+SEED = 7
+TOL = 1e-5
+
+
+def python_summary(
+    path, x_npy, num_samples=SAMPLES, seed=SEED, strategy="fresh", task="classification"
+) -> dict:
+    """What illia-mc writes, computed by the Python runtime on `path`."""
+    from illia_export.runtime import load
+
+    pred = load(path).predict(np.load(x_npy), num_samples=num_samples, seed=seed, strategy=strategy)
+    out = {"mean": pred.mean, "std": pred.std}
+    if task == "classification":
+        out.update(
+            probabilities=pred.probabilities,
+            entropy=pred.predictive_entropy,
+            expected_entropy=pred.expected_entropy,
+            mutual_information=pred.mutual_information,
+        )
+    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+
+
+# --- ONNX Runtime-only build --------------------------------------------------------------------
+
+
+def test_ort_only_binary_links_no_libtorch(cpp_ort_build):
+    for binary in (cpp_ort_build.illia_mc, cpp_ort_build.example):
+        proc = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=True)
+        libs = proc.stdout
+        assert "libonnxruntime.so.1 =>" in libs and "not found" not in libs, libs
+        for torch_lib in ("libtorch", "libc10", "libgomp"):
+            assert torch_lib not in libs, f"{binary.name} links {torch_lib}:\n{libs}"
+
+
+@pytest.mark.parametrize("samples", ["vectorized", "per-call"])
+@pytest.mark.parametrize("workload", ["w1", "w2"])
+def test_ort_matches_python_runtime(cpp_ort_build, artifacts, tmp_path, workload, samples):
+    art = artifacts(workload, samples, format="onnx")
+    got = run_mc(cpp_ort_build, art, tmp_path / "fresh")
+    assert_close(got, python_summary(art.path, art.input), TOL)
+    assert np.all(got["std"] > 0), "weight noise must make the samples differ"
+
+
+def test_ort_bank_and_chunks_match_python_runtime(cpp_ort_build, artifacts, tmp_path):
+    art = artifacts("w1", "vectorized", format="onnx")
+    got = run_mc(cpp_ort_build, art, tmp_path / "bank", "--strategy", "bank", "--chunk-size", "5")
+    assert_close(got, python_summary(art.path, art.input, strategy="bank"), TOL)
+
+
+def test_ort_format_matches_python_runtime(cpp_ort_build, artifacts, tmp_path):
+    art = artifacts("w2", "vectorized", format="ort")
+    got = run_mc(cpp_ort_build, art, tmp_path)
+    assert_close(got, python_summary(art.path, art.input), TOL)
+
+
+def test_example_program_ort_only(cpp_ort_build, artifacts):
+    art = artifacts("w1", "vectorized", format="onnx")
+    proc = cpp_ort_build.run(cpp_ort_build.example, art.path, art.input)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    want = python_summary(art.path, art.input, num_samples=32, seed=0, strategy="bank")
+    assert len(lines) == 8
+    for row, line in enumerate(lines):
+        fields = dict(f.split("=") for f in line.split()[4:])
+        assert line.startswith(f"row {row}: class {int(want['probabilities'][row].argmax())} ")
+        assert abs(float(fields["mutual_information"]) - want["mutual_information"][row]) < 1e-4
+
+
+def test_ort_only_refuses_torchscript(cpp_ort_build, artifacts, tmp_path):
+    art = artifacts("w1", "vectorized")
+    proc = cpp_ort_build.run(
+        cpp_ort_build.illia_mc, art.path, "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path
+    )
+    assert proc.returncode == 1
+    assert "built without LibTorch" in proc.stderr and "load the ONNX artifact" in proc.stderr
+
+
+# --- manifests: contract v1 / v2, per-example noise, noise generator ---------------------------
+
+
+def _per_example_onnx(path, contract=2, noise_dim="2*batch", generator="illia-noise-v1"):
+    """A hand-made vectorized ONNX artifact with per-example noise ["samples", "2*batch", 4]:
+    out[s, b] = x[b] + eps[s, b] + 2 * eps[s, B + b]."""
+    import torch
+
+    from illia_export.exporters.manifest import Manifest, NoiseSpec, TensorSpec, embed_in_onnx
+
+    class PerExample(torch.nn.Module):
+        def forward(self, x, eps):
+            b = x.shape[0]
+            return x.unsqueeze(0) + eps[:, :b] + 2.0 * eps[:, b:]
+
+    x = torch.randn(3, 4)
+    torch.onnx.export(
+        PerExample(),
+        (x, torch.randn(2, 6, 4)),
+        str(path),
+        input_names=["x", "eps_drop"],
+        output_names=["y"],
+        dynamic_axes={
+            "x": {0: "batch"},
+            "eps_drop": {0: "samples", 1: "noise_rows"},
+            "y": {0: "samples", 1: "batch"},
+        },
+        dynamo=False,
+    )
+    import onnx
+
+    model = onnx.load(str(path))
+    manifest = Manifest(
+        format="onnx",
+        source="torch",
+        inputs=[TensorSpec("x", ["batch", 4])],
+        noise=[NoiseSpec("eps_drop", "drop", ["samples", noise_dim, 4], kind="draw")],
+        outputs=[TensorSpec("y", ["samples", "batch", 4])],
+        sample_axis=0,
+        task="regression",
+        contract=contract,
+        noise_generator=generator,
+    )
+    embed_in_onnx(model, manifest)
+    onnx.save(model, str(path))
+    return x
+
+
+def test_per_example_noise_dims(cpp_ort_build, tmp_path):
+    """'<k>*batch' noise dims are sized k * batch at predict time, as in the Python runtime."""
+    path = tmp_path / "per_example.onnx"
+    _per_example_onnx(path)
+    x = tmp_path / "x.npy"
+    np.save(x, np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32))
+    for strategy in ("fresh", "bank"):
+        got = run_mc(cpp_ort_build, _Art(path, x), tmp_path / strategy, "--strategy", strategy)
+        want = python_summary(path, x, strategy=strategy, task="regression")
+        assert_close(got, want, TOL)
+    assert got["std"].shape == (5, 4) and np.all(got["std"] > 1.0)  # eps + 2 eps': std ~ sqrt(5)
+
+
+class _Art:
+    def __init__(self, path, x, task="regression"):
+        self.path, self.input, self.task = path, x, task
+
+
+def _mc(build, path, x, out):
+    return build.run(build.illia_mc, path, "--input", x, "--samples", 3, "--seed", 0, "--out", out)
+
+
+def test_manifest_versions_and_generator(cpp_ort_build, tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 4), np.float32))
+    v1 = tmp_path / "v1.onnx"  # contract 1: integer noise dims only
+    _per_example_onnx(v1, contract=1, noise_dim=6)
+    xv1 = tmp_path / "x3.npy"
+    np.save(xv1, np.zeros((3, 4), np.float32))
+    proc = _mc(cpp_ort_build, v1, xv1, tmp_path / "o1")
+    assert proc.returncode == 0, proc.stderr
+
+    v2 = tmp_path / "v2gen.onnx"
+    _per_example_onnx(v2, generator="illia-noise-v2")
+    proc = _mc(cpp_ort_build, v2, x, tmp_path / "o2")
+    assert proc.returncode == 1
+    assert "manifest.noise_generator 'illia-noise-v2' is not supported" in proc.stderr
+    assert "illia-noise-v1" in proc.stderr
+
+    v3 = tmp_path / "v3.onnx"
+    _per_example_onnx(v3)
+    _rewrite_manifest(v3, contract=3)
+    proc = _mc(cpp_ort_build, v3, x, tmp_path / "o3")
+    assert proc.returncode == 1 and "manifest contract version 3 is not supported" in proc.stderr
+
+    bad_dim = tmp_path / "bad_dim.onnx"
+    _per_example_onnx(bad_dim)
+    _rewrite_manifest(bad_dim, noise_shape=["samples", "seq", 4])
+    proc = _mc(cpp_ort_build, bad_dim, x, tmp_path / "o4")
+    assert proc.returncode == 1 and "noise dim 'seq'" in proc.stderr and "'<k>*batch'" in proc.stderr
+
+    wrong_format = tmp_path / "wrong_format.onnx"
+    _per_example_onnx(wrong_format)
+    _rewrite_manifest(wrong_format, format="aoti")
+    proc = _mc(cpp_ort_build, wrong_format, x, tmp_path / "o5")
+    assert proc.returncode == 1 and "is an onnx artifact but its manifest says format='aoti'" in proc.stderr
+
+
+def _rewrite_manifest(path, contract=None, noise_shape=None, format=None):
+    """Edit the embedded manifest JSON directly (to write what the Python side would refuse)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "illia_export.manifest":
+            m = json.loads(prop.value)
+            if contract is not None:
+                m["contract"] = contract
+            if noise_shape is not None:
+                m["noise"][0]["shape"] = noise_shape
+            if format is not None:
+                m["format"] = format
+            prop.value = json.dumps(m)
+    onnx.save(model, str(path))
+
+
+def test_plain_exported_program_is_refused(cpp_ort_build, tmp_path):
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    path = tmp_path / "plain.pt2"
+    torch.export.save(torch.export.export(Tiny(), (torch.zeros(2, 3),)), str(path))
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 3), np.float32))
+    proc = _mc(cpp_ort_build, path, x, tmp_path / "o")
+    assert proc.returncode == 1
+    assert "plain torch.export ExportedProgram" in proc.stderr and "AOTInductor package" in proc.stderr
+    junk = tmp_path / "junk.pt2"
+    junk.write_bytes(b"not a zip")
+    proc = _mc(cpp_ort_build, junk, x, tmp_path / "o")
+    assert proc.returncode == 1 and "not a .pt2 package (not a zip file)" in proc.stderr
+
+
+# --- AOTInductor (default build) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def aoti_w1(cpp_build, artifacts):
+    if "aoti" not in cpp_build.backends:
+        pytest.skip("this build has no AOTInductor backend")
+    try:
+        return artifacts("w1", "vectorized", format="aoti")
+    except Exception as exc:  # inductor needs a working C++ toolchain at export time
+        if "CppCompileError" in type(exc).__name__ or "InductorError" in type(exc).__name__:
+            pytest.skip(f"AOTInductor cannot compile here: {str(exc).splitlines()[0]}")
+        raise
+
+
+def test_aoti_matches_python_runtime_on_onnx(cpp_build, aoti_w1, artifacts, tmp_path):
+    """Same model, same seed: the AOTInductor package in C++ == the ONNX export in Python."""
+    onnx_art = artifacts("w1", "vectorized", format="onnx")
+    got = run_mc(cpp_build, aoti_w1, tmp_path / "fresh")
+    assert_close(got, python_summary(onnx_art.path, onnx_art.input), TOL)
+    assert np.all(got["std"] > 0)
+    # Dynamic samples and batch: chunks of 5 (the last one a single sample), a batch of one row.
+    one = tmp_path / "one.npy"
+    np.save(one, np.load(aoti_w1.input)[:1])
+    got = run_mc(cpp_build, _Art(aoti_w1.path, one, "classification"), tmp_path / "one", "--chunk-size", "5")
+    assert_close(got, python_summary(onnx_art.path, one), TOL)
+
+
+def test_aoti_wrong_input_shape(cpp_build, aoti_w1, tmp_path):
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((2, 783), np.float32))
+    proc = _mc(cpp_build, aoti_w1.path, wrong, tmp_path / "o")
+    assert proc.returncode == 1 and "dim 1 is 783, the artifact needs 784" in proc.stderr
+
+
+def test_ort_only_refuses_aoti_package(cpp_ort_build, aoti_w1, tmp_path):
+    proc = _mc(cpp_ort_build, aoti_w1.path, aoti_w1.input, tmp_path / "o")
+    assert proc.returncode == 1
+    assert "is an AOTInductor package, and this illia runtime was built without its backend" in proc.stderr
