@@ -10,15 +10,19 @@ from pathlib import Path
 
 from illia_export.errors import ArtifactError, ExportError, ShapeError
 
-FORMATS = ("onnx", "torchscript", "savedmodel", "tflite")
-_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "tflite": ".tflite", "savedmodel": ""}
+FORMATS = ("onnx", "torchscript", "pt2", "aoti", "savedmodel", "tflite")
+TORCH_FORMATS = ("onnx", "torchscript", "pt2", "aoti")
+_SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "aoti": ".aoti.pt2", "tflite": ".tflite", "savedmodel": ""}
 
 HELP = """\
 MODEL is one of:
-  model.pt                a TorchScript archive (torch.jit.save of a scripted/traced model built
-                          from illia_export.nn.torch layers) - loads without running pickled code
-  state.pt --factory M:F  a state dict plus the function that builds the model
+  state.pt --factory M:F  a state dict plus the function that builds the model (any PyTorch
+                          model: illia layers, bayesian-torch, blitz, torchbnn, torch-uncertainty,
+                          probly, MC dropout; every random draw becomes a noise input)
   model.pt --trust-pickle a whole module saved with torch.save (runs code from the file!)
+  model.pt                a TorchScript archive (torch.jit.save of a scripted/traced model built
+                          from illia_export.nn.torch layers) - loads without running pickled code;
+                          exports to onnx or torchscript only
   pkg.module:factory      a JAX/Flax-NNX model factory, with --weights state.npz; the module is
                           imported from the current folder or the Python path, and the
                           factory is called with no arguments
@@ -28,6 +32,7 @@ sequence axis of integer token inputs), which stay dynamic in the artifact.
 
 examples:
   illia-export cnn.pt --format onnx --input-shape 1,1,28,28 --task classification
+  illia-export state.pt --factory mypkg.models:make_net --mc-dropout --input-shape 1,64 -f pt2
   illia-export lstm.pt --format torchscript --input-shape 2,32 --dtype int64
   illia-export mypkg.models:make_mlp --weights mlp.npz --format tflite --input-shape 1,64
   illia-export reg.pt --input-shape 1,10 --task regression --likelihood gaussian --scale log_variance
@@ -60,7 +65,15 @@ def register(sub) -> None:
     p.add_argument(
         "--dtype", action="append", help="dtype of each --input-shape input: float32 (default), int64, ..."
     )
-    p.add_argument("--opset", type=int, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18; 17 for TorchScript archives)")
+    p.add_argument(
+        "--mc-dropout",
+        nargs="?",
+        const="all",
+        metavar="NAMES",
+        help="sample dropout modules although the model is in eval mode: all of them, or the comma-separated "
+        "module names given (PyTorch)",
+    )
     p.add_argument(
         "--samples",
         choices=("vectorized", "per-call"),
@@ -233,10 +246,12 @@ def run(args) -> int:
         inputs = example_inputs(args, _token_high(model))
         manifest = export_jax(model, tuple(inputs), out, dynamic_axes=_token_axes(inputs), **common)
     else:
-        if args.format not in ("onnx", "torchscript"):
+        if args.format not in TORCH_FORMATS:
             raise ExportError(
-                f"format {args.format!r} is for JAX models; a PyTorch model exports to onnx or torchscript"
+                f"format {args.format!r} is for JAX models; a PyTorch model exports to {', '.join(TORCH_FORMATS)}"
             )
+        if args.mc_dropout:
+            common["mc_dropout"] = True if args.mc_dropout == "all" else [n for n in args.mc_dropout.split(",") if n]
         from illia_export.exporters.torch_export import export_torch
         from illia_export.exporters.torch_source import load_torch_source
 
@@ -258,11 +273,26 @@ def run(args) -> int:
         print(f"likelihood: {lk.name} (mean {lk.mean!r}, scale {lk.scale!r} as {lk.scale_kind}{df})")
     if manifest.local is not None:
         print(f"wrote {out.with_name(manifest.local.file)} (local reparameterization variant)")
+    kinds: dict[str, int] = {}
+    for n in manifest.noise:
+        kinds[n.kind] = kinds.get(n.kind, 0) + 1
+    if kinds:
+        print("noise: " + ", ".join(f"{count} {kind}" for kind, count in kinds.items()))
+    for d in manifest.dropout:
+        state = "sampled" if d.sampled else "off (eval mode; --mc-dropout samples it)"
+        print(f"dropout {d.path!r} (p={d.p:g}): {state}")
+    if manifest.local is None and manifest.local_unavailable:
+        print(f"no local variant: {manifest.local_unavailable}")
     if manifest.validation is not None:
         v = manifest.validation
         print(f"validation: {v.num_noise_draws} noise draws + zero noise, batch sizes {v.batch_sizes}")
         for name, diff in v.per_output.items():
             print(f"- {name}: max diff = {diff:.3g} (tolerance {v.tolerance:g}) ok")
+        for name, d in v.distribution.items():
+            print(
+                f"- {name}: MC std ratio {d['std_ratio']:.3f}, mean |z| median {d['mean_z_median']:.2f} "
+                f"against the source model's own sampling ({int(d['samples'])} samples) ok"
+            )
     else:
         print("validation: skipped (--no-validate)")
     return 0

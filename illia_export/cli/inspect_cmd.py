@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from illia_export.exporters.manifest import Manifest, read_manifest
+from illia_export.exporters.manifest import Manifest, batch_multiple, read_manifest
 
 
 def register(sub) -> None:
@@ -60,13 +60,22 @@ def summary(manifest: Manifest, path: Path) -> str:
         "inputs:",
         *[f"  {t.name} {_dims(t.shape)} {t.dtype}" for t in manifest.inputs],
         f"noise inputs ({len(manifest.noise)}, standard normal):",
-        *[f"  {n.name} {_dims(n.shape)} <- {n.parameter}" for n in manifest.noise],
+        *[f"  {n.name} {_dims(n.shape)} <- {n.parameter} ({_noise_kind(n)})" for n in manifest.noise],
         "outputs:",
         *[f"  {t.name} {_dims(t.shape)} {t.dtype}" for t in manifest.outputs],
     ]
+    if manifest.dropout:
+        lines.append("dropout modules:")
+        lines += [
+            f"  {d.path} p={d.p:g}: " + ("sampled" if d.sampled else "off (eval mode; export with --mc-dropout to sample)")
+            for d in manifest.dropout
+        ]
     if manifest.local is not None:
         lines.append(f"local-reparameterization variant: {manifest.local.file}")
         lines += [f"  {n.name} {_dims(n.shape)} <- {n.parameter}" for n in manifest.local.noise]
+    elif manifest.local_unavailable:
+        lines.append(f"no local-reparameterization variant: {manifest.local_unavailable}")
+    lines.append(f"noise generator: {manifest.noise_generator}")
     v = manifest.validation
     if v is None:
         lines.append("validation: not run")
@@ -77,6 +86,14 @@ def summary(manifest: Manifest, path: Path) -> str:
             f"{v.num_noise_draws} noise draws + zero noise, batch sizes {v.batch_sizes}"
         )
     return "\n".join(lines)
+
+
+def _noise_kind(n) -> str:
+    """``weight noise``, ``dropout mask, per example`` ...: what the input replaces in the model."""
+    kind = {"weight": "weight noise", "dropout": "dropout mask", "flipout_sign": "Flipout sign", "draw": "draw"}
+    per_example = any(batch_multiple(d) is not None for d in n.shape)
+    extra = ", per example" if per_example else ""
+    return f"{kind.get(n.kind, n.kind)}, {n.transform}{extra}"
 
 
 def check_integrity(path: Path, manifest: Manifest) -> str:

@@ -6,8 +6,9 @@ graph and its weights, *excluding the embedded manifest* (so the manifest can ca
 * ``onnx``: the ``ModelProto`` bytes without its ``metadata_props`` (field 14), read from the
   protobuf wire format directly: every other top-level field is hashed as written, in file
   order. No protobuf library is needed, so other runtimes can check it too.
-* ``torchscript``: every member of the zip archive except ``extra/illia_manifest.json`` and
-  ``.data/serialization_id`` (a random id torch writes on every save), as ``name`` (without
+* ``torchscript``: every member of the zip archive except ``extra/illia_manifest.json``,
+  ``.data/serialization_id`` (a random id torch writes on every save) and the ``*.debug_pkl``
+  source-range files (debug info that a re-save rewrites), as ``name`` (without
   the archive's top-level folder, which is the file name at save time) and content, sorted by
   name. Reading a member checks its CRC. Re-saving the loaded module with another manifest
   (``torch.jit.save(m, path, _extra_files=...)``) keeps the digest.
@@ -140,6 +141,8 @@ def compute_digest(path: str | os.PathLike, format: str) -> str:
                         if len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME:
                             continue
                         if parts[-2:] == [".data", "serialization_id"]:  # random per save
+                            continue
+                        if name.endswith(".debug_pkl"):  # source-range debug info, rewritten per save
                             continue
                         names.append((name.partition("/")[2] or name, name))
                     for short, name in sorted(names):

@@ -353,8 +353,10 @@ def export_program(
     import torch.fx.experimental._config as fx_config
 
     min_sizes: dict[str, int] = {}
-    for _ in range(2):
-        shapes = _dynamic_shapes(wrapper, input_axes, min_sizes)
+    multiples: dict[str, int] = {}
+    shapes: Any = (tuple(_dynamic_shapes(wrapper, input_axes, min_sizes, multiples)),)
+    refined: list[str] = []
+    for attempt in range(3):
         # control-flow operators (the LSTM's while_loop) trace their bodies with dynamo, whose code
         # cache would carry sizes from an earlier capture (e.g. a per-call one) into this one
         torch._dynamo.reset()
@@ -363,23 +365,47 @@ def export_program(
                 # layers that keep their last sample as a plain attribute (ours, blitz) trip this; the
                 # attribute is never read back by the graph, so it says nothing about the artifact
                 warnings.filterwarnings("ignore", message=".*were assigned during export", category=UserWarning)
-                program = torch.export.export(
-                    wrapper, tuple(inputs + noise), dynamic_shapes=(tuple(shapes),), strict=False
-                )
+                program = torch.export.export(wrapper, tuple(inputs + noise), dynamic_shapes=shapes, strict=False)
             break
         except ExportError:
             raise
         except Exception as exc:
-            not_one = set(re.findall(r"Not all values of (\w+) = .*?guard .*?!= 1", str(exc)))
-            if not not_one or min_sizes:
+            text = str(exc)
+            if isinstance(exc, BatchTooSmall):
+                raise
+            if attempt == 2 or "Suggested fixes" not in text and "!= 1" not in text:
                 raise ExportError(f"torch.export could not capture the model: {_first_line(exc)}") from exc
-            min_sizes = dict.fromkeys(sorted(not_one), 2)
+            found = dict(re.findall(r"^\s*(\w+) = (\d+)\*_\1\s*$", text, re.M))
+            not_one = re.findall(r"Not all values of (\w+) = .*?!= 1", text)
+            if not found and not not_one:
+                raise ExportError(f"torch.export could not capture the model: {_first_line(exc)}") from exc
+            # the model constrains a size: a multiple of k (BatchEnsembleLinear splits its batch into
+            # groups), or at least 2 (a reshape of an expanded tensor guards on a size of 1)
+            multiples.update({name: int(k) for name, k in found.items()})
+            batch = int(inputs[0].shape[0])
+            k_batch = multiples.get(mf.BATCH_DIM)
+            if k_batch and batch // k_batch < 2:  # a multiple of 1 x k would be traced as a constant
+                raise BatchTooSmall(k_batch)
+            refined += [f"{name} is a multiple of {k}" for name, k in found.items()]
+            min_sizes.update(dict.fromkeys(not_one, 2))
+            shapes = (tuple(_dynamic_shapes(wrapper, input_axes, min_sizes, multiples)),)
     check_noise_used(program, [s.name for s in wrapper.sites], wrapper.num_inputs)
     program.illia_min_sizes = min_sizes
+    program.illia_size_constraints = refined
     return program
 
 
-def _dynamic_shapes(wrapper: CaptureWrapper, input_axes: list[dict[int, str]], min_sizes: dict[str, int]) -> list:
+class BatchTooSmall(ExportError):
+    """The model needs a batch that is a multiple of `multiple`, and the capture's was too small."""
+
+    def __init__(self, multiple: int) -> None:
+        super().__init__(f"the model needs a batch that is a multiple of {multiple}")
+        self.multiple = multiple
+
+
+def _dynamic_shapes(
+    wrapper: CaptureWrapper, input_axes: list[dict[int, str]], min_sizes: dict[str, int], multiples: dict[str, int]
+) -> list:
     from torch.export import Dim
 
     named: dict[str, Any] = {}
@@ -387,7 +413,11 @@ def _dynamic_shapes(wrapper: CaptureWrapper, input_axes: list[dict[int, str]], m
     def dim(name: str):
         key = re.sub(r"\W", "_", name)
         if key not in named:
-            named[key] = Dim(key, min=min_sizes.get(key, 1))
+            k = multiples.get(key)
+            if k:
+                named[key] = k * Dim(f"_{key}", min=max(1, -(-min_sizes.get(key, 1) // k)))
+            else:
+                named[key] = Dim(key, min=min_sizes.get(key, 1))
         return named[key]
 
     shapes: list[dict[int, Any]] = [{axis: dim(name) for axis, name in axes.items()} for axes in input_axes]

@@ -355,7 +355,7 @@ def _finalize(fmt: str, path: Path, manifest: mf.Manifest) -> None:
     """Stamp the digest and embed the final manifest in the artifact at `path` (rewritten in place)."""
     from illia_export.exporters.digest import stamp_digest, verify_digest
 
-    _embed(fmt, path, manifest)  # a TorchScript re-save rewrites more than the manifest: settle it first
+    _embed(fmt, path, manifest)  # the first TorchScript re-save rewrites data.pkl too: settle it first
     stamp_digest(path, manifest)
     _embed(fmt, path, manifest)
     verify_digest(path, manifest)

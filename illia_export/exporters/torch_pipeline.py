@@ -27,6 +27,7 @@ from illia_export.exporters.digest import stamp_digest, verify_digest
 from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
 from illia_export.exporters.distribution_check import compare as compare_distributions
 from illia_export.exporters.torch_capture import (
+    BatchTooSmall,
     CaptureWrapper,
     Discovery,
     Site,
@@ -72,10 +73,16 @@ class Capture:
         return int(self.inputs[0].shape[0])
 
 
-def _capture_batch(batch: int) -> int:
-    """A batch size for the capture that no other size collides with (samples = 3)."""
-    b = max(batch, 2)
-    return b + 1 if b == CAPTURE_SAMPLES else b
+def _capture_batch(inputs: list[torch.Tensor]) -> int:
+    """The batch size of the capture: the example's, at least 2, and not the capture's S (3)."""
+    b = max(int(inputs[0].shape[0]), 2)
+    return 2 * b if b == CAPTURE_SAMPLES else b
+
+
+def validation_batches(batch: int) -> tuple[int, int]:
+    """Batch sizes of the same-noise validation: other than the capture's, and multiples of it
+    (models that split their batch into groups, like BatchEnsembleLinear, need that)."""
+    return 2 * batch, 3 * batch
 
 
 def _no_draws_error(discovery: Discovery) -> ExportError:
@@ -94,12 +101,18 @@ def _no_draws_error(discovery: Discovery) -> ExportError:
 def prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples: str) -> Capture:
     """Discover the draws and capture the program (the caller holds the modes and RNG fork)."""
     inputs = ti.as_inputs(example_inputs)
+    try:
+        return _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples, _capture_batch(inputs))
+    except BatchTooSmall as exc:  # the model splits its batch into groups: capture two of them
+        return _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples, 2 * exc.multiple)
+
+
+def _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples: str, batch: int) -> Capture:
     names = ti.check_names(input_names or ti.default_names("input", len(inputs)), len(inputs), "input")
     axes = ti.input_axes(inputs, names, dynamic_axes)
-    batch = _capture_batch(int(inputs[0].shape[0]))
     inputs_a = ti.resize(inputs, axes, batch)
     try:
-        discovery = discover(model, inputs_a, ti.resize(inputs, axes, batch + 1))
+        discovery = discover(model, inputs_a, ti.resize(inputs, axes, 2 * batch))
     except IlliaExportError:
         raise
     except Exception as exc:
@@ -132,7 +145,7 @@ def _output_specs(cap: Capture, lead: list) -> list[mf.TensorSpec]:
     out_b, _ = flatten_outputs(cap.discovery.outputs_b)
     specs = []
     for name, a, b in zip(cap.output_names, out_a, out_b):
-        dims = batch_dims(tuple(a.shape), tuple(b.shape), cap.batch, cap.batch + 1, f"output {name!r}")
+        dims = batch_dims(tuple(a.shape), tuple(b.shape), cap.batch, 2 * cap.batch, f"output {name!r}")
         if not dims or mf.batch_multiple(dims[0]) is None:
             raise ExportError(
                 f"output {name!r} has shape {list(a.shape)} at batch {cap.batch}: every output needs the batch "
@@ -214,7 +227,7 @@ def same_noise(
     """The artifact against the eager model for the same noise, at batch sizes and S other than captured."""
     cmp = Comparison(cap.output_names, tolerance, rtol)
     token = any(1 in ax and ax[1] != mf.BATCH_DIM for ax in cap.axes)
-    for i, (batch, num_samples) in enumerate(zip((cap.batch + 1, cap.batch + 3), samples_per_batch)):
+    for i, (batch, num_samples) in enumerate(zip(validation_batches(cap.batch), samples_per_batch)):
         xs = ti.resize(cap.inputs, cap.axes, batch, extra_len=3 if token and i else 0)
         cmp.note_batch(batch)
         shapes = [s.shape(batch) for s in cap.sites]
@@ -349,7 +362,7 @@ def write_local(
             if validate:
                 runner = ArtifactRunner("onnx", tmp, cap.input_names + names)
                 cmp = Comparison(cap.output_names, tolerance, rtol)
-                for i, batch in enumerate((cap.batch + 1, cap.batch + 3)):
+                for i, batch in enumerate(validation_batches(cap.batch)):
                     xs = ti.resize(cap.inputs, cap.axes, batch)
                     for noise in noise_draws([(batch, o) for o in outs], draws, 2 + 3 * i, seed=20 + i):
                         cmp.add(runner([x.numpy() for x in xs] + noise), local_reference(cap, layers, xs, noise))
@@ -434,6 +447,8 @@ def export_capture(
         if getattr(cap.program, "illia_min_sizes", None) and format != "onnx":
             # the torch program asserts these (ONNX graphs run at any size)
             manifest.extra["min_sizes"] = dict(cap.program.illia_min_sizes)
+        if getattr(cap.program, "illia_size_constraints", None):
+            manifest.extra["size_constraints"] = list(cap.program.illia_size_constraints)
         if likelihood is not None:
             manifest.likelihood = likelihood(manifest.outputs) if callable(likelihood) else likelihood
             manifest.__post_init__()

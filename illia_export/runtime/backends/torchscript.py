@@ -140,7 +140,17 @@ class TorchScriptBackend(Backend):
         for arg in args[: len(names)]:
             if "Tensor" not in str(arg.type):
                 raise ArtifactError(f"{self.path}: forward argument {arg.name!r} is a {arg.type}, not a Tensor")
-        # Dry call: S = 1, batch = 1, other symbolic dims 1. Skipped for very large noise.
+        self._dry_call(inputs, noise, outputs, vectorized, modules_check=True)
+
+    def _dry_call(self, inputs: list, noise: list, outputs: list, vectorized: bool, modules_check: bool = False,
+                  batch: int = 1) -> None:
+        """One call with one sample and a small batch shaped as the manifest says; the outputs'
+        count, rank and fixed dims must match the manifest's."""
+        from illia_export.exporters.manifest import SAMPLE_DIM, batch_multiple
+
+        torch = self._torch
+
+        # Dry call: S = 1, `batch` rows, other symbolic dims 1. Skipped for very large noise.
         def concrete(shape, sample_axis):
             dims = []
             for d in shape:
@@ -149,13 +159,13 @@ class TorchScriptBackend(Backend):
                         dims.append(1)
                     continue
                 k = batch_multiple(d)
-                dims.append(d if isinstance(d, int) else (k if k is not None else 1))
+                dims.append(d if isinstance(d, int) else (k * batch if k is not None else 1))
             return dims
 
         # Noise shapes against the distributions the archive carries (``<parameter>.mu``): cheap,
         # and covers noise too large for the dry call.
         try:
-            modules = dict(self.module.named_modules())
+            modules = dict(self.module.named_modules()) if modules_check else {}
         except RuntimeError:  # pragma: no cover - exotic archives
             modules = {}
         for n in noise:
@@ -170,24 +180,31 @@ class TorchScriptBackend(Backend):
                         f"{self.path}: noise input {n.name!r} has shape {list(n.shape)} in the manifest but its "
                         f"distribution {n.parameter!r} in the graph has shape {list(mu.shape)}"
                     )
-        shapes = [concrete(n.shape, vectorized) for n in noise]
-        if sum(int(np.prod(s)) for s in shapes) > DRY_RUN_MAX_ELEMENTS:
-            return
         dtypes = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
                   "int64": torch.int64, "int32": torch.int32, "bool": torch.bool}
-        feeds = [
-            torch.zeros(concrete(s.shape, False), dtype=dtypes.get(s.dtype, torch.float32), device=self._device)
-            for s in inputs
-        ] + [torch.zeros(sh, dtype=torch.float32, device=self._device) for sh in shapes]
-        try:
-            with torch.inference_mode():
-                out = self.module(*feeds)
-        except Exception as exc:  # the graph rejects the manifest's shapes
-            first = str(exc).strip().splitlines()
+        error: Exception | None = None
+        # the smallest batch first; models that split their batch into groups (BatchEnsembleLinear)
+        # or cannot run one row need a multiple of it
+        for batch in (batch, 2 * batch, 4 * batch, 12 * batch):
+            shapes = [concrete(n.shape, vectorized) for n in noise]
+            if sum(int(np.prod(s)) for s in shapes) > DRY_RUN_MAX_ELEMENTS:
+                return
+            feeds = [
+                torch.zeros(concrete(s.shape, False), dtype=dtypes.get(s.dtype, torch.float32), device=self._device)
+                for s in inputs
+            ] + [torch.zeros(sh, dtype=torch.float32, device=self._device) for sh in shapes]
+            try:
+                with torch.inference_mode():
+                    out = self.module(*feeds)
+                break
+            except Exception as exc:  # the graph rejects the manifest's shapes
+                error = exc
+        else:
+            first = str(error).strip().splitlines()
             raise ArtifactError(
                 f"{self.path}: the graph rejects inputs shaped as the manifest says "
-                f"({[list(f.shape) for f in feeds]}): {first[-1] if first else type(exc).__name__}"
-            ) from exc
+                f"({[list(f.shape) for f in feeds]}): {first[-1] if first else type(error).__name__}"
+            ) from error
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         if len(outs) != len(outputs):
             raise ArtifactError(

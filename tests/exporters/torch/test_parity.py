@@ -23,7 +23,7 @@ from illia_export.exporters.torch_export import TORCH_FORMATS
 from illia_export.exporters.torch_registry import LAYER_NOISE, NOISELESS_LAYERS
 from illia_export.exporters.torch_writers import ArtifactRunner
 
-from .cases import AOTI_CASES, CASES, NOT_SCRIPTABLE, Case
+from .cases import AOTI_CASES, CASES, NOT_TORCHSCRIPT, Case
 
 TOL = 1e-4
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "aoti": ".pt2"}
@@ -31,7 +31,7 @@ SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "aoti": ".pt2"}
 
 def _formats(case: Case) -> list[str]:
     out = [f for f in TORCH_FORMATS if f != "aoti" or case.name in AOTI_CASES]
-    return [f for f in out if f != "torchscript" or case.name not in NOT_SCRIPTABLE]
+    return [f for f in out if f != "torchscript" or case.name not in NOT_TORCHSCRIPT]
 
 
 PARAMS = [(c, f, m) for c in CASES for f in _formats(c) for m in c.modes]
@@ -147,24 +147,30 @@ def test_onnx_graph_structure(exported, case):
         assert "Loop" in ops  # the recurrence stays a loop: any sequence length runs
 
 
-@pytest.mark.parametrize("name", sorted(NOT_SCRIPTABLE))
-def test_unscriptable_models_refuse_torchscript_clearly(tmp_path, name):
-    case = next(c for c in CASES if c.name == name)
+class _Varargs(torch.nn.Module):
+    """A model TorchScript cannot compile (``*args`` in forward); torch.export takes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from illia_export.nn.torch import Linear
+
+        self.fc = Linear(4, 2)
+
+    def forward(self, *xs):
+        return self.fc(xs[0])
+
+
+def test_unscriptable_model_refuses_torchscript_but_exports_to_pt2(tmp_path):
+    model = _Varargs().eval()
     with pytest.raises(illia_export.errors.ExportError, match="torch.jit.script.*onnx, pt2 or aoti"):
-        illia_export.export(case.build().eval(), case.make_input(2, 5), tmp_path / "m.pt", format="torchscript")
+        illia_export.export(model, torch.randn(2, 4), tmp_path / "m.pt", format="torchscript")
     assert not list(tmp_path.iterdir())
+    manifest = illia_export.export(model, torch.randn(2, 4), tmp_path / "m.pt2", format="pt2")
+    assert manifest.validation.passed
 
 
-def test_torchscript_artifact_keeps_methods(exported):
-    case = next(c for c in CASES if c.name == "lstm")
-    _, path, manifest = exported(case, "torchscript", "vectorized")
-    module = torch.jit.load(str(path))
-    x = case.make_input(2, 5)
-    module.freeze()
-    a, b = module.sample_forward(x), module.sample_forward(x)
-    assert torch.equal(a[0], b[0])
-    module.unfreeze()
-    a, b = module.sample_forward(x), module.sample_forward(x)
-    assert not torch.equal(a[0], b[0])
-    kl, count = module.kl_cost()
-    assert count == sum(int(np.prod(n.event_shape)) for n in manifest.noise) and torch.isfinite(kl)
+def test_batch_ensemble_vectorized_torchscript_is_refused_clearly(tmp_path):
+    case = next(c for c in CASES if c.name == "batch_ensemble_vec")
+    with pytest.raises(illia_export.errors.ExportError, match="samples='per-call'"):
+        illia_export.export(case.build().eval(), case.make_input(2, 0), tmp_path / "m.pt", format="torchscript")
+    assert not list(tmp_path.iterdir())
