@@ -40,6 +40,8 @@ class Prediction:
         task: ``"classification"`` (logits on the last axis), ``"regression"`` or ``"raw"``.
         seed: the seed the noise was drawn with (the drawn one when the caller passed None).
         strategy: ``"fresh"``, ``"bank"`` or ``"local"``.
+        noise_generator: the generator the noise was drawn with (``"illia-noise-v1"`` or
+            ``"illia-noise-v2"``): with `seed`, what reproduces the prediction.
 
     Attributes:
         samples: raw samples of the first output, ``[S, B, ...]``.
@@ -57,6 +59,7 @@ class Prediction:
         task: str = "raw",
         seed: int | None = None,
         strategy: str = "fresh",
+        noise_generator: str | None = None,
     ) -> None:
         if not outputs:
             raise TaskError("a Prediction needs at least one output")
@@ -70,6 +73,7 @@ class Prediction:
         self.task = task
         self.seed = seed
         self.strategy = strategy
+        self.noise_generator = noise_generator
 
     @property
     def num_samples(self) -> int:
@@ -190,6 +194,7 @@ class Prediction:
             "task": self.task,
             "strategy": self.strategy,
             "seed": self.seed,
+            "noise_generator": self.noise_generator,
             "num_samples": self.num_samples,
             "output": self.output_name,
         }
@@ -207,7 +212,7 @@ class Prediction:
 
         Keys: ``samples`` (first output), ``samples/<name>`` for every output, every summary of
         :meth:`summary_arrays`, and ``task``, ``strategy``, ``seed`` (-1 when unknown),
-        ``num_samples`` as 0-d arrays.
+        ``noise_generator`` ("" when unknown), ``num_samples`` as 0-d arrays.
         """
         arrays: dict[str, np.ndarray] = {"samples": self.samples}
         arrays.update({f"samples/{k}": v for k, v in self.outputs.items()})
@@ -216,6 +221,7 @@ class Prediction:
             task=np.array(self.task),
             strategy=np.array(self.strategy),
             seed=np.array(-1 if self.seed is None else self.seed, dtype=np.int64),
+            noise_generator=np.array(self.noise_generator or ""),
             num_samples=np.array(self.num_samples),
         )
         with open(os.fspath(path), "wb") as fh:

@@ -22,6 +22,7 @@ from illia_export.exporters.manifest import (
     read_manifest,
 )
 from illia_export.runtime.backends import Backend, check_device, open_backend
+from illia_export.runtime.noise import GENERATORS, check_generator
 from illia_export.runtime.prediction import TASKS, Prediction
 from illia_export.runtime.sampling import STRATEGIES, NoiseMaker, default_chunk, random_seed
 
@@ -94,6 +95,9 @@ class Predictor:
         self.device = device
         self._backend_options = backend_options
         self._noise_impl = noise_impl
+        #: The noise generator the manifest names (``noise_generator``); ``predict(generator=...)``
+        #: overrides it per call.
+        self.generator = check_generator(manifest.noise_generator)
         self.backend = self._open(self.path, manifest.noise)
         self._local_backend: Backend | None = None
         self._makers: dict[int, NoiseMaker] = {}
@@ -240,7 +244,12 @@ class Predictor:
         return shapes
 
     def noise(
-        self, num_samples: int, seed: int, strategy: str = "fresh", batch_size: int = 1
+        self,
+        num_samples: int,
+        seed: int,
+        strategy: str = "fresh",
+        batch_size: int = 1,
+        generator: str | None = None,
     ) -> dict[str, np.ndarray]:
         """The exact noise a prediction with these arguments feeds the graph (numpy copies).
 
@@ -250,6 +259,7 @@ class Predictor:
             strategy: ``"fresh"``/``"bank"`` (same numbers: the main graph's noise) or
                 ``"local"`` (the local variant's pre-activation noise, which depends on the batch).
             batch_size: B, used by ``"local"`` only.
+            generator: the noise generator (default: the manifest's ``noise_generator``).
 
         Returns:
             ``{noise input name: [S, *shape]}``.
@@ -257,7 +267,15 @@ class Predictor:
         specs = self._local_specs() if strategy == "local" else self.manifest.noise
         shapes = self._noise_shapes(specs, batch_size)
         maker = NoiseMaker("numpy", "cpu", self._noise_impl)
-        return {n.name: np.array(a) for n, a in zip(specs, maker.draw(seed, shapes, 0, num_samples))}
+        gen = self._generator(generator)
+        return {n.name: np.array(a) for n, a in zip(specs, maker.draw(seed, shapes, 0, num_samples, generator=gen))}
+
+    def _generator(self, generator: str | None) -> str:
+        if generator is None:
+            return self.generator
+        if generator not in GENERATORS:
+            raise ValueError(f"`generator` (={generator!r}) must be one of {GENERATORS}")
+        return generator
 
     def _local_specs(self) -> list[NoiseSpec]:
         if self.manifest.local is None:
@@ -271,27 +289,27 @@ class Predictor:
         self._bank_seed = None
 
     def _bank_noise(
-        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int
+        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int, generator: str
     ) -> list[Any]:
-        key = (seed, num_samples, tuple(shapes))
+        key = (seed, num_samples, tuple(shapes), generator)
         if self._bank is None or self._bank[0] != key:
             self._bank = None  # free the old bank before drawing the new one
             self._bank_tokens = {}
-            self._bank = (key, self._maker(backend).draw(seed, shapes, 0, num_samples))
+            self._bank = (key, self._maker(backend).draw(seed, shapes, 0, num_samples, generator=generator))
         return self._bank[1]
 
     def _local_noise(
-        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int
+        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int, generator: str
     ) -> list[Any] | None:
         """Pre-activation noise of an explicitly seeded ``local`` call, kept for the next call
         with the same (seed, S, shapes) — the same numbers a fresh draw would give. None when
         it would exceed LOCAL_CACHE_BYTES (then each call draws it)."""
         if 4 * num_samples * NoiseMaker.elements(shapes) > LOCAL_CACHE_BYTES:
             return None
-        key = (seed, num_samples, tuple(shapes))
+        key = (seed, num_samples, tuple(shapes), generator)
         if self._local_cache is None or self._local_cache[0] != key:
             self._local_cache = None
-            self._local_cache = (key, self._maker(backend).draw(seed, shapes, 0, num_samples))
+            self._local_cache = (key, self._maker(backend).draw(seed, shapes, 0, num_samples, generator=generator))
         return self._local_cache[1]
 
     def _bank_token(self, backend: Backend, bank: list[Any], start: int, count: int) -> Any | None:
@@ -312,6 +330,7 @@ class Predictor:
         chunk_size: int | None = None,
         progress: bool = False,
         task: str | None = None,
+        generator: str | None = None,
     ) -> Prediction:
         """Monte Carlo predictions for a batch.
 
@@ -335,6 +354,9 @@ class Predictor:
                 Results do not depend on it.
             progress: show a tqdm progress bar (stderr).
             task: override the manifest's task for the summaries.
+            generator: the noise generator (``"illia-noise-v1"`` or ``"illia-noise-v2"``);
+                default: the one the manifest names, so an artifact's seeds always reproduce.
+                Recorded in ``Prediction.noise_generator``.
 
         Returns:
             A :class:`Prediction` with samples ``[S, B, ...]`` per output.
@@ -355,6 +377,7 @@ class Predictor:
         task = task or self.manifest.task
         if task not in TASKS:
             raise ValueError(f"`task` (={task!r}) must be one of {TASKS}")
+        generator = self._generator(generator)
 
         if strategy == "local":
             backend = self.local_backend()
@@ -380,9 +403,11 @@ class Predictor:
         seed = int(seed)
         chunk = int(chunk_size) if chunk_size else default_chunk(num_samples, NoiseMaker.elements(shapes))
         chunk = min(chunk, num_samples)
-        bank = self._bank_noise(backend, seed, shapes, num_samples) if strategy == "bank" else None
+        bank = self._bank_noise(backend, seed, shapes, num_samples, generator) if strategy == "bank" else None
         if strategy == "local" and explicit_seed:
-            bank = self._local_noise(backend, seed, shapes, num_samples)
+            bank = self._local_noise(backend, seed, shapes, num_samples, generator)
+        # fresh: where the graph only uses eps as mu + sigma * eps, write those weights directly
+        plan = backend.weight_plan(shapes, vectorized) if strategy == "fresh" else None
 
         results: list[np.ndarray] | None = None
         bar = _progress_bar(num_samples, progress)
@@ -395,19 +420,24 @@ class Predictor:
                     if vectorized and strategy == "bank":
                         token = self._bank_token(backend, bank, start, count)
                 else:
-                    noise = maker.draw(seed, shapes, start, count, reuse=True)
-                if vectorized:
-                    outs = (
-                        backend.run(inputs, noise)
-                        if token is None
-                        else backend.run_precomputed(inputs, token)
+                    noise = maker.draw(
+                        seed, shapes, start, count, reuse=True, generator=generator,
+                        affine=plan.pairs if plan is not None else None,
                     )
+                if vectorized:
+                    if plan is not None:
+                        outs = backend.run_weights(inputs, noise, plan)
+                    elif token is None:
+                        outs = backend.run(inputs, noise)
+                    else:
+                        outs = backend.run_precomputed(inputs, token)
                     results = self._store(results, outs, start, count, num_samples, vectorized=True)
                     if bar is not None:
                         bar.update(count)
                 else:
                     for j in range(count):
-                        outs = backend.run(inputs, [n[j] for n in noise])
+                        one = [n[j] for n in noise]
+                        outs = backend.run(inputs, one) if plan is None else backend.run_weights(inputs, one, plan)
                         results = self._store(results, outs, start + j, 1, num_samples, vectorized=False)
                         if bar is not None:
                             bar.update(1)
@@ -416,7 +446,9 @@ class Predictor:
                 bar.close()
         assert results is not None
         names = [t.name for t in self.manifest.outputs]
-        return Prediction(dict(zip(names, results)), task=task, seed=seed, strategy=strategy)
+        return Prediction(
+            dict(zip(names, results)), task=task, seed=seed, strategy=strategy, noise_generator=generator
+        )
 
     def _store(
         self,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from illia_export.errors import ArtifactError, DeviceUnavailableError, MissingBackendError, require
-from illia_export.runtime.backends import Backend, to_numpy
+from illia_export.runtime.backends import Backend, WeightPlan, to_numpy
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -43,6 +43,9 @@ class OnnxRuntimeBackend(Backend):
         split_bank: for the ``bank`` strategy, evaluate the noise-only part of the graph
             (``w = mu + sigma * eps`` and its reshapes) once per bank chunk and run only the
             rest on each call (default True; CPU only; see :mod:`.ort_split`).
+        feed_weights: for ``fresh``, feed the graph the sampled weights ``mu + sigma * eps``
+            (written by the noise generator in one pass) in place of the noise where the graph
+            uses it only that way (default True; CPU only; see :mod:`.ort_affine`).
     """
 
     name = "onnxruntime"
@@ -117,6 +120,8 @@ class OnnxRuntimeBackend(Backend):
         self._so = so
         self._providers = providers
         self._split: Any = None  # False: not splittable; else (prefix session, suffix session, frontier)
+        self._affine_sites: Any = None  # list of ort_affine.AffineSite once analysed
+        self._affine_plans: dict[tuple, WeightPlan | None] = {}  # (shapes, vectorized) -> plan
 
     @property
     def noise_device(self) -> str:
@@ -189,6 +194,54 @@ class OnnxRuntimeBackend(Backend):
         feeds = dict(zip(self.input_names, inputs))
         feeds.update(token)
         return suffix.run(self.output_names, feeds)
+
+    def weight_plan(self, shapes, vectorized):
+        if self.device != "cpu" or not self.options.get("feed_weights", True):
+            return None
+        if self.path.suffix.lower() != ".onnx" or len(shapes) != len(self.noise_names):
+            return None
+        key = (tuple(tuple(s) for s in shapes), bool(vectorized))
+        if key not in self._affine_plans:
+            self._affine_plans[key] = self._build_weight_plan(shapes, vectorized)
+        return self._affine_plans[key]
+
+    def _build_weight_plan(self, shapes, vectorized):
+        from illia_export.runtime.backends import ort_affine
+
+        try:
+            import onnx
+
+            model = onnx.load(str(self.path))
+            if self._affine_sites is None:
+                self._affine_sites = ort_affine.find_affine_sites(model, self.noise_names)
+            sites = {s.noise: s for s in self._affine_sites}
+            plan, chosen, feeds = [], [], []
+            for name, shape in zip(self.noise_names, shapes):
+                site = sites.get(name)
+                pair = None
+                if site is not None:
+                    mu = ort_affine.per_sample(site.mu, tuple(shape), vectorized)
+                    sigma = ort_affine.per_sample(site.sigma, tuple(shape), vectorized)
+                    if mu is not None and sigma is not None:
+                        pair = (mu, sigma)
+                        chosen.append(site)
+                plan.append(pair)
+                feeds.append(site.weight if pair is not None else name)
+            if not chosen:
+                return None
+            session = self._ort.InferenceSession(
+                ort_affine.rewrite(model, chosen), sess_options=self._so, providers=self._providers
+            )
+        except Exception:  # an optimization only: any surprise means "feed the noise"
+            return None
+        return WeightPlan(plan, (feeds, session))
+
+    def run_weights(self, inputs, values, plan):
+        feeds, session = plan.handle
+        fd = dict(zip(self.input_names, inputs))
+        for name, v in zip(feeds, values):
+            fd[name] = to_numpy(v)
+        return session.run(self.output_names, fd)
 
     def _bind_noise(self, binding, name: str, eps: Any) -> bool:
         """Bind one noise array; device-resident torch tensors are bound in place (no copy).
