@@ -600,3 +600,8 @@ def check_generator(name: str) -> str:
             "(an artifact from a newer illia-export? upgrade the runtime)"
         )
     return name
+
+
+def reference(generator: str):
+    """The numpy reference of `generator`: ``f(seed, stream, shape, sample_start, num_samples)``."""
+    return standard_normal_v2 if check_generator(generator) == GENERATOR_V2 else standard_normal

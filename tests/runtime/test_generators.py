@@ -1,0 +1,108 @@
+"""Generator selection in the runtime (manifest ``noise_generator``, ``predict(generator=)``)
+and the ``fresh`` path that feeds ONNX graphs their sampled weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from illia_export.errors import ManifestError
+from illia_export.runtime import load
+from illia_export.runtime.noise import GENERATOR_V1, GENERATOR_V2, reference
+
+X = np.random.default_rng(1).normal(size=(5, 6)).astype(np.float32)
+
+
+def _with_generator(src, dst, generator: str):
+    """A copy of an ONNX artifact whose manifest names `generator`."""
+    import onnx
+
+    from illia_export.exporters.manifest import ONNX_METADATA_KEY
+
+    model = onnx.load(str(src))
+    for prop in model.metadata_props:
+        if prop.key == ONNX_METADATA_KEY:
+            manifest = json.loads(prop.value)
+            manifest["noise_generator"] = generator
+            prop.value = json.dumps(manifest)
+    onnx.save(model, str(dst))
+    local = src.parent / src.name.replace(".onnx", ".local.onnx")
+    if local.exists():
+        shutil.copy(local, dst.parent / local.name)
+    return dst
+
+
+@pytest.mark.parametrize("generator", [GENERATOR_V1, GENERATOR_V2])
+def test_the_manifest_names_the_generator(artifacts, tmp_path, generator, single_model):
+    path = _with_generator(artifacts["single_onnx"], tmp_path / "single.onnx", generator)
+    p = load(path)
+    assert p.generator == generator
+    pred = p.predict(X[:, :3], num_samples=4, seed=5)
+    assert pred.noise_generator == generator and pred.to_dict()["noise_generator"] == generator
+    # the samples are the single Linear layer's output for that generator's noise
+    ref = reference(generator)
+    wd, bd = single_model.fc.weights_distribution, single_model.fc.bias_distribution
+    w = wd.mu.detach().numpy() + wd.sigma().detach().numpy() * ref(5, 0, (2, 3), 0, 4)
+    b = bd.mu.detach().numpy() + bd.sigma().detach().numpy() * ref(5, 1, (2,), 0, 4)
+    expected = np.einsum("bi,soi->sbo", X[:, :3], w) + b[:, None, :]
+    np.testing.assert_allclose(pred.samples, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_generator_override_and_its_errors(artifacts, tmp_path):
+    p = load(artifacts["mlp_onnx_vectorized"])
+    v1 = p.predict(X, num_samples=6, seed=3)
+    v2 = p.predict(X, num_samples=6, seed=3, generator=GENERATOR_V2)
+    assert v1.noise_generator == p.generator == GENERATOR_V1 and v2.noise_generator == GENERATOR_V2
+    assert not np.allclose(v1.samples, v2.samples)
+    # noise() reports what the graph got, for either generator
+    eps = p.noise(6, 3, generator=GENERATOR_V2)
+    name = p.manifest.noise[0].name
+    np.testing.assert_allclose(eps[name], reference(GENERATOR_V2)(3, 0, eps[name].shape[1:], 0, 6), atol=1e-6)
+    with pytest.raises(ValueError, match="generator"):
+        p.predict(X, num_samples=2, seed=0, generator="illia-noise-v7")
+    bad = _with_generator(artifacts["mlp_onnx_vectorized"], tmp_path / "bad.onnx", "illia-noise-v7")
+    with pytest.raises(ManifestError, match="unknown noise generator 'illia-noise-v7'"):
+        load(bad)
+
+
+@pytest.mark.parametrize("generator", [GENERATOR_V1, GENERATOR_V2])
+@pytest.mark.parametrize("key", ["mlp_onnx_vectorized", "mlp_onnx_per-call"])
+def test_feeding_sampled_weights_changes_nothing(artifacts, key, generator):
+    fed = load(artifacts[key])
+    plain = load(artifacts[key], feed_weights=False)
+    a = fed.predict(X, num_samples=7, seed=11, generator=generator)
+    b = plain.predict(X, num_samples=7, seed=11, generator=generator)
+    np.testing.assert_allclose(a.samples, b.samples, rtol=1e-6, atol=1e-6)
+    # the weight plan covered every noise input of the MLP (its graph uses eps only as mu+sigma*eps)
+    shapes = fed._noise_shapes(fed.manifest.noise, len(X))
+    plan = fed.backend.weight_plan(shapes, fed.manifest.vectorized)
+    assert plan is not None and all(pair is not None for pair in plan.pairs)
+    assert plain.backend.weight_plan(shapes, fed.manifest.vectorized) is None
+    # fresh (weights fed) and bank (noise-only prefix precomputed) see the same noise
+    c = fed.predict(X, num_samples=7, seed=11, generator=generator, strategy="bank")
+    np.testing.assert_allclose(a.samples, c.samples, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("generator", [GENERATOR_V1, GENERATOR_V2])
+@pytest.mark.parametrize("strategy", ["fresh", "bank", "local"])
+def test_chunking_does_not_change_v2_results(artifacts, generator, strategy):
+    p = load(artifacts["mlp_onnx_vectorized"])
+    ref = p.predict(X, num_samples=7, seed=2, strategy=strategy, generator=generator).samples
+    for chunk in (1, 3, 100):
+        got = p.predict(X, num_samples=7, seed=2, strategy=strategy, generator=generator, chunk_size=chunk)
+        np.testing.assert_array_equal(got.samples, ref)
+
+
+def test_onnx_and_torchscript_agree_with_v2(artifacts):
+    a = load(artifacts["mlp_onnx_vectorized"]).predict(X, num_samples=5, seed=4, generator=GENERATOR_V2)
+    b = load(artifacts["mlp_torchscript_vectorized"]).predict(X, num_samples=5, seed=4, generator=GENERATOR_V2)
+    np.testing.assert_allclose(a.samples, b.samples, rtol=1e-5, atol=1e-5)
+
+
+def test_graphs_with_control_flow_or_other_noise_uses_take_eps(artifacts):
+    lstm = load(artifacts["lstm_onnx"])  # ONNX Loop: left alone
+    shapes = lstm._noise_shapes(lstm.manifest.noise, 2)
+    assert lstm.backend.weight_plan(shapes, lstm.manifest.vectorized) is None
