@@ -1,4 +1,5 @@
 #include "illia/manifest.h"
+#include "illia/noise.h"
 
 #include "illia/error.h"
 #include "illia/json.h"
@@ -100,6 +101,8 @@ Manifest parse_manifest(const std::string& text) {
   m.format = require_string(root, "format", "manifest");
   m.source = optional_string(root, "source", "", "manifest");
   m.task = optional_string(root, "task", "raw", "manifest");
+  m.noise_generator = optional_string(root, "noise_generator", "illia-noise-v1", "manifest");
+  parse_generator(m.noise_generator);  // throws ManifestError for a generator this runtime lacks
   if (m.task != "classification" && m.task != "regression" && m.task != "raw")
     throw ManifestError("unknown task '" + m.task + "'; expected classification, regression or raw");
 

@@ -53,6 +53,12 @@ void Backend::parallel_for(int64_t n, int64_t grain, const std::function<void(in
 void Predictor::generate_noise(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start,
                                int64_t num_samples, float* out) {
   const uint64_t key = stream_key(seed, stream);
+  if (parse_generator(manifest_.noise_generator) == Generator::V2) {  // one normal per element
+    backend_->parallel_for(num_samples * n, 2 * kNoiseGrain, [&](int64_t begin, int64_t end) {
+      fill_v2(key, n, sample_start, begin, end, out);
+    });
+    return;
+  }
   const int64_t pairs = num_samples * ((n + 1) / 2);
   backend_->parallel_for(pairs, kNoiseGrain, [&](int64_t begin, int64_t end) {
     fill_normal_pairs(key, n, sample_start, begin, end, out);

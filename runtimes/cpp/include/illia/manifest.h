@@ -44,6 +44,8 @@ struct Manifest {
   std::vector<TensorSpec> inputs;
   std::vector<NoiseSpec> noise;
   std::vector<TensorSpec> outputs;
+  /// The noise generator the artifact was exported for (absent in old manifests: v1).
+  std::string noise_generator = "illia-noise-v1";
 };
 
 /// Parse and check a manifest's JSON text; throws ManifestError naming the bad field.
