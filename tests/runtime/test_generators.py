@@ -106,3 +106,53 @@ def test_graphs_with_control_flow_or_other_noise_uses_take_eps(artifacts):
     lstm = load(artifacts["lstm_onnx"])  # ONNX Loop: left alone
     shapes = lstm._noise_shapes(lstm.manifest.noise, 2)
     assert lstm.backend.weight_plan(shapes, lstm.manifest.vectorized) is None
+
+
+# ------------------------------------------------------------------ local: first layer per batch
+def test_local_runs_sample_independent_layers_once_per_batch(artifacts):
+    """The local variant repeats x over the samples; the runtime rewrites it so that layer 1's
+    x·mu and x²·sigma² run on B rows, not S*B. Same numbers, and the rewrite is in use."""
+    import onnx
+
+    from illia_export.runtime.backends.ort_hoist import hoist_sample_broadcast
+
+    fast = load(artifacts["mlp_onnx_vectorized"])
+    slow = load(artifacts["mlp_onnx_vectorized"], hoist_broadcast=False)
+    for seed in (0, 1):  # the first call checks the rewrite against the original graph
+        a = fast.predict(X, num_samples=9, seed=seed, strategy="local", generator=GENERATOR_V2)
+        b = slow.predict(X, num_samples=9, seed=seed, strategy="local", generator=GENERATOR_V2)
+        np.testing.assert_allclose(a.samples, b.samples, rtol=1e-5, atol=1e-6)
+    local = fast.local_backend()
+    assert local._hoisted and local._hoisted[1], "the per-batch rewrite was not used"
+    assert slow.local_backend()._hoisted is False
+    # in the rewritten graph the first Gemm reads the model input itself, not its S copies
+    rewritten = onnx.load_from_string(hoist_sample_broadcast(str(local.path), local.input_names))
+    first = [n for n in rewritten.graph.node if n.op_type in ("Gemm", "MatMul")][0]
+    assert first.input[0] == "input" and "Expand" not in {n.op_type for n in rewritten.graph.node}
+    # graphs without a repeated input are left alone
+    assert hoist_sample_broadcast(str(fast.path), fast.backend.input_names) is None
+
+
+def test_a_wrong_rewrite_is_caught_on_the_first_call(artifacts, monkeypatch):
+    """If the rewritten graph disagreed with the original, the backend keeps the original."""
+    from illia_export.runtime.backends import ort_hoist
+
+    real = ort_hoist.hoist_sample_broadcast
+
+    def broken(path, names):
+        import onnx
+        from onnx import numpy_helper
+
+        m = onnx.load_from_string(real(path, names))
+        for t in m.graph.initializer:  # corrupt the first layer's mean weights in the rewrite
+            if t.name.endswith("fc1.weights_distribution.mu"):
+                t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) + 1.0, t.name))
+        return m.SerializeToString()
+
+    monkeypatch.setattr(ort_hoist, "hoist_sample_broadcast", broken)
+    p = load(artifacts["mlp_onnx_vectorized"])
+    ref = load(artifacts["mlp_onnx_vectorized"], hoist_broadcast=False)
+    for _ in range(2):
+        a = p.predict(X, num_samples=4, seed=3, strategy="local")
+        np.testing.assert_allclose(a.samples, ref.predict(X, num_samples=4, seed=3, strategy="local").samples, atol=1e-6)
+    assert p.local_backend()._hoisted is False

@@ -46,6 +46,10 @@ class OnnxRuntimeBackend(Backend):
         feed_weights: for ``fresh``, feed the graph the sampled weights ``mu + sigma * eps``
             (written by the noise generator in one pass) in place of the noise where the graph
             uses it only that way (default True; CPU only; see :mod:`.ort_affine`).
+        hoist_broadcast: where the graph repeats a model input over the samples (the ``local``
+            variant), run the layers that see only repeated rows once per batch instead of once
+            per sample (default True; CPU only; checked against the original graph on the
+            first call; see :mod:`.ort_hoist`).
     """
 
     name = "onnxruntime"
@@ -121,6 +125,8 @@ class OnnxRuntimeBackend(Backend):
         self._providers = providers
         self._split: Any = None  # False: not splittable; else (prefix session, suffix session, frontier)
         self._affine_sites: Any = None  # list of ort_affine.AffineSite once analysed
+        # None: not tried yet; False: no rewrite; else [session, verified]
+        self._hoisted: Any = None
         self._affine_plans: dict[tuple, WeightPlan | None] = {}  # (shapes, vectorized) -> plan
 
     @property
@@ -137,7 +143,7 @@ class OnnxRuntimeBackend(Backend):
             feeds = dict(zip(self.input_names, inputs))
             for name, eps in zip(self.noise_names, noise):
                 feeds[name] = to_numpy(eps)
-            return self.session.run(self.output_names, feeds)
+            return self._run_cpu(feeds)
         binding = self._binding
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
@@ -157,6 +163,38 @@ class OnnxRuntimeBackend(Backend):
         self.session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         return binding.copy_outputs_to_cpu()
+
+    def _run_cpu(self, feeds: dict[str, Any]) -> list[np.ndarray]:
+        """Run on the CPU, through the per-batch rewrite (:mod:`.ort_hoist`) when there is one;
+        its first call is checked against the original graph."""
+        if self._hoisted is None:
+            self._hoisted = False
+            if self.options.get("hoist_broadcast", True) and self.path.suffix.lower() == ".onnx":
+                from illia_export.runtime.backends.ort_hoist import hoist_sample_broadcast
+
+                try:
+                    graph = hoist_sample_broadcast(str(self.path), self.input_names)
+                    if graph is not None:
+                        session = self._ort.InferenceSession(graph, sess_options=self._so, providers=self._providers)
+                        self._hoisted = [session, False]
+                except Exception:  # an optimization only: any surprise means "run the original graph"
+                    self._hoisted = False
+        if not self._hoisted:
+            return self.session.run(self.output_names, feeds)
+        session, verified = self._hoisted
+        if verified:
+            return session.run(self.output_names, feeds)
+        expected = self.session.run(self.output_names, feeds)
+        try:
+            got = session.run(self.output_names, feeds)
+            same = all(
+                g.shape == e.shape and np.allclose(g, e, rtol=1e-4, atol=1e-5, equal_nan=True)
+                for g, e in zip(got, expected)
+            )
+        except Exception:
+            same = False
+        self._hoisted = [session, True] if same else False
+        return expected
 
     def _split_sessions(self):
         if self._split is None:
