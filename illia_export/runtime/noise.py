@@ -531,7 +531,12 @@ def _address(a, n_expected: int, what: str) -> int:
     if hasattr(a, "data_ptr"):
         import torch
 
-        if a.dtype != torch.float32 or not a.is_contiguous() or a.numel() != n_expected or a.device.type != "cpu":
+        if (
+            a.dtype != torch.float32
+            or not a.is_contiguous()
+            or a.numel() != n_expected
+            or a.device.type != "cpu"
+        ):
             raise ValueError(
                 f"`{what}` must be a contiguous float32 CPU tensor of {n_expected} elements, got {a.dtype} "
                 f"{tuple(a.shape)} on {a.device}"

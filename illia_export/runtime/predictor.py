@@ -268,7 +268,10 @@ class Predictor:
         shapes = self._noise_shapes(specs, batch_size)
         maker = NoiseMaker("numpy", "cpu", self._noise_impl)
         gen = self._generator(generator)
-        return {n.name: np.array(a) for n, a in zip(specs, maker.draw(seed, shapes, 0, num_samples, generator=gen))}
+        return {
+            n.name: np.array(a)
+            for n, a in zip(specs, maker.draw(seed, shapes, 0, num_samples, generator=gen))
+        }
 
     def _generator(self, generator: str | None) -> str:
         if generator is None:
@@ -309,7 +312,10 @@ class Predictor:
         key = (seed, num_samples, tuple(shapes), generator)
         if self._local_cache is None or self._local_cache[0] != key:
             self._local_cache = None
-            self._local_cache = (key, self._maker(backend).draw(seed, shapes, 0, num_samples, generator=generator))
+            self._local_cache = (
+                key,
+                self._maker(backend).draw(seed, shapes, 0, num_samples, generator=generator),
+            )
         return self._local_cache[1]
 
     def _bank_token(self, backend: Backend, bank: list[Any], start: int, count: int) -> Any | None:
@@ -421,7 +427,12 @@ class Predictor:
                         token = self._bank_token(backend, bank, start, count)
                 else:
                     noise = maker.draw(
-                        seed, shapes, start, count, reuse=True, generator=generator,
+                        seed,
+                        shapes,
+                        start,
+                        count,
+                        reuse=True,
+                        generator=generator,
                         affine=plan.pairs if plan is not None else None,
                     )
                 if vectorized:
@@ -437,7 +448,11 @@ class Predictor:
                 else:
                     for j in range(count):
                         one = [n[j] for n in noise]
-                        outs = backend.run(inputs, one) if plan is None else backend.run_weights(inputs, one, plan)
+                        outs = (
+                            backend.run(inputs, one)
+                            if plan is None
+                            else backend.run_weights(inputs, one, plan)
+                        )
                         results = self._store(results, outs, start + j, 1, num_samples, vectorized=False)
                         if bar is not None:
                             bar.update(1)

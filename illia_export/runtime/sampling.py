@@ -82,14 +82,18 @@ class NoiseMaker:
             and _noise.kernel_available()
         )
 
-    def _buffers_for(self, shapes: list[tuple[int, ...]], num_samples: int, reuse: bool, as_torch: bool) -> list[Any]:
+    def _buffers_for(
+        self, shapes: list[tuple[int, ...]], num_samples: int, reuse: bool, as_torch: bool
+    ) -> list[Any]:
         key = (tuple(shapes), num_samples, as_torch)
         bufs = self._buffers.get(key) if reuse else None
         if bufs is None:
             if as_torch:
                 import torch
 
-                bufs = [torch.empty((num_samples, *s), dtype=torch.float32, device=self.device) for s in shapes]
+                bufs = [
+                    torch.empty((num_samples, *s), dtype=torch.float32, device=self.device) for s in shapes
+                ]
             else:
                 bufs = [np.empty((num_samples, *s), dtype=np.float32) for s in shapes]
             if reuse:
@@ -142,7 +146,11 @@ class NoiseMaker:
             return out
         import torch
 
-        port = _noise.standard_normal_v2_torch if generator == _noise.GENERATOR_V2 else _noise.standard_normal_torch
+        port = (
+            _noise.standard_normal_v2_torch
+            if generator == _noise.GENERATOR_V2
+            else _noise.standard_normal_torch
+        )
         bufs = self._buffers_for(shapes, num_samples, reuse, as_torch=True)
         for k, (s, buf) in enumerate(zip(shapes, bufs)):
             port(seed, k, s, sample_start, num_samples, out=buf)

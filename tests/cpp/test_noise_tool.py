@@ -22,7 +22,9 @@ def noise_tool(tmp_path_factory) -> Path:
     if cxx is None:
         pytest.skip("no C++ compiler (c++, g++ or clang++): the C++ noise tool cannot be built here")
     exe = tmp_path_factory.mktemp("illia-noise") / "illia-noise"
-    sources = [CPP / "src" / f for f in ("noise.cpp", "npy.cpp", "array.cpp")] + [CPP / "tools" / "illia_noise.cpp"]
+    sources = [CPP / "src" / f for f in ("noise.cpp", "npy.cpp", "array.cpp")] + [
+        CPP / "tools" / "illia_noise.cpp"
+    ]
     cmd = [cxx, "-O2", "-std=c++17", f"-I{CPP / 'include'}", *map(str, sources), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -30,12 +32,23 @@ def noise_tool(tmp_path_factory) -> Path:
 
 
 def _run(exe: Path, out: Path, *args) -> np.ndarray:
-    proc = subprocess.run([str(exe), *map(str, args[:5]), str(out), *map(str, args[5:])], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(exe), *map(str, args[:5]), str(out), *map(str, args[5:])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return np.load(out)
 
 
-CASES = [(0, 0, 5, 0, 2), (42, 3, 4, 7, 1), (7, 2, 784 * 128, 0, 2), (2**40 + 3, 1, 1, 5, 9), (1, 4, 1000, 4_294_966, 3)]
+CASES = [
+    (0, 0, 5, 0, 2),
+    (42, 3, 4, 7, 1),
+    (7, 2, 784 * 128, 0, 2),
+    (2**40 + 3, 1, 1, 5, 9),
+    (1, 4, 1000, 4_294_966, 3),
+]
 
 
 @pytest.mark.parametrize("seed,stream,n,start,count", CASES)
@@ -56,6 +69,8 @@ def test_cpp_v1_is_still_the_default(noise_tool, tmp_path, seed, stream, n, star
 def test_cpp_refuses_unknown_generators(noise_tool, tmp_path):
     proc = subprocess.run(
         [str(noise_tool), "0", "0", "3", "0", "1", str(tmp_path / "x.npy"), "illia-noise-v9"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1 and "unknown noise generator 'illia-noise-v9'" in proc.stderr

@@ -55,14 +55,33 @@ def test_java_port_matches_numpy(java_classes, seed, stream, n, start, count):
 
 @pytest.mark.parametrize(
     "seed,stream,n,start,count",
-    [(0, 0, 5, 0, 2), (42, 3, 4, 7, 1), (7, 1, 20000, 0, 3), (2**62 + 5, 9, 1, 100, 50), (1, 4, 1000, 4_294_966, 3)],
+    [
+        (0, 0, 5, 0, 2),
+        (42, 3, 4, 7, 1),
+        (7, 1, 20000, 0, 3),
+        (2**62 + 5, 9, 1, 100, 50),
+        (1, 4, 1000, 4_294_966, 3),
+    ],
 )
 def test_java_v2_port_matches_numpy(java_classes, seed, stream, n, start, count):
     # the last case crosses element counter 2**32
     proc = subprocess.run(
-        ["java", "-cp", str(java_classes), "IlliaNoise", str(seed), str(stream), str(n), str(start), str(count),
-         "illia-noise-v2"],
-        capture_output=True, text=True, timeout=120, check=True,
+        [
+            "java",
+            "-cp",
+            str(java_classes),
+            "IlliaNoise",
+            str(seed),
+            str(stream),
+            str(n),
+            str(start),
+            str(count),
+            "illia-noise-v2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     got = np.array([int(v) for v in proc.stdout.split()], dtype=np.int64).astype(np.uint32).view(np.float32)
     want = standard_normal_v2(seed, stream, (n,), start, count).reshape(-1)
@@ -78,7 +97,15 @@ def test_listings_share_the_constants():
         assert const in kt and const in swift, const
     # v2: lowbias32 multipliers, the counter's high-word constant, AS241 PPND7 and its split
     java = (MOBILE / "IlliaNoise.java").read_text()
-    for const in ("21F0AAAD", "735A2D97", "9E3779B9", "322122547", "4294967296.0", "59.109374720", "0.12021132975"):
+    for const in (
+        "21F0AAAD",
+        "735A2D97",
+        "9E3779B9",
+        "322122547",
+        "4294967296.0",
+        "59.109374720",
+        "0.12021132975",
+    ):
         assert const in kt and const in swift and const in java, const
     for shift in ("shr 30", "shr 27", "shr 31", "shr 40", "shr 16"):
         assert shift in kt

@@ -98,7 +98,9 @@ def test_chunking_does_not_change_v2_results(artifacts, generator, strategy):
 
 def test_onnx_and_torchscript_agree_with_v2(artifacts):
     a = load(artifacts["mlp_onnx_vectorized"]).predict(X, num_samples=5, seed=4, generator=GENERATOR_V2)
-    b = load(artifacts["mlp_torchscript_vectorized"]).predict(X, num_samples=5, seed=4, generator=GENERATOR_V2)
+    b = load(artifacts["mlp_torchscript_vectorized"]).predict(
+        X, num_samples=5, seed=4, generator=GENERATOR_V2
+    )
     np.testing.assert_allclose(a.samples, b.samples, rtol=1e-5, atol=1e-5)
 
 
@@ -154,5 +156,7 @@ def test_a_wrong_rewrite_is_caught_on_the_first_call(artifacts, monkeypatch):
     ref = load(artifacts["mlp_onnx_vectorized"], hoist_broadcast=False)
     for _ in range(2):
         a = p.predict(X, num_samples=4, seed=3, strategy="local")
-        np.testing.assert_allclose(a.samples, ref.predict(X, num_samples=4, seed=3, strategy="local").samples, atol=1e-6)
+        np.testing.assert_allclose(
+            a.samples, ref.predict(X, num_samples=4, seed=3, strategy="local").samples, atol=1e-6
+        )
     assert p.local_backend()._hoisted is False

@@ -175,7 +175,9 @@ class OnnxRuntimeBackend(Backend):
                 try:
                     graph = hoist_sample_broadcast(str(self.path), self.input_names)
                     if graph is not None:
-                        session = self._ort.InferenceSession(graph, sess_options=self._so, providers=self._providers)
+                        session = self._ort.InferenceSession(
+                            graph, sess_options=self._so, providers=self._providers
+                        )
                         self._hoisted = [session, False]
                 except Exception:  # an optimization only: any surprise means "run the original graph"
                     self._hoisted = False

@@ -90,7 +90,9 @@ def find_affine_sites(model, noise_names: list[str]) -> list[AffineSite]:
 
     # evaluate the constants mu/sigma (initializers directly, else a small graph of constant nodes)
     wanted = sorted({n for f in found for n in (f[3], f[4]) if n not in initializers})
-    values = {n: numpy_helper.to_array(initializers[n]) for f in found for n in (f[3], f[4]) if n in initializers}
+    values = {
+        n: numpy_helper.to_array(initializers[n]) for f in found for n in (f[3], f[4]) if n in initializers
+    }
     if wanted:
         import onnxruntime as ort
 
@@ -109,7 +111,9 @@ def find_affine_sites(model, noise_names: list[str]) -> list[AffineSite]:
         m.ir_version = model.ir_version
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
-        sess = ort.InferenceSession(m.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            m.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
+        )
         values.update(zip(wanted, sess.run(wanted, {})))
     sites = []
     for eps, mul, add, sigma, mu in found:

@@ -48,11 +48,17 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
     import onnx
     from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-    model = onnx.load(model_bytes_or_path) if isinstance(model_bytes_or_path, str) else onnx.load_from_string(
-        model_bytes_or_path
+    model = (
+        onnx.load(model_bytes_or_path)
+        if isinstance(model_bytes_or_path, str)
+        else onnx.load_from_string(model_bytes_or_path)
     )
     graph = model.graph
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
+    if any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for n in graph.node
+        for a in n.attribute
+    ):
         return None
     try:
         inferred = shape_inference.infer_shapes(model)
@@ -105,7 +111,11 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
             if len(e_nodes) != 1 or e_nodes[0].op_type != "Expand":
                 continue
             r_nodes = consumers.get(e_nodes[0].output[0], [])
-            if len(r_nodes) != 1 or r_nodes[0].op_type != "Reshape" or ranks.get(r_nodes[0].output[0]) != ranks.get(x):
+            if (
+                len(r_nodes) != 1
+                or r_nodes[0].op_type != "Reshape"
+                or ranks.get(r_nodes[0].output[0]) != ranks.get(x)
+            ):
                 continue
             base[r_nodes[0].output[0]] = x
             s_source = e_nodes[0].input[1]
@@ -179,7 +189,9 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
             s_made = True
 
     originals = set(base) - {v for v in base.values()}
-    chain_outputs = {n.output[0] for n in graph.node if n.output and n.output[0] in base and id(n) not in hoisted}
+    chain_outputs = {
+        n.output[0] for n in graph.node if n.output and n.output[0] in base and id(n) not in hoisted
+    }
 
     def materialize(t: str) -> str:
         if t in chain_outputs:  # a repeated input itself: the original Reshape(Expand(...)) produces it
@@ -191,9 +203,7 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
             ensure_s()
             reps = t + "__repeats"
             nodes.append(
-                helper.make_node(
-                    "Concat", [s_1d, const_i64(t + "__ones", [1] * (r - 1))], [reps], axis=0
-                )
+                helper.make_node("Concat", [s_1d, const_i64(t + "__ones", [1] * (r - 1))], [reps], axis=0)
             )
             nodes.append(helper.make_node("Tile", [base[t], reps], [t]))
             tiled[t] = t
@@ -215,21 +225,32 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
             nodes += [
                 helper.make_node("Shape", [t0], [o + "__shp0"]),
                 helper.make_node(
-                    "Slice", [o + "__shp0", const_i64(o + "__0", [0]), const_i64(o + "__1", [1])], [o + "__rows0"]
+                    "Slice",
+                    [o + "__shp0", const_i64(o + "__0", [0]), const_i64(o + "__1", [1])],
+                    [o + "__rows0"],
                 ),
                 helper.make_node("Mul", [o + "__rows0", s_1d], [o + "__rows"]),
                 helper.make_node(
-                    "Slice", [o + "__shp0", const_i64(o + "__1b", [1]), const_i64(o + "__r", [r])], [o + "__rest"]
+                    "Slice",
+                    [o + "__shp0", const_i64(o + "__1b", [1]), const_i64(o + "__r", [r])],
+                    [o + "__rest"],
                 ),
                 helper.make_node("Concat", [o + "__rows", o + "__rest"], [o], axis=0),
             ]
             continue
-        if node.op_type in ("Add", "Sub", "Mul", "Div") and len(ins) == 2 and len(rep_inputs) == 1 and ranks.get(rep_inputs[0]):
+        if (
+            node.op_type in ("Add", "Sub", "Mul", "Div")
+            and len(ins) == 2
+            and len(rep_inputs) == 1
+            and ranks.get(rep_inputs[0])
+        ):
             t = rep_inputs[0]
             y = ins[1] if ins[0] == t else ins[0]
             r = ranks[t]
             t0 = base[t]
-            shp0, shp3, y3, z3, tail, shp_out = (f"{node.output[0]}__{k}" for k in ("shp0", "shp3", "y3", "z3", "tail", "shp"))
+            shp0, shp3, y3, z3, tail, shp_out = (
+                f"{node.output[0]}__{k}" for k in ("shp0", "shp3", "y3", "z3", "tail", "shp")
+            )
             nodes += [
                 helper.make_node("Shape", [t0], [shp0]),
                 helper.make_node("Concat", [const_i64(shp3 + "_m1", [-1]), shp0], [shp3], axis=0),
