@@ -42,7 +42,9 @@ def test_v2_torch_noise_on_cuda_matches_numpy():
     _need_torch_cuda()
     got = standard_normal_v2_torch(3, 1, (1001, 7), 5, 6, device="cuda")
     assert got.device.type == "cuda"
-    np.testing.assert_array_max_ulp(got.cpu().numpy(), standard_normal_v2(3, 1, (1001, 7), 5, 6), maxulp=1)
+    ref = standard_normal_v2(3, 1, (1001, 7), 5, 6)
+    err = np.abs(got.cpu().numpy().astype(np.float64) - ref) / np.maximum(1.0, np.abs(ref))
+    assert err.max() < 6e-7  # the spec's conformance bound (docs/noise.md)
 
 
 @pytest.mark.parametrize("generator", ["illia-noise-v1", "illia-noise-v2"])

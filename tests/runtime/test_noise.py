@@ -268,7 +268,21 @@ def test_v2_torch_port_matches_the_reference(shape):
     ref = standard_normal_v2(9, 2, shape, 3, 4)
     got = standard_normal_v2_torch(9, 2, shape, 3, 4)
     assert got.dtype == torch.float32 and tuple(got.shape) == (4, *shape)
-    np.testing.assert_array_max_ulp(got.numpy(), ref, maxulp=1)
+    _assert_close_to_reference(got.numpy(), ref)
+
+
+def test_v2_torch_port_is_chunk_invariant_and_crosses_2_32(monkeypatch):
+    from illia_export.runtime import noise
+
+    whole = standard_normal_v2_torch(4, 1, (70_001,), 0, 3).numpy()
+    monkeypatch.setattr(noise, "_V2_CPU_BLOCK", 1000)
+    monkeypatch.setattr(noise, "_MIN_SHARE", 5000)
+    monkeypatch.setattr(noise, "_cpu_workers", lambda: 3)
+    np.testing.assert_array_equal(standard_normal_v2_torch(4, 1, (70_001,), 0, 3).numpy(), whole)
+    start = (2**32 - 1500) // 1000
+    _assert_close_to_reference(
+        standard_normal_v2_torch(8, 0, (1000,), start, 4).numpy(), standard_normal_v2(8, 0, (1000,), start, 4)
+    )
 
 
 def _assert_close_to_reference(got, ref):
