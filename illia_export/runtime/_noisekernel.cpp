@@ -128,7 +128,138 @@ void v2_affine(uint64_t c0, int64_t count, uint32_t k0, uint32_t k1, float* __re
   }
 }
 
+// ------------------------------------------------------------------------------ illia-noise-v1
+// The spec's float64 Box-Muller, with log/sin/cos as plain float64 polynomials (no libm calls)
+// so that the pair loop vectorizes: ln via 2 atanh((m-1)/(m+1)) (series to s^15, ~3e-14
+// relative), and the angle reduced exactly with the integer bits of u2 (quadrant = top two of
+// the 24 bits) so that sin/cos are Taylor series on [0, pi/2) (~5e-14). Agrees with the numpy
+// reference to float32 rounding (~1e-7).
+constexpr uint64_t kGolden64 = 0x9E3779B97F4A7C15ULL;
+
+inline uint64_t mix64(uint64_t z) {
+  z ^= z >> 30;
+  z *= 0xBF58476D1CE4E5B9ULL;
+  z ^= z >> 27;
+  z *= 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return z;
+}
+
+inline double as_double(uint64_t u) {
+  double d;
+  std::memcpy(&d, &u, 8);
+  return d;
+}
+
+inline uint64_t as_u64(double d) {
+  uint64_t u;
+  std::memcpy(&u, &d, 8);
+  return u;
+}
+
+// ln of a positive normal double
+inline double log_pos64(double x) {
+  const uint64_t bits = as_u64(x);
+  double e = static_cast<double>(static_cast<int32_t>(bits >> 52) - 1023);
+  double m = as_double((bits & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL);  // [1, 2)
+  const bool big = m > 1.4142135623730951;
+  m = big ? m * 0.5 : m;
+  e = big ? e + 1.0 : e;
+  const double s = (m - 1.0) / (m + 1.0);  // |s| <= 0.1716
+  const double s2 = s * s;
+  double p = 1.0 / 15.0;
+  p = p * s2 + 1.0 / 13.0;
+  p = p * s2 + 1.0 / 11.0;
+  p = p * s2 + 1.0 / 9.0;
+  p = p * s2 + 1.0 / 7.0;
+  p = p * s2 + 1.0 / 5.0;
+  p = p * s2 + 1.0 / 3.0;
+  p = p * s2 + 1.0;
+  return 2.0 * s * p + e * 0.6931471805599453;
+}
+
+// (r cos t, r sin t) of one 64-bit value z, as in the spec
+inline void v1_pair(uint64_t z, float& c_out, float& s_out) {
+  const double u1 = (static_cast<double>(static_cast<int32_t>(z >> 40)) + 0.5) * (1.0 / 16777216.0);
+  const double r = std::sqrt(-2.0 * log_pos64(u1));
+  const uint32_t w = static_cast<uint32_t>(z >> 16) & 0xFFFFFFu;
+  const uint32_t quadrant = w >> 22;
+  // t = 2 pi (w + 0.5) / 2^24 = (pi / 2) (quadrant + a'), a' = ((w mod 2^22) + 0.5) / 2^22
+  const double a = (static_cast<double>(static_cast<int32_t>(w & 0x3FFFFFu)) + 0.5) *
+                   (1.5707963267948966 / 4194304.0);
+  const double a2 = a * a;
+  // sin a = a * sum_k (-1)^k a^2k / (2k+1)!,  cos a = sum_k (-1)^k a^2k / (2k)!  (Horner)
+  double sn = 1.0 / 355687428096000.0;  // 1/17!
+  sn = sn * a2 - 1.0 / 1307674368000.0;  // 1/15!
+  sn = sn * a2 + 1.0 / 6227020800.0;     // 1/13!
+  sn = sn * a2 - 1.0 / 39916800.0;       // 1/11!
+  sn = sn * a2 + 1.0 / 362880.0;         // 1/9!
+  sn = sn * a2 - 1.0 / 5040.0;           // 1/7!
+  sn = sn * a2 + 1.0 / 120.0;            // 1/5!
+  sn = sn * a2 - 1.0 / 6.0;              // 1/3!
+  sn = (sn * a2 + 1.0) * a;
+  double cs = -1.0 / 6402373705728000.0;  // 1/18!
+  cs = cs * a2 + 1.0 / 20922789888000.0;  // 1/16!
+  cs = cs * a2 - 1.0 / 87178291200.0;     // 1/14!
+  cs = cs * a2 + 1.0 / 479001600.0;       // 1/12!
+  cs = cs * a2 - 1.0 / 3628800.0;         // 1/10!
+  cs = cs * a2 + 1.0 / 40320.0;           // 1/8!
+  cs = cs * a2 - 1.0 / 720.0;             // 1/6!
+  cs = cs * a2 + 1.0 / 24.0;              // 1/4!
+  cs = cs * a2 - 0.5;                     // 1/2!
+  cs = cs * a2 + 1.0;
+  const double c = quadrant == 0 ? cs : quadrant == 1 ? -sn : quadrant == 2 ? -cs : sn;
+  const double sv = quadrant == 0 ? sn : quadrant == 1 ? cs : quadrant == 2 ? -sn : -cs;
+  c_out = static_cast<float>(r * c);
+  s_out = static_cast<float>(r * sv);
+}
+
+// Full pairs [p0, p1) of one sample row whose pair 0 has counter c_row; row[2p], row[2p+1].
+ILLIA_CLONES
+void v1_pairs(uint64_t key, uint64_t c_row, int64_t p0, int64_t p1, float* __restrict row) {
+  for (int64_t p = p0; p < p1; ++p) {
+    float a, b;
+    v1_pair(mix64(key + kGolden64 * (c_row + static_cast<uint64_t>(p) + 1)), a, b);
+    row[2 * p] = a;
+    row[2 * p + 1] = b;
+  }
+}
+
+ILLIA_CLONES
+void v1_pairs_affine(uint64_t key, uint64_t c_row, int64_t p0, int64_t p1, float* __restrict row,
+                     const float* __restrict mu, const float* __restrict sigma) {
+  for (int64_t p = p0; p < p1; ++p) {
+    float a, b;
+    v1_pair(mix64(key + kGolden64 * (c_row + static_cast<uint64_t>(p) + 1)), a, b);
+    row[2 * p] = mu[2 * p] + sigma[2 * p] * a;
+    row[2 * p + 1] = mu[2 * p + 1] + sigma[2 * p + 1] * b;
+  }
+}
+
+// Elements [i0, i1) of one v1 sample row (n elements, first pair counter c_row).
+void v1_row(uint64_t key, uint64_t c_row, int64_t n, int64_t i0, int64_t i1, float* row, const float* mu,
+            const float* sigma) {
+  auto one = [&](int64_t i) {  // a single element of a pair cut by the range or by odd n
+    float a, b;
+    v1_pair(mix64(key + kGolden64 * (c_row + static_cast<uint64_t>(i / 2) + 1)), a, b);
+    const float v = (i % 2 == 0) ? a : b;
+    row[i] = mu ? mu[i] + sigma[i] * v : v;
+  };
+  int64_t i = i0;
+  if (i < i1 && i % 2 == 1) one(i++);
+  const int64_t full_end = i + ((i1 - i) / 2) * 2;  // pairs fully inside [i, i1)
+  if (full_end > i) {
+    if (mu)
+      v1_pairs_affine(key, c_row, i / 2, full_end / 2, row, mu, sigma);
+    else
+      v1_pairs(key, c_row, i / 2, full_end / 2, row);
+  }
+  if (full_end < i1) one(full_end);
+  (void)n;
+}
+
 struct Job {
+  int version;
   uint64_t key;
   int64_t n;             // elements per sample
   int64_t sample_start;  // first sample
@@ -145,6 +276,13 @@ void run_range(const Job& job, int64_t begin, int64_t end) {
     const int64_t s = e / job.n;
     const int64_t i = e - s * job.n;
     const int64_t row_end = std::min<int64_t>(end - e, job.n - i);  // elements left in this row
+    if (job.version == 1) {
+      const uint64_t m = static_cast<uint64_t>((job.n + 1) / 2);
+      v1_row(job.key, static_cast<uint64_t>(job.sample_start + s) * m, job.n, i, i + row_end,
+             job.out + s * job.n, job.mu, job.sigma);
+      e += row_end;
+      continue;
+    }
     const uint64_t c = static_cast<uint64_t>(job.sample_start + s) * static_cast<uint64_t>(job.n) +
                        static_cast<uint64_t>(i);
     // keep hi32(counter) constant within one kernel call
@@ -180,8 +318,8 @@ void run_job(const Job& job, int64_t total, int threads) {
   for (auto& t : pool) t.join();
 }
 
-// fill_v2(key, n, sample_start, num_samples, out_addr, mu_addr, sigma_addr, threads)
-PyObject* py_fill(PyObject*, PyObject* args) {
+// fill_vN(key, n, sample_start, num_samples, out_addr, mu_addr, sigma_addr, threads)
+PyObject* fill(int version, PyObject* args) {
   int threads;
   unsigned long long key, out_addr, mu_addr, sigma_addr;
   long long n, sample_start, num_samples;
@@ -192,7 +330,8 @@ PyObject* py_fill(PyObject*, PyObject* args) {
     PyErr_SetString(PyExc_ValueError, "invalid sizes or buffer addresses");
     return nullptr;
   }
-  Job job{static_cast<uint64_t>(key),
+  Job job{version,
+          static_cast<uint64_t>(key),
           static_cast<int64_t>(n),
           static_cast<int64_t>(sample_start),
           reinterpret_cast<float*>(static_cast<uintptr_t>(out_addr)),
@@ -206,15 +345,21 @@ PyObject* py_fill(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
+PyObject* py_fill_v1(PyObject*, PyObject* args) { return fill(1, args); }
+PyObject* py_fill_v2(PyObject*, PyObject* args) { return fill(2, args); }
+
 PyMethodDef kMethods[] = {
-    {"fill_v2", py_fill, METH_VARARGS,
+    {"fill_v1", py_fill_v1, METH_VARARGS,
+     "fill_v1(key, n, sample_start, num_samples, out_addr, mu_addr, sigma_addr, threads): as fill_v2, for "
+     "illia-noise-v1."},
+    {"fill_v2", py_fill_v2, METH_VARARGS,
      "fill_v2(key, n, sample_start, num_samples, out_addr, mu_addr, sigma_addr, threads): write "
      "samples [sample_start, sample_start + num_samples) of one illia-noise-v2 stream (n elements each, float32) at "
      "out_addr, or mu + sigma * noise when mu_addr/sigma_addr are non-zero."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_noisekernel",
-                       "Compiled illia-noise-v2 generator (see illia_export.runtime.noise).", -1, kMethods};
+                       "Compiled illia-noise-v1/v2 generators (see illia_export.runtime.noise).", -1, kMethods};
 
 }  // namespace
 

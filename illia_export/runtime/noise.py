@@ -11,11 +11,12 @@ normative; test vectors there):
   low/high words of the key, arithmetic mod 2**32); with ``j = h & 0x7FFFFFFF`` and
   ``p = (j + 0.5) / 2**32``, the value is Wichura's PPND7 quantile ``x = Phi^-1(p) <= 0``,
   negated when ``h >> 31`` is 1. Reference: :func:`standard_normal_v2` (numpy, float64);
-  fast paths: the compiled kernel (``_noisekernel``, float32, AVX-512/AVX2, threads) and
+  fast paths: the compiled kernel (:func:`fill`; float32, AVX-512/AVX2, threads) and
   :func:`standard_normal_v2_torch` (CPU without the kernel, CUDA).
 * ``illia-noise-v1`` (artifacts exported before v2): 64-bit SplitMix64 over pair counters and a
-  float64 Box-Muller step. Reference :func:`standard_normal`, torch port
-  :func:`standard_normal_torch`. The spec of v1:
+  float64 Box-Muller step. Reference :func:`standard_normal`; fast paths: the compiled kernel
+  (:func:`fill`; float64 polynomials, vectorized) and the torch port :func:`standard_normal_torch`.
+  The spec of v1:
 
   * stream ``k`` is the position of the noise input in the manifest's ``noise`` list;
   * ``key_k = mix64(seed + GOLDEN * (k + 1))`` (all arithmetic mod 2**64);
@@ -516,7 +517,8 @@ def _fill_v2_parallel(torch, flat, key: int, c0: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The compiled v2 kernel (illia_export/runtime/_noisekernel.cpp, built by setup.py).
+# The compiled kernel of both generators (illia_export/runtime/_noisekernel.cpp, built by
+# setup.py): vectorized (AVX-512/AVX2 clones), threads over contiguous element ranges.
 # ---------------------------------------------------------------------------------------------
 
 try:  # the extension is optional: without a compiler the install still works (slower noise)
@@ -526,16 +528,16 @@ except ImportError:  # pragma: no cover - depends on the build
 
 
 def kernel_available() -> bool:
-    """Whether the compiled ``illia-noise-v2`` kernel was built with this installation."""
+    """Whether the compiled noise kernel (v1 and v2) was built with this installation."""
     return _kernel is not None
 
 
 def kernel_status() -> str:
-    """One line saying which v2 implementation the CPU uses, and how to get the fast one."""
+    """One line saying which implementation the CPU noise uses, and how to get the fast one."""
     if _kernel is not None:
         return f"compiled kernel ({_kernel.__file__})"
     return (
-        "no compiled kernel (illia_export.runtime._noisekernel was not built): illia-noise-v2 uses the "
+        "no compiled kernel (illia_export.runtime._noisekernel was not built): the noise comes from the "
         "torch/numpy ports (same numbers, slower). Reinstall with a C++ compiler: pip install -e ."
     )
 
@@ -577,7 +579,8 @@ def _address(a, n_expected: int, what: str) -> int:
     raise TypeError(f"`{what}` must be a numpy array or a torch tensor, got {type(a).__name__}")
 
 
-def fill_v2(
+def fill(
+    generator: str,
     seed: int,
     stream: int,
     shape: Sequence[int],
@@ -588,9 +591,10 @@ def fill_v2(
     sigma=None,
     threads: int | None = None,
 ):
-    """Write ``illia-noise-v2`` samples into `out` with the compiled kernel (CPU).
+    """Write `generator`'s samples into `out` with the compiled kernel (CPU).
 
     Args:
+        generator: ``"illia-noise-v1"`` or ``"illia-noise-v2"``.
         seed, stream, shape, sample_start, num_samples: as in :func:`standard_normal_v2`.
         out: contiguous float32 numpy array or CPU torch tensor of ``num_samples * prod(shape)``
             elements (any shape), written in place.
@@ -604,6 +608,7 @@ def fill_v2(
     """
     if _kernel is None:
         raise RuntimeError(kernel_status())
+    fn = _kernel.fill_v2 if check_generator(generator) == GENERATOR_V2 else _kernel.fill_v1
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
     if (mu is None) != (sigma is None):
@@ -614,7 +619,7 @@ def fill_v2(
     mu_addr = sigma_addr = 0
     if mu is not None:
         mu_addr, sigma_addr = _address(mu, n, "mu"), _address(sigma, n, "sigma")
-    _kernel.fill_v2(
+    fn(
         stream_key(seed, stream),
         n,
         int(sample_start),
@@ -625,6 +630,17 @@ def fill_v2(
         int(threads or _usable_cores()),
     )
     return out
+
+
+def fill_v2(seed, stream, shape, sample_start, num_samples, out, mu=None, sigma=None, threads=None):
+    """:func:`fill` for ``illia-noise-v2``."""
+    return fill(GENERATOR_V2, seed, stream, shape, sample_start, num_samples, out, mu, sigma, threads)
+
+
+def fill_v1(seed, stream, shape, sample_start, num_samples, out, mu=None, sigma=None, threads=None):
+    """:func:`fill` for ``illia-noise-v1`` (float64 Box-Muller with polynomial log/sin/cos;
+    matches the numpy reference to float32 rounding)."""
+    return fill(GENERATOR_V1, seed, stream, shape, sample_start, num_samples, out, mu, sigma, threads)
 
 
 def check_generator(name: str) -> str:

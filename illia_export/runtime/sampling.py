@@ -3,10 +3,10 @@
 Every strategy draws from the generator the artifact's manifest names (``noise_generator``:
 ``illia-noise-v1`` or ``illia-noise-v2``, :mod:`illia_export.runtime.noise`): stream ``k`` is
 noise input ``k`` of the graph (manifest order), sample ``s`` of a prediction with ``S``
-samples is sample ``s`` of its stream. Implementations: v2 on the CPU uses the compiled kernel
-when it was built (threads, written in place into the buffers the backend reads), else the
-torch port (CPU/CUDA), else the numpy reference; v1 uses its torch port when torch can be
-imported, else the numpy reference. All give the same numbers to float32 rounding (~1e-6).
+samples is sample ``s`` of its stream. Implementations: on the CPU the compiled kernel when it
+was built (both generators; threads, written in place into the buffers the backend reads), else
+the torch ports (also on CUDA), else the numpy references. All give the same numbers to float32
+rounding (~1e-6).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class NoiseMaker:
     Args:
         kind: ``"torch"`` or ``"numpy"``: the array type handed to the backend.
         device: torch device of the tensors (``"cpu"``/``"cuda"``), used with torch.
-        impl: ``"auto"`` (v2: the compiled kernel on the CPU, else torch; v1: torch when
+        impl: ``"auto"`` (the compiled kernel on the CPU when built, else torch when
             importable), ``"torch"`` (torch ports only) or ``"numpy"`` (numpy references only).
     """
 
@@ -74,13 +74,8 @@ class NoiseMaker:
         self._buffers: dict[tuple, list[Any]] = {}
 
     def uses_kernel(self, generator: str) -> bool:
-        """Whether :meth:`draw` fills with the compiled v2 kernel for `generator`."""
-        return (
-            generator == _noise.GENERATOR_V2
-            and self.impl == "auto"
-            and self.device == "cpu"
-            and _noise.kernel_available()
-        )
+        """Whether :meth:`draw` fills with the compiled kernel (CPU, ``impl="auto"``)."""
+        return self.impl == "auto" and self.device == "cpu" and _noise.kernel_available()
 
     def _buffers_for(
         self, shapes: list[tuple[int, ...]], num_samples: int, reuse: bool, as_torch: bool
@@ -134,7 +129,7 @@ class NoiseMaker:
             bufs = self._buffers_for(shapes, num_samples, reuse, as_torch=self.kind == "torch")
             for k, (s, buf) in enumerate(zip(shapes, bufs)):
                 mu, sigma = affine[k] if affine[k] is not None else (None, None)
-                _noise.fill_v2(seed, k, s, sample_start, num_samples, buf, mu, sigma)
+                _noise.fill(generator, seed, k, s, sample_start, num_samples, buf, mu, sigma)
             return bufs
         if not self.use_torch:
             ref = _noise.standard_normal_v2 if generator == _noise.GENERATOR_V2 else _noise.standard_normal

@@ -380,3 +380,51 @@ def test_unknown_generator_is_refused():
         check_generator("illia-noise-v9")
     with pytest.raises(ManifestError, match="unknown noise generator"):
         NoiseMaker().draw(0, [(2,)], 0, 1, generator="mt19937")
+
+
+# ------------------------------------------------------------------ v1 in the compiled kernel
+@needs_kernel
+@pytest.mark.parametrize("shape", [(1,), (5,), (7, 3), (1001,), (300_001,)])
+def test_v1_kernel_matches_the_reference(shape):
+    from illia_export.runtime.noise import fill_v1
+
+    ref = noise.standard_normal(12, 3, shape, 4, 5)
+    out = np.empty((5, *shape), np.float32)
+    fill_v1(12, 3, shape, 4, 5, out)
+    # float64 polynomials instead of libm: the same float32 values but for rare last-bit ties
+    np.testing.assert_array_max_ulp(out, ref, maxulp=1)
+
+
+@needs_kernel
+def test_v1_kernel_is_chunk_and_thread_invariant():
+    """Odd n (pairs straddle rows) and thread shares that cut pairs: bit-identical numbers."""
+    from illia_export.runtime.noise import fill_v1
+
+    shape = (70_001,)
+    whole = np.empty((7, *shape), np.float32)
+    fill_v1(6, 2, shape, 0, 7, whole, threads=1)
+    for threads in (2, 3, 5):
+        out = np.empty_like(whole)
+        fill_v1(6, 2, shape, 0, 7, out, threads=threads)
+        np.testing.assert_array_equal(out, whole)
+    parts = []
+    for start, count in ((0, 3), (3, 1), (4, 3)):
+        part = np.empty((count, *shape), np.float32)
+        fill_v1(6, 2, shape, start, count, part, threads=2)
+        parts.append(part)
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+@needs_kernel
+def test_v1_kernel_writes_sampled_weights_in_one_pass():
+    from illia_export.runtime.noise import fill_v1
+
+    shape = (9, 7)  # odd per-sample size
+    rng = np.random.default_rng(1)
+    mu = rng.normal(size=shape).astype(np.float32)
+    sigma = rng.uniform(0.01, 1.0, size=shape).astype(np.float32)
+    eps = np.empty((4, *shape), np.float32)
+    fill_v1(3, 1, shape, 2, 4, eps)
+    w = np.empty_like(eps)
+    fill_v1(3, 1, shape, 2, 4, w, mu=mu, sigma=sigma, threads=3)
+    np.testing.assert_array_equal(w, np.add(mu, np.multiply(sigma, eps)))
