@@ -3,7 +3,7 @@
 ``pip install -e .`` / ``pip install .`` compile ``illia_export/runtime/_noisekernel.cpp`` (a
 plain CPython extension, C++17, no other dependency). The extension is optional: where no C++
 compiler exists the install still succeeds and the runtime falls back to the torch/numpy
-generators (same numbers, slower); ``illia_export.runtime.noise.kernel_status()`` says which.
+ports (same numbers, slower); ``illia_export.runtime.noise.kernel_status()`` says which.
 """
 
 import sys

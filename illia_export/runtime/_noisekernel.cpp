@@ -1,10 +1,9 @@
-// Compiled kernel of the illia-export noise generator illia-noise-v2 (Python extension
-// `illia_export.runtime._noisekernel`, built by setup.py with the package).
+// Compiled kernel of the illia-export noise generators (Python extension
+// `illia_export.runtime._noisekernel`, built by setup.py with the package). docs/noise.md is
+// normative; the numpy references are `illia_export.runtime.noise.standard_normal_v2` / `_v1`.
 //
-// illia-noise-v2 (docs/noise.md is normative; the numpy reference is
-// `illia_export.runtime.noise.standard_normal_v2`): one standard normal per element from
-// 32-bit integer arithmetic and a float32 inverse normal CDF, all plain arithmetic so that the
-// compiler vectorizes the element loop (AVX-512 / AVX2 clones chosen at load time).
+// illia-noise-v2: one standard normal per element from 32-bit integer arithmetic and a float32
+// inverse normal CDF, all plain arithmetic so that the compiler vectorizes the element loop.
 //
 //   key = stream_key(seed, stream)            (64-bit, as in v1);  k0 = key low 32, k1 = key high 32
 //   c   = s * n + i                           (element i of sample s, 64-bit)
@@ -12,9 +11,14 @@
 //   j   = h & 0x7FFFFFFF,  p = (j + 0.5) / 2^32 in (0, 1/2)
 //   x   = PPND7(p) <= 0 (Wichura's AS241, 7 digits);  value = x if h >> 31 == 0 else -x
 //
-// The kernel evaluates everything in float32 (Cephes-style log); it agrees with the float64
-// reference to ~3e-7 absolute. Threads split the element range; the value of an element never
-// depends on the split (counter-based), which the tests check.
+// evaluated in float32 (Cephes-style log): within ~3.3e-7 relative of the float64 reference.
+//
+// illia-noise-v1: SplitMix64 over pair counters and a float64 Box-Muller step, with log, sin
+// and cos as float64 polynomials (no libm calls) so that the pair loop vectorizes too.
+//
+// Loops are cloned for AVX-512, AVX2 and the baseline (chosen at load time). Threads split the
+// element range; an element's value never depends on the split (counter-based) nor on the code
+// path (no FMA contraction, setup.py), which the tests check.
 //
 // Optionally the kernel writes `mu[i] + sigma[i] * value` instead of `value`: the sampled weight
 // itself, so that a weight-fed graph reads memory once.

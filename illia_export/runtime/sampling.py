@@ -118,7 +118,7 @@ class NoiseMaker:
             generator: ``"illia-noise-v1"`` or ``"illia-noise-v2"``.
             affine: optional, per stream, ``(mu, sigma)`` float32 arrays of the per-sample
                 shape (or None): that stream then holds ``mu + sigma * eps`` (the sampled
-                weights; the v2 kernel writes them in one pass) instead of ``eps``.
+                weights; the compiled kernel writes them in one pass) instead of ``eps``.
 
         Returns:
             One array per stream, each ``[num_samples, *shape]`` float32.

@@ -6,7 +6,7 @@ that costs a full pass over the noise (written by the generator, read by ``Mul``
 again, read by ``Add``, written again) on every call. This module finds that pattern for each
 noise input, evaluates ``mu`` and ``sigma`` once, and rewrites the graph so that the tensor
 ``Add`` produced becomes a graph input: the runtime's generator then writes ``mu + sigma * eps``
-directly (the compiled v2 kernel does it in the same pass that draws ``eps``), and memory is
+directly (the compiled noise kernel does it in the same pass that draws ``eps``), and memory is
 touched once. Noise inputs that do not match keep their ``eps`` input.
 
 The values are those of the original graph: ``mu + sigma * eps`` rounded twice (product, then
