@@ -416,15 +416,15 @@ def test_v1_kernel_is_chunk_and_thread_invariant():
 
 
 @needs_kernel
-def test_v1_kernel_writes_sampled_weights_in_one_pass():
+@pytest.mark.parametrize("shape", [(9, 7), (70_001,)])  # odd sizes; the second is split over threads
+def test_v1_kernel_writes_sampled_weights_in_one_pass(shape):
     from illia_export.runtime.noise import fill_v1
 
-    shape = (9, 7)  # odd per-sample size
     rng = np.random.default_rng(1)
     mu = rng.normal(size=shape).astype(np.float32)
     sigma = rng.uniform(0.01, 1.0, size=shape).astype(np.float32)
     eps = np.empty((4, *shape), np.float32)
-    fill_v1(3, 1, shape, 2, 4, eps)
+    fill_v1(3, 1, shape, 2, 4, eps, threads=1)
     w = np.empty_like(eps)
     fill_v1(3, 1, shape, 2, 4, w, mu=mu, sigma=sigma, threads=3)
     np.testing.assert_array_equal(w, np.add(mu, np.multiply(sigma, eps)))
