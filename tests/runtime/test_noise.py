@@ -332,13 +332,13 @@ def test_v2_kernel_across_the_32_bit_counter_boundary():
 
 
 @needs_kernel
-def test_v2_kernel_writes_sampled_weights_in_one_pass():
-    shape = (33, 17)
+@pytest.mark.parametrize("shape", [(33, 17), (70_001,)])  # the second is split over threads
+def test_v2_kernel_writes_sampled_weights_in_one_pass(shape):
     rng = np.random.default_rng(0)
     mu = rng.normal(size=shape).astype(np.float32)
     sigma = rng.uniform(0.01, 1.0, size=shape).astype(np.float32)
     eps = np.empty((6, *shape), np.float32)
-    fill_v2(2, 3, shape, 1, 6, eps)
+    fill_v2(2, 3, shape, 1, 6, eps, threads=1)
     w = np.empty_like(eps)
     fill_v2(2, 3, shape, 1, 6, w, mu=mu, sigma=sigma, threads=2)
     # exactly the graph's Add(mu, Mul(sigma, eps)) in float32
