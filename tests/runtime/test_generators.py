@@ -160,3 +160,18 @@ def test_a_wrong_rewrite_is_caught_on_the_first_call(artifacts, monkeypatch):
             a.samples, ref.predict(X, num_samples=4, seed=3, strategy="local").samples, atol=1e-6
         )
     assert p.local_backend()._hoisted is False
+
+
+def test_a_manifest_without_the_field_means_v1(tmp_path):
+    """Artifacts written before `noise_generator` existed drew v1 noise: their seeds must keep
+    reproducing whatever new exports default to."""
+    from tests.runtime.conftest import MULTI_MANIFEST, write_multi_output_onnx
+
+    assert "noise_generator" not in MULTI_MANIFEST
+    path = tmp_path / "old.onnx"
+    write_multi_output_onnx(path, MULTI_MANIFEST)
+    p = load(path)
+    assert p.generator == GENERATOR_V1
+    pred = p.predict(X[:, :2], num_samples=3, seed=0)
+    eps = reference(GENERATOR_V1)(0, 0, (2,), 0, 3)
+    np.testing.assert_allclose(pred.outputs["y"], X[None, :, :2] * eps[:, None, :], atol=1e-6)
