@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 _UNARY = {
     "Relu", "Sqrt", "Neg", "Abs", "Exp", "Log", "Tanh", "Sigmoid", "Softplus", "Identity", "Erf",
     "LeakyRelu", "Elu", "Selu", "Gelu", "HardSigmoid", "Softsign", "Reciprocal",
@@ -46,7 +48,7 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
     """The rewritten graph (serialized), or None when the graph has no repeated model input or
     nothing to hoist."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper, shape_inference
+    from onnx import helper, numpy_helper, shape_inference
 
     model = (
         onnx.load(model_bytes_or_path)
@@ -173,7 +175,7 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
     s_made = False
 
     def const_i64(name: str, values: list[int]):
-        extra_inits.append(numpy_helper.from_array(__import__("numpy").array(values, dtype="int64"), name))
+        extra_inits.append(numpy_helper.from_array(np.array(values, dtype=np.int64), name))
         return name
 
     def ensure_s():
@@ -281,5 +283,4 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
     g = helper.make_graph(kept, graph.name, list(graph.input), list(graph.output), initializer=inits)
     m = helper.make_model(g, opset_imports=list(model.opset_import))
     m.ir_version = model.ir_version
-    del TensorProto
     return m.SerializeToString()
