@@ -128,6 +128,7 @@ class OnnxRuntimeBackend(Backend):
         # None: not tried yet; False: no rewrite; else [session, verified]
         self._hoisted: Any = None
         self._affine_plans: dict[tuple, WeightPlan | None] = {}  # (shapes, vectorized) -> plan
+        self._affine_sessions: dict[tuple, Any] = {}  # rewritten graphs, by the sites they feed
 
     @property
     def noise_device(self) -> str:
@@ -251,9 +252,8 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnx
 
-            model = onnx.load(str(self.path))
             if self._affine_sites is None:
-                self._affine_sites = ort_affine.find_affine_sites(model, self.noise_names)
+                self._affine_sites = ort_affine.find_affine_sites(onnx.load(str(self.path)), self.noise_names)
             sites = {s.noise: s for s in self._affine_sites}
             plan, chosen, feeds = [], [], []
             for name, shape in zip(self.noise_names, shapes):
@@ -269,9 +269,13 @@ class OnnxRuntimeBackend(Backend):
                 feeds.append(site.weight if pair is not None else name)
             if not chosen:
                 return None
-            session = self._ort.InferenceSession(
-                ort_affine.rewrite(model, chosen), sess_options=self._so, providers=self._providers
-            )
+            key = tuple(site.noise for site in chosen)  # one rewritten session per set of sites
+            session = self._affine_sessions.get(key)
+            if session is None:
+                graph = ort_affine.rewrite(onnx.load(str(self.path)), chosen)
+                session = self._affine_sessions[key] = self._ort.InferenceSession(
+                    graph, sess_options=self._so, providers=self._providers
+                )
         except Exception:  # an optimization only: any surprise means "feed the noise"
             return None
         return WeightPlan(plan, (feeds, session))
