@@ -8,7 +8,14 @@ compares it with:
   drawing all weights anew (``torch.randn_like`` inside every layer);
 * ``det``: the deterministic network (same architecture, plain ``torch.nn`` layers) run once on
   a batch of S*B inputs, eager, under ``torch.inference_mode``;
-* ``randn``: ``torch.randn(S, |W|)``, the cost of the weight noise alone.
+* ``randn``: ``torch.randn(S, |W|)``, the cost of the weight noise alone;
+* ``v2``: the compiled ``illia-noise-v2`` kernel writing the same S*|W| normals (the runtime's
+  generator; shown for reference).
+
+Every strategy runs with the runtime's default generator for new exports
+(``illia_export.runtime.noise.DEFAULT_GENERATOR``, ``illia-noise-v2``); ``fresh/v1`` is
+``fresh`` with the old generator (``illia-noise-v1``), which artifacts whose manifest names it
+still get.
 
 Columns: ``ms`` (median of the repeats), ``best`` (fastest repeat), ``cpu ms`` (median CPU time
 of the process, all threads), ``MC/s`` (S*B sample predictions per second, from the median),
@@ -47,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import illia_export  # noqa: E402
 from illia_export.nn.torch import LSTM, Conv2d, Linear  # noqa: E402
 from illia_export.runtime import load  # noqa: E402
+from illia_export.runtime import noise as noise_mod  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- workloads
@@ -180,6 +188,9 @@ def bench_workload(
         res["naive"] = timeit(lambda: torch.stack([model(x) for _ in range(S)]), repeats)
         res["det"] = timeit(lambda: det(xs), repeats)
         res["randn"] = timeit(lambda: torch.randn(S, W), repeats)
+    if noise_mod.kernel_available():
+        buf = torch.empty(S, W)
+        res["v2"] = timeit(lambda: noise_mod.fill_v2(0, 0, (W,), 0, S, buf), repeats)
 
     x_np = x.numpy()
     for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
@@ -197,15 +208,16 @@ def bench_workload(
         predictor = load(path, **opts)
         # (strategy, seed): "local" with a fixed seed reuses its pre-activation noise between
         # calls; "local*" (seed=None) draws it on every call.
-        runs = [("fresh", 0), ("bank", 0)] + (
-            [("local", 0), ("local*", None)] if predictor.manifest.local else []
+        v1, v2 = noise_mod.GENERATOR_V1, noise_mod.DEFAULT_GENERATOR
+        runs = [("fresh", 0, v2), ("fresh/v1", 0, v1), ("bank", 0, v2)] + (
+            [("local", 0, v2), ("local*", None, v2)] if predictor.manifest.local else []
         )
-        for label, seed in runs:
-            strategy = label.rstrip("*")
+        for label, seed, gen in runs:
+            strategy = label.split("/")[0].rstrip("*")
 
             # TorchScript's profiling executor specializes the graph over the first calls.
-            def call(p=predictor, sd=seed, st=strategy):
-                return p.predict(x_np, num_samples=S, seed=sd, strategy=st)
+            def call(p=predictor, sd=seed, st=strategy, g=gen):
+                return p.predict(x_np, num_samples=S, seed=sd, strategy=st, generator=g)
 
             t = timeit(call, repeats, warmup=3)
             res["rows"].append(
@@ -224,7 +236,8 @@ def add_ratios(res: dict[str, Any]) -> None:
             ms, naive, det, randn = row[key], res["naive"][key], res["det"][key], res["randn"][key]
             row["speedup_vs_naive" + suffix] = naive / ms
             row["over_det" + suffix] = ms / det
-            row["over_randn_plus_det" + suffix] = ms / (randn + det) if row["strategy"] == "fresh" else None
+            fresh = row["strategy"].startswith("fresh")
+            row["over_randn_plus_det" + suffix] = ms / (randn + det) if fresh else None
 
 
 def _t(t: dict[str, float]) -> str:
@@ -241,7 +254,9 @@ def table(results: list[dict[str, Any]]) -> str:
         S, B = res["samples"], res["batch"]
         lines.append(
             f"\n{res['workload']}  (B={B}, S={S}, |W|={res['num_weights']:,})   naive {_t(res['naive'])}, "
-            f"det S*B {_t(res['det'])}, randn S*|W| {_t(res['randn'])}   [median / best / cpu ms]"
+            f"det S*B {_t(res['det'])}, randn S*|W| {_t(res['randn'])}"
+            + (f", v2 S*|W| {_t(res['v2'])}" if "v2" in res else "")
+            + "   [median / best / cpu ms]"
         )
         lines.append(
             f"  {'backend':<12} {'strategy':<8} {'ms':>8} {'best':>8} {'cpu ms':>8} {'MC/s':>10} "

@@ -8,7 +8,10 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 stamp=.venv/.illia-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# setup.py builds the compiled noise kernel (illia_export/runtime/_noisekernel.cpp, in place for
+# an editable install): a change to either means reinstalling.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+    || [ illia_export/runtime/_noisekernel.cpp -nt "$stamp" ]; then
     # torch is pinned to the CPU wheel (torch==2.13.0) in pyproject's extras. Some machines'
     # pip configuration names local index folders that do not exist: drop that chatter only.
     quiet_pip() {

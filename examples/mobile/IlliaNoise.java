@@ -1,7 +1,9 @@
-// illia-noise-v1 in Java (Android without Kotlin): the same standard normals as the Python and
-// C++ runtimes. Java's long arithmetic wraps mod 2^64 like uint64; >>> is the unsigned shift.
-// `java IlliaNoise SEED STREAM N SAMPLE_START NUM_SAMPLES` prints the float bits, one a line
-// (tests/mobile checks them against numpy).
+// illia-noise-v1 and illia-noise-v2 in Java (Android without Kotlin): the same standard normals
+// as the Python and C++ runtimes. Java's long/int arithmetic wraps like uint64/uint32; >>> is the
+// unsigned shift. Use the generator the artifact's manifest names (`noise_generator`, v1 when
+// absent).
+// `java IlliaNoise SEED STREAM N SAMPLE_START NUM_SAMPLES [illia-noise-v1|illia-noise-v2]` prints
+// the float bits, one a line (tests/mobile checks them against numpy).
 public final class IlliaNoise {
     private static final long GOLDEN = 0x9E3779B97F4A7C15L;
 
@@ -18,7 +20,7 @@ public final class IlliaNoise {
         return mix64(seed + GOLDEN * (stream + 1L));
     }
 
-    /** Samples [sampleStart, sampleStart + numSamples) of one stream, n elements each (row-major). */
+    /** illia-noise-v1: samples [sampleStart, sampleStart + numSamples) of one stream, n elements each (row-major). */
     public static float[] standardNormal(long seed, int stream, int n, long sampleStart, int numSamples) {
         long key = streamKey(seed, stream);
         int m = (n + 1) / 2;  // counters (element pairs) per sample
@@ -38,9 +40,51 @@ public final class IlliaNoise {
         return out;
     }
 
+    // ---------------------------------------------------------------------- illia-noise-v2
+    static int lowbias32(int x) {  // int arithmetic wraps mod 2^32
+        x ^= x >>> 16;
+        x *= 0x21F0AAAD;
+        x ^= x >>> 15;
+        x *= 0x735A2D97;
+        x ^= x >>> 15;
+        return x;
+    }
+
+    /** Wichura's AS241 PPND7: the standard normal quantile of p in (0, 1/2), in double. */
+    static double ppnd7Lower(long j) {
+        double p = (j + 0.5) / 4294967296.0;
+        if (j >= 322122547L) {  // p >= 0.075: central region
+            double q = p - 0.5, r = 0.180625 - q * q;
+            return q * (((59.109374720 * r + 159.29113202) * r + 50.434271938) * r + 3.3871327179)
+                    / (((67.187563600 * r + 78.757757664) * r + 17.895169469) * r + 1.0);
+        }
+        double t = Math.sqrt(-Math.log(p)) - 1.6;
+        return -(((0.17023821103 * t + 1.3067284816) * t + 2.7568153900) * t + 1.4234372777)
+                / ((0.12021132975 * t + 0.73700164250) * t + 1.0);
+    }
+
+    /** illia-noise-v2: samples [sampleStart, sampleStart + numSamples) of one stream, n elements each (row-major). */
+    public static float[] standardNormalV2(long seed, int stream, int n, long sampleStart, int numSamples) {
+        long key = streamKey(seed, stream);
+        int k0 = (int) key, k1 = (int) (key >>> 32);
+        float[] out = new float[numSamples * n];
+        for (int e = 0; e < numSamples * n; e++) {
+            long c = sampleStart * n + e;  // element counter s * n + i
+            int h = lowbias32(lowbias32((int) c ^ k0) ^ (k1 + 0x9E3779B9 * (int) (c >>> 32)));
+            double x = ppnd7Lower(h & 0x7FFFFFFFL);
+            out[e] = (float) (h < 0 ? -x : x);  // h < 0: top bit set
+        }
+        return out;
+    }
+
     public static void main(String[] args) {
-        float[] v = standardNormal(Long.parseLong(args[0]), Integer.parseInt(args[1]), Integer.parseInt(args[2]),
-                Long.parseLong(args[3]), Integer.parseInt(args[4]));
+        boolean v2 = args.length > 5 && args[5].equals("illia-noise-v2");
+        if (args.length > 5 && !v2 && !args[5].equals("illia-noise-v1"))
+            throw new IllegalArgumentException("unknown noise generator " + args[5]);
+        long seed = Long.parseLong(args[0]);
+        int stream = Integer.parseInt(args[1]), n = Integer.parseInt(args[2]), count = Integer.parseInt(args[4]);
+        long start = Long.parseLong(args[3]);
+        float[] v = v2 ? standardNormalV2(seed, stream, n, start, count) : standardNormal(seed, stream, n, start, count);
         StringBuilder sb = new StringBuilder();
         for (float f : v) sb.append(Float.floatToRawIntBits(f)).append('\n');
         System.out.print(sb);

@@ -1,5 +1,6 @@
-// illia-noise-v1 in Kotlin (Android): the same standard normals as the Python and C++ runtimes
-// for the same (seed, stream, sample, element). Spec: illia_export/runtime/noise.py.
+// illia-noise-v1 and illia-noise-v2 in Kotlin (Android): the same standard normals as the Python
+// and C++ runtimes for the same (seed, stream, sample, element). Use the generator the
+// artifact's manifest names (`noise_generator`; v1 when absent). Spec: docs/noise.md.
 import kotlin.math.PI
 import kotlin.math.cos
 import kotlin.math.ln
@@ -19,7 +20,7 @@ object IlliaNoise {
     /** Key of noise stream [stream] (its position in manifest.noise) for [seed] >= 0. */
     fun streamKey(seed: Long, stream: Int): ULong = mix64(seed.toULong() + GOLDEN * (stream + 1).toULong())
 
-    /** Samples [sampleStart, sampleStart + numSamples) of one stream, [n] elements each (row-major). */
+    /** illia-noise-v1: samples [sampleStart, sampleStart + numSamples) of one stream, [n] elements each (row-major). */
     fun standardNormal(seed: Long, stream: Int, n: Int, sampleStart: Long, numSamples: Int): FloatArray {
         val key = streamKey(seed, stream)
         val m = (n + 1) / 2                       // counters (element pairs) per sample
@@ -35,6 +36,45 @@ object IlliaNoise {
                 out[s * n + 2 * p] = (r * cos(t)).toFloat()
                 if (2 * p + 1 < n) out[s * n + 2 * p + 1] = (r * sin(t)).toFloat()
             }
+        }
+        return out
+    }
+
+    // ------------------------------------------------------------------ illia-noise-v2
+    private fun lowbias32(x0: UInt): UInt {  // UInt wraps mod 2^32
+        var x = x0
+        x = x xor (x shr 16)
+        x *= 0x21F0AAADu
+        x = x xor (x shr 15)
+        x *= 0x735A2D97u
+        return x xor (x shr 15)
+    }
+
+    /** Wichura's AS241 PPND7: the standard normal quantile of p = (j + 0.5) / 2^32 in (0, 1/2). */
+    private fun ppnd7Lower(j: Long): Double {
+        val p = (j + 0.5) / 4294967296.0
+        if (j >= 322122547L) {  // p >= 0.075: central region
+            val q = p - 0.5
+            val r = 0.180625 - q * q
+            return q * (((59.109374720 * r + 159.29113202) * r + 50.434271938) * r + 3.3871327179) /
+                (((67.187563600 * r + 78.757757664) * r + 17.895169469) * r + 1.0)
+        }
+        val t = sqrt(-ln(p)) - 1.6
+        return -(((0.17023821103 * t + 1.3067284816) * t + 2.7568153900) * t + 1.4234372777) /
+            ((0.12021132975 * t + 0.73700164250) * t + 1.0)
+    }
+
+    /** illia-noise-v2: samples [sampleStart, sampleStart + numSamples) of one stream, [n] elements each (row-major). */
+    fun standardNormalV2(seed: Long, stream: Int, n: Int, sampleStart: Long, numSamples: Int): FloatArray {
+        val key = streamKey(seed, stream)
+        val k0 = key.toUInt()
+        val k1 = (key shr 32).toUInt()
+        val out = FloatArray(numSamples * n)
+        for (e in 0 until numSamples * n) {
+            val c = sampleStart.toULong() * n.toULong() + e.toULong()  // element counter s * n + i
+            val h = lowbias32(lowbias32(c.toUInt() xor k0) xor (k1 + 0x9E3779B9u * (c shr 32).toUInt()))
+            val x = ppnd7Lower((h and 0x7FFFFFFFu).toLong())
+            out[e] = (if (h shr 31 == 1u) -x else x).toFloat()
         }
         return out
     }

@@ -1,5 +1,6 @@
-// illia-noise-v1 in Swift (iOS): the same standard normals as the Python and C++ runtimes for
-// the same (seed, stream, sample, element). Spec: illia_export/runtime/noise.py.
+// illia-noise-v1 and illia-noise-v2 in Swift (iOS): the same standard normals as the Python and
+// C++ runtimes for the same (seed, stream, sample, element). Use the generator the artifact's
+// manifest names (`noise_generator`; v1 when absent). Spec: docs/noise.md.
 import Foundation
 
 enum IlliaNoise {
@@ -17,7 +18,7 @@ enum IlliaNoise {
         mix64(seed &+ golden &* UInt64(stream + 1))
     }
 
-    /// Samples [sampleStart, sampleStart + numSamples) of one stream, `n` elements each (row-major).
+    /// illia-noise-v1: samples [sampleStart, sampleStart + numSamples) of one stream, `n` elements each (row-major).
     static func standardNormal(seed: UInt64, stream: Int, n: Int, sampleStart: Int, numSamples: Int) -> [Float] {
         let key = streamKey(seed: seed, stream: stream)
         let m = (n + 1) / 2  // counters (element pairs) per sample
@@ -33,6 +34,45 @@ enum IlliaNoise {
                 out[s * n + 2 * p] = Float(r * cos(t))
                 if 2 * p + 1 < n { out[s * n + 2 * p + 1] = Float(r * sin(t)) }
             }
+        }
+        return out
+    }
+
+    // ------------------------------------------------------------------ illia-noise-v2
+    static func lowbias32(_ x0: UInt32) -> UInt32 {  // &* wraps mod 2^32
+        var x = x0
+        x ^= x >> 16
+        x = x &* 0x21F0_AAAD
+        x ^= x >> 15
+        x = x &* 0x735A_2D97
+        return x ^ (x >> 15)
+    }
+
+    /// Wichura's AS241 PPND7: the standard normal quantile of p = (j + 0.5) / 2^32 in (0, 1/2).
+    static func ppnd7Lower(_ j: UInt32) -> Double {
+        let p = (Double(j) + 0.5) / 4294967296.0
+        if j >= 322_122_547 {  // p >= 0.075: central region
+            let q = p - 0.5
+            let r = 0.180625 - q * q
+            return q * (((59.109374720 * r + 159.29113202) * r + 50.434271938) * r + 3.3871327179)
+                / (((67.187563600 * r + 78.757757664) * r + 17.895169469) * r + 1.0)
+        }
+        let t = (-log(p)).squareRoot() - 1.6
+        return -(((0.17023821103 * t + 1.3067284816) * t + 2.7568153900) * t + 1.4234372777)
+            / ((0.12021132975 * t + 0.73700164250) * t + 1.0)
+    }
+
+    /// illia-noise-v2: samples [sampleStart, sampleStart + numSamples) of one stream, `n` elements each (row-major).
+    static func standardNormalV2(seed: UInt64, stream: Int, n: Int, sampleStart: Int, numSamples: Int) -> [Float] {
+        let key = streamKey(seed: seed, stream: stream)
+        let k0 = UInt32(truncatingIfNeeded: key), k1 = UInt32(truncatingIfNeeded: key >> 32)
+        var out = [Float](repeating: 0, count: numSamples * n)
+        for e in 0..<(numSamples * n) {
+            let c = UInt64(sampleStart) &* UInt64(n) &+ UInt64(e)  // element counter s * n + i
+            let kh = k1 &+ 0x9E37_79B9 &* UInt32(truncatingIfNeeded: c >> 32)
+            let h = lowbias32(lowbias32(UInt32(truncatingIfNeeded: c) ^ k0) ^ kh)
+            let x = ppnd7Lower(h & 0x7FFF_FFFF)
+            out[e] = Float(h >> 31 == 1 ? -x : x)
         }
         return out
     }

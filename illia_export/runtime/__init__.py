@@ -6,8 +6,8 @@
 >>> pred.mean, pred.std, pred.mutual_information
 
 Backends (onnxruntime, TorchScript, TFLite, TF SavedModel) are imported only when an artifact of
-that format is loaded. The noise generator ``illia-noise-v1`` lives in
-:mod:`illia_export.runtime.noise` (see docs/noise.md).
+that format is loaded. The noise generators (``illia-noise-v2``, ``illia-noise-v1``; the one the
+manifest names is used) live in :mod:`illia_export.runtime.noise` (see docs/noise.md).
 """
 
 from illia_export.errors import DeviceUnavailableError, StrategyError, TaskError

@@ -68,6 +68,8 @@ class Prediction:
         likelihood: the manifest's regression likelihood (which outputs are the location and
             the scale, and how the scale is parameterized); used when `task` is
             ``"regression"``.
+        noise_generator: the generator the noise was drawn with (``"illia-noise-v1"`` or
+            ``"illia-noise-v2"``): with `seed`, what reproduces the prediction.
 
     Attributes:
         samples: raw samples of the first output, ``[S, B, ...]``.
@@ -86,6 +88,7 @@ class Prediction:
         seed: int | None = None,
         strategy: str = "fresh",
         likelihood: Likelihood | None = None,
+        noise_generator: str | None = None,
     ) -> None:
         if not outputs:
             raise TaskError("a Prediction needs at least one output")
@@ -113,6 +116,7 @@ class Prediction:
                     f"the likelihood's mean output {likelihood.mean!r} has shape {list(loc.shape)} but its scale "
                     f"output {likelihood.scale!r} has shape {list(raw.shape)}"
                 )
+        self.noise_generator = noise_generator
 
     @property
     def num_samples(self) -> int:
@@ -345,6 +349,7 @@ class Prediction:
             "task": self.task,
             "strategy": self.strategy,
             "seed": self.seed,
+            "noise_generator": self.noise_generator,
             "num_samples": self.num_samples,
             "output": self.output_name,
         }
@@ -366,7 +371,7 @@ class Prediction:
 
         Keys: ``samples`` (first output), ``samples/<name>`` for every output, every summary of
         :meth:`summary_arrays`, and ``task``, ``strategy``, ``seed`` (-1 when unknown),
-        ``num_samples`` as 0-d arrays.
+        ``noise_generator`` ("" when unknown), ``num_samples`` as 0-d arrays.
         """
         arrays: dict[str, np.ndarray] = {"samples": self.samples}
         arrays.update({f"samples/{k}": v for k, v in self.outputs.items()})
@@ -375,6 +380,7 @@ class Prediction:
             task=np.array(self.task),
             strategy=np.array(self.strategy),
             seed=np.array(-1 if self.seed is None else self.seed, dtype=np.int64),
+            noise_generator=np.array(self.noise_generator or ""),
             num_samples=np.array(self.num_samples),
         )
         with open(os.fspath(path), "wb") as fh:

@@ -31,6 +31,7 @@ from illia_export.exporters.manifest import (
     read_manifest,
 )
 from illia_export.runtime.backends import Backend, check_device, open_backend
+from illia_export.runtime.noise import GENERATORS, check_generator
 from illia_export.runtime.prediction import TASKS, Prediction
 from illia_export.runtime.sampling import (
     ACTIVATION_FACTOR,
@@ -138,6 +139,10 @@ class Predictor:
 
         # The graph bytes must be the ones the exporter wrote (no-op for manifests without digest).
         verify_digest(self.path, manifest)
+
+        #: The noise generator the manifest names (``noise_generator``); ``predict(generator=...)``
+        #: overrides it per call.
+        self.generator = check_generator(manifest.noise_generator)
         self.backend = self._open(self.path, manifest.noise)
         self._local_backend: Backend | None = None
         self._makers: dict[int, NoiseMaker] = {}
@@ -337,7 +342,12 @@ class Predictor:
         return shapes
 
     def noise(
-        self, num_samples: int, seed: int, strategy: str = "fresh", batch_size: int = 1
+        self,
+        num_samples: int,
+        seed: int,
+        strategy: str = "fresh",
+        batch_size: int = 1,
+        generator: str | None = None,
     ) -> dict[str, np.ndarray]:
         """The exact noise a prediction with these arguments feeds the graph (numpy copies).
 
@@ -347,6 +357,7 @@ class Predictor:
             strategy: ``"fresh"``/``"bank"`` (same numbers: the main graph's noise) or
                 ``"local"`` (the local variant's pre-activation noise, which depends on the batch).
             batch_size: B, used by ``"local"`` only.
+            generator: the noise generator (default: the manifest's ``noise_generator``).
 
         Returns:
             ``{noise input name: [S, *shape]}``.
@@ -359,7 +370,18 @@ class Predictor:
         need = 4 * int(num_samples) * NoiseMaker.elements(shapes)
         _check_fits(need, f"the noise of {num_samples} samples")
         maker = NoiseMaker("numpy", "cpu", self._noise_impl)
-        return {n.name: np.array(a) for n, a in zip(specs, maker.draw(seed, shapes, 0, num_samples))}
+        gen = self._generator(generator)
+        return {
+            n.name: np.array(a)
+            for n, a in zip(specs, maker.draw(seed, shapes, 0, num_samples, generator=gen))
+        }
+
+    def _generator(self, generator: str | None) -> str:
+        if generator is None:
+            return self.generator
+        if generator not in GENERATORS:
+            raise ValueError(f"`generator` (={generator!r}) must be one of {GENERATORS}")
+        return generator
 
     def _local_specs(self) -> list[NoiseSpec]:
         if self.manifest.local is None:
@@ -374,27 +396,30 @@ class Predictor:
             self._bank_seed = None
 
     def _bank_noise(
-        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int
+        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int, generator: str
     ) -> list[Any]:
-        key = (seed, num_samples, tuple(shapes))
+        key = (seed, num_samples, tuple(shapes), generator)
         if self._bank is None or self._bank[0] != key:
             self._bank = None  # free the old bank before drawing the new one
             self._bank_tokens = {}
-            self._bank = (key, self._maker(backend).draw(seed, shapes, 0, num_samples))
+            self._bank = (key, self._maker(backend).draw(seed, shapes, 0, num_samples, generator=generator))
         return self._bank[1]
 
     def _local_noise(
-        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int
+        self, backend: Backend, seed: int, shapes: list[tuple[int, ...]], num_samples: int, generator: str
     ) -> list[Any] | None:
         """Pre-activation noise of an explicitly seeded ``local`` call, kept for the next call
         with the same (seed, S, shapes) — the same numbers a fresh draw would give. None when
         it would exceed LOCAL_CACHE_BYTES (then each call draws it)."""
         if 4 * num_samples * NoiseMaker.elements(shapes) > LOCAL_CACHE_BYTES:
             return None
-        key = (seed, num_samples, tuple(shapes))
+        key = (seed, num_samples, tuple(shapes), generator)
         if self._local_cache is None or self._local_cache[0] != key:
             self._local_cache = None
-            self._local_cache = (key, self._maker(backend).draw(seed, shapes, 0, num_samples))
+            self._local_cache = (
+                key,
+                self._maker(backend).draw(seed, shapes, 0, num_samples, generator=generator),
+            )
         return self._local_cache[1]
 
     def _bank_token(self, backend: Backend, bank: list[Any], start: int, count: int) -> Any | None:
@@ -416,6 +441,7 @@ class Predictor:
         progress: bool = False,
         task: str | None = None,
         allow_nonfinite: bool = False,
+        generator: str | None = None,
     ) -> Prediction:
         """Monte Carlo predictions for a batch.
 
@@ -441,6 +467,9 @@ class Predictor:
             task: override the manifest's task for the summaries.
             allow_nonfinite: accept NaN/inf in float inputs (refused by default: the outputs
                 for them are meaningless, e.g. class 0 for an all-NaN row).
+            generator: the noise generator (``"illia-noise-v1"`` or ``"illia-noise-v2"``);
+                default: the one the manifest names, so an artifact's seeds always reproduce.
+                Recorded in ``Prediction.noise_generator``.
 
         Returns:
             A :class:`Prediction` with samples ``[S, B, ...]`` per output.
@@ -464,10 +493,15 @@ class Predictor:
         task = task or self.manifest.task
         if task not in TASKS:
             raise InputError(f"`task` (={task!r}) must be one of {TASKS}")
+        generator = self._generator(generator)
         with self._lock:
-            return self._predict(x, num_samples, seed, strategy, chunk_size, progress, task, allow_nonfinite)
+            return self._predict(
+                x, num_samples, seed, strategy, chunk_size, progress, task, allow_nonfinite, generator
+            )
 
-    def _predict(self, x, num_samples, seed, strategy, chunk_size, progress, task, allow_nonfinite) -> Prediction:
+    def _predict(
+        self, x, num_samples, seed, strategy, chunk_size, progress, task, allow_nonfinite, generator
+    ) -> Prediction:
         if strategy == "local":
             backend = self.local_backend()
             specs = self.manifest.local.noise  # type: ignore[union-attr]
@@ -521,9 +555,11 @@ class Predictor:
         chunk = min(chunk, num_samples)
         if vectorized:
             _check_fits(chunk * per_sample, f"a chunk of {chunk} samples", hint="lower the chunk size")
-        bank = self._bank_noise(backend, seed, shapes, num_samples) if strategy == "bank" else None
+        bank = self._bank_noise(backend, seed, shapes, num_samples, generator) if strategy == "bank" else None
         if strategy == "local" and explicit_seed:
-            bank = self._local_noise(backend, seed, shapes, num_samples)
+            bank = self._local_noise(backend, seed, shapes, num_samples, generator)
+        # fresh: where the graph only uses eps as mu + sigma * eps, write those weights directly
+        plan = backend.weight_plan(shapes, vectorized) if strategy == "fresh" else None
 
         results: list[np.ndarray] | None = None
         bar = _progress_bar(num_samples, progress)
@@ -536,19 +572,33 @@ class Predictor:
                     if vectorized and strategy == "bank":
                         token = self._bank_token(backend, bank, start, count)
                 else:
-                    noise = maker.draw(seed, shapes, start, count, reuse=True)
-                if vectorized:
-                    outs = (
-                        backend.run(inputs, noise)
-                        if token is None
-                        else backend.run_precomputed(inputs, token)
+                    noise = maker.draw(
+                        seed,
+                        shapes,
+                        start,
+                        count,
+                        reuse=True,
+                        generator=generator,
+                        affine=plan.pairs if plan is not None else None,
                     )
+                if vectorized:
+                    if plan is not None:
+                        outs = backend.run_weights(inputs, noise, plan)
+                    elif token is None:
+                        outs = backend.run(inputs, noise)
+                    else:
+                        outs = backend.run_precomputed(inputs, token)
                     results = self._store(results, outs, start, count, num_samples, vectorized=True)
                     if bar is not None:
                         bar.update(count)
                 else:
                     for j in range(count):
-                        outs = backend.run(inputs, [n[j] for n in noise])
+                        one = [n[j] for n in noise]
+                        outs = (
+                            backend.run(inputs, one)
+                            if plan is None
+                            else backend.run_weights(inputs, one, plan)
+                        )
                         results = self._store(results, outs, start + j, 1, num_samples, vectorized=False)
                         if bar is not None:
                             bar.update(1)
@@ -571,7 +621,8 @@ class Predictor:
         assert results is not None
         names = [t.name for t in self.manifest.outputs]
         return Prediction(
-            dict(zip(names, results)), task=task, seed=seed, strategy=strategy, likelihood=self.manifest.likelihood
+            dict(zip(names, results)), task=task, seed=seed, strategy=strategy, likelihood=self.manifest.likelihood,
+            noise_generator=generator,
         )
 
     def _output_bytes_per_sample(self, arrays: list[np.ndarray], batch: int) -> int:

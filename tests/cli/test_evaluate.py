@@ -228,10 +228,13 @@ def _reference_probabilities(
 ) -> np.ndarray:
     """Predictive probabilities of the eager torch model fed the runtime's noise for `manifest`.
 
-    Stream k of ``illia-noise-v1`` feeds the k-th noise input of the manifest, which names the
-    distribution it belongs to; the same numbers are injected into the torch model by that name.
+    Stream k of the manifest's generator (``noise_generator``) feeds the k-th noise input of the
+    manifest, which names the distribution it belongs to; the same numbers are injected into the
+    torch model by that name.
     """
-    from illia_export.runtime.noise import standard_normal
+    from illia_export.runtime.noise import reference
+
+    standard_normal = reference(manifest.noise_generator)
 
     modules = dict(torch_model.named_modules())
     try:

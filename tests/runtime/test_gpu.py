@@ -36,6 +36,28 @@ def test_torch_noise_on_cuda_matches_numpy():
     np.testing.assert_allclose(got.cpu().numpy(), standard_normal(3, 1, (1001, 7), 5, 6), rtol=0, atol=1e-6)
 
 
+def test_v2_torch_noise_on_cuda_matches_numpy():
+    from illia_export.runtime.noise import standard_normal_v2, standard_normal_v2_torch
+
+    _need_torch_cuda()
+    got = standard_normal_v2_torch(3, 1, (1001, 7), 5, 6, device="cuda")
+    assert got.device.type == "cuda"
+    ref = standard_normal_v2(3, 1, (1001, 7), 5, 6)
+    err = np.abs(got.cpu().numpy().astype(np.float64) - ref) / np.maximum(1.0, np.abs(ref))
+    assert err.max() < 6e-7  # the spec's conformance bound (docs/noise.md)
+
+
+@pytest.mark.parametrize("generator", ["illia-noise-v1", "illia-noise-v2"])
+def test_cuda_predictions_use_the_generator(artifacts, generator):
+    _need_torch_cuda()
+    cpu = load(artifacts["mlp_torchscript_vectorized"]).predict(X, num_samples=4, seed=1, generator=generator)
+    gpu = load(artifacts["mlp_torchscript_vectorized"], device="cuda").predict(
+        X, num_samples=4, seed=1, generator=generator
+    )
+    assert gpu.noise_generator == generator
+    np.testing.assert_allclose(gpu.samples, cpu.samples, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("strategy", ["fresh", "bank", "local"])
 def test_torchscript_cuda_matches_cpu(artifacts, strategy):
     _need_torch_cuda()

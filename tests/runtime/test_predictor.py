@@ -10,7 +10,7 @@ import pytest
 
 from illia_export.errors import ArtifactError, IlliaExportError, ManifestError, ShapeError
 from illia_export.runtime import DeviceUnavailableError, StrategyError, load
-from illia_export.runtime.noise import standard_normal
+from illia_export.runtime.noise import reference, standard_normal
 from tests.runtime.conftest import MULTI_MANIFEST, write_multi_output_onnx
 
 X = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
@@ -34,10 +34,12 @@ def test_per_call_and_vectorized_artifacts_agree(artifacts, fmt):
 
 
 def test_samples_follow_the_documented_noise(artifacts, single_model):
-    """Sample s of stream k is sample s of illia-noise-v1 for noise input k."""
-    pred = load(artifacts["single_onnx"]).predict(X[:, :3], num_samples=4, seed=5)
-    eps_w = standard_normal(5, 0, (2, 3), 0, 4)  # stream 0: fc.weights_distribution
-    eps_b = standard_normal(5, 1, (2,), 0, 4)  # stream 1: fc.bias_distribution
+    """Sample s of stream k is sample s of the manifest's generator for noise input k."""
+    predictor = load(artifacts["single_onnx"])
+    pred = predictor.predict(X[:, :3], num_samples=4, seed=5)
+    normal = reference(predictor.generator)
+    eps_w = normal(5, 0, (2, 3), 0, 4)  # stream 0: fc.weights_distribution
+    eps_b = normal(5, 1, (2,), 0, 4)  # stream 1: fc.bias_distribution
     wd, bd = single_model.fc.weights_distribution, single_model.fc.bias_distribution
     w = wd.mu.detach().numpy() + wd.sigma().detach().numpy() * eps_w
     b = bd.mu.detach().numpy() + bd.sigma().detach().numpy() * eps_b
@@ -121,7 +123,9 @@ def test_predictor_noise_is_what_the_graph_gets(artifacts):
     p = load(artifacts["single_onnx"])
     eps = p.noise(3, seed=4)
     assert list(eps) == ["eps_fc_weights_distribution", "eps_fc_bias_distribution"]
-    np.testing.assert_allclose(eps["eps_fc_bias_distribution"], standard_normal(4, 1, (2,), 0, 3), atol=1e-6)
+    np.testing.assert_allclose(
+        eps["eps_fc_bias_distribution"], reference(p.generator)(4, 1, (2,), 0, 3), atol=1e-6
+    )
     local = p.noise(3, seed=4, strategy="local", batch_size=5)
     assert local["eps_local_fc"].shape == (3, 5, 2)
 

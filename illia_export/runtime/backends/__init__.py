@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +29,17 @@ _BACKENDS = {
 }
 
 DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class WeightPlan:
+    """What :meth:`Backend.weight_plan` found: per noise input, ``(mu, sigma)`` (float32 arrays
+    of the per-sample shape) when the backend takes the sampled weights ``mu + sigma * eps`` in
+    its place, or None when it takes ``eps``; ``handle`` is the backend's own (e.g. the
+    rewritten graph's session)."""
+
+    pairs: list[tuple[np.ndarray, np.ndarray] | None]
+    handle: Any
 
 
 class Backend(ABC):
@@ -97,6 +109,19 @@ class Backend(ABC):
     def run_precomputed(self, inputs: list[Any], token: Any) -> list[np.ndarray]:
         """Like :meth:`run` with the noise chunk that :meth:`precompute_noise` returned `token` for."""
         raise NotImplementedError(f"{type(self).__name__} does not precompute noise")
+
+    def weight_plan(self, shapes: list[tuple[int, ...]], vectorized: bool) -> WeightPlan | None:
+        """Where the graph only uses noise input k as ``mu_k + sigma_k * eps_k`` (constant
+        ``mu``/``sigma``), the backend may take those sampled weights directly
+        (:meth:`run_weights`), so the runtime writes them in one pass instead of writing ``eps``
+        for the graph to read and transform. Returns a :class:`WeightPlan` for noise of the
+        per-sample `shapes`, or None when the backend cannot (the default)."""
+        return None
+
+    def run_weights(self, inputs: list[Any], values: list[Any], plan: WeightPlan) -> list[np.ndarray]:
+        """Like :meth:`run`, with ``values[k] = mu_k + sigma_k * eps_k`` for the noise inputs
+        `plan` gave ``(mu, sigma)`` for, and ``eps_k`` for the others."""
+        raise NotImplementedError(f"{type(self).__name__} does not take sampled weights")
 
     def describe(self) -> str:
         """One line: backend name and where it runs."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from illia_export.errors import ArtifactError, DeviceUnavailableError, MissingBackendError, require
-from illia_export.runtime.backends import Backend, to_numpy
+from illia_export.runtime.backends import Backend, WeightPlan, to_numpy
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -46,6 +46,13 @@ class OnnxRuntimeBackend(Backend):
         split_bank: for the ``bank`` strategy, evaluate the noise-only part of the graph
             (``w = mu + sigma * eps`` and its reshapes) once per bank chunk and run only the
             rest on each call (default True; CPU only; see :mod:`.ort_split`).
+        feed_weights: for ``fresh``, feed the graph the sampled weights ``mu + sigma * eps``
+            (written by the noise generator in one pass) in place of the noise where the graph
+            uses it only that way (default True; CPU only; see :mod:`.ort_affine`).
+        hoist_broadcast: where the graph repeats a model input over the samples (the ``local``
+            variant), run the layers that see only repeated rows once per batch instead of once
+            per sample (default True; CPU only; checked against the original graph on the
+            first call; see :mod:`.ort_hoist`).
     """
 
     name = "onnxruntime"
@@ -120,6 +127,11 @@ class OnnxRuntimeBackend(Backend):
         self._so = so
         self._providers = providers
         self._split: Any = None  # False: not splittable; else (prefix session, suffix session, frontier)
+        self._affine_sites: Any = None  # list of ort_affine.AffineSite once analysed
+        # None: not tried yet; False: no rewrite; else [session, verified]
+        self._hoisted: Any = None
+        self._affine_plans: dict[tuple, WeightPlan | None] = {}  # (shapes, vectorized) -> plan
+        self._affine_sessions: dict[tuple, Any] = {}  # rewritten graphs, by the sites they feed
 
     @property
     def noise_device(self) -> str:
@@ -143,7 +155,7 @@ class OnnxRuntimeBackend(Backend):
             feeds = dict(zip(self.input_names, inputs))
             for name, eps in zip(self.noise_names, noise):
                 feeds[name] = to_numpy(eps)
-            return self.session.run(self.output_names, feeds)
+            return self._run_cpu(feeds)
         binding = self._binding
         binding.clear_binding_inputs()
         binding.clear_binding_outputs()
@@ -163,6 +175,40 @@ class OnnxRuntimeBackend(Backend):
         self.session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         return binding.copy_outputs_to_cpu()
+
+    def _run_cpu(self, feeds: dict[str, Any]) -> list[np.ndarray]:
+        """Run on the CPU, through the per-batch rewrite (:mod:`.ort_hoist`) when there is one;
+        its first call is checked against the original graph."""
+        if self._hoisted is None:
+            self._hoisted = False
+            if self.options.get("hoist_broadcast", True) and self.path.suffix.lower() == ".onnx":
+                from illia_export.runtime.backends.ort_hoist import hoist_sample_broadcast
+
+                try:
+                    graph = hoist_sample_broadcast(str(self.path), self.input_names)
+                    if graph is not None:
+                        session = self._ort.InferenceSession(
+                            graph, sess_options=self._so, providers=self._providers
+                        )
+                        self._hoisted = [session, False]
+                except Exception:  # an optimization only: any surprise means "run the original graph"
+                    self._hoisted = False
+        if not self._hoisted:
+            return self.session.run(self.output_names, feeds)
+        session, verified = self._hoisted
+        if verified:
+            return session.run(self.output_names, feeds)
+        expected = self.session.run(self.output_names, feeds)
+        try:
+            got = session.run(self.output_names, feeds)
+            same = all(
+                g.shape == e.shape and np.allclose(g, e, rtol=1e-4, atol=1e-5, equal_nan=True)
+                for g, e in zip(got, expected)
+            )
+        except Exception:
+            same = False
+        self._hoisted = [session, True] if same else False
+        return expected
 
     def _split_sessions(self):
         if self._split is None:
@@ -200,6 +246,57 @@ class OnnxRuntimeBackend(Backend):
         feeds = dict(zip(self.input_names, inputs))
         feeds.update(token)
         return suffix.run(self.output_names, feeds)
+
+    def weight_plan(self, shapes, vectorized):
+        if self.device != "cpu" or not self.options.get("feed_weights", True):
+            return None
+        if self.path.suffix.lower() != ".onnx" or len(shapes) != len(self.noise_names):
+            return None
+        key = (tuple(tuple(s) for s in shapes), bool(vectorized))
+        if key not in self._affine_plans:
+            self._affine_plans[key] = self._build_weight_plan(shapes, vectorized)
+        return self._affine_plans[key]
+
+    def _build_weight_plan(self, shapes, vectorized):
+        from illia_export.runtime.backends import ort_affine
+
+        try:
+            import onnx
+
+            if self._affine_sites is None:
+                self._affine_sites = ort_affine.find_affine_sites(onnx.load(str(self.path)), self.noise_names)
+            sites = {s.noise: s for s in self._affine_sites}
+            plan, chosen, feeds = [], [], []
+            for name, shape in zip(self.noise_names, shapes):
+                site = sites.get(name)
+                pair = None
+                if site is not None:
+                    mu = ort_affine.per_sample(site.mu, tuple(shape), vectorized)
+                    sigma = ort_affine.per_sample(site.sigma, tuple(shape), vectorized)
+                    if mu is not None and sigma is not None:
+                        pair = (mu, sigma)
+                        chosen.append(site)
+                plan.append(pair)
+                feeds.append(site.weight if pair is not None else name)
+            if not chosen:
+                return None
+            key = tuple(site.noise for site in chosen)  # one rewritten session per set of sites
+            session = self._affine_sessions.get(key)
+            if session is None:
+                graph = ort_affine.rewrite(onnx.load(str(self.path)), chosen)
+                session = self._affine_sessions[key] = self._ort.InferenceSession(
+                    graph, sess_options=self._so, providers=self._providers
+                )
+        except Exception:  # an optimization only: any surprise means "feed the noise"
+            return None
+        return WeightPlan(plan, (feeds, session))
+
+    def run_weights(self, inputs, values, plan):
+        feeds, session = plan.handle
+        fd = dict(zip(self.input_names, inputs))
+        for name, v in zip(feeds, values):
+            fd[name] = to_numpy(v)
+        return session.run(self.output_names, fd)
 
     def _bind_noise(self, binding, name: str, eps: Any) -> bool:
         """Bind one noise array; device-resident torch tensors are bound in place (no copy).

@@ -1,4 +1,5 @@
 #include "illia/manifest.h"
+#include "illia/noise.h"
 
 #include <iomanip>
 #include <sstream>

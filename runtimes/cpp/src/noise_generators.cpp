@@ -19,9 +19,17 @@ void fill_illia_noise_v1(uint64_t seed, uint64_t stream, int64_t n, int64_t samp
                [&](int64_t begin, int64_t end) { fill_normal_pairs(key, n, sample_start, begin, end, out); });
 }
 
+void fill_illia_noise_v2(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start, int64_t num_samples,
+                         float* out, const ParallelFor& parallel_for) {
+  const uint64_t key = stream_key(seed, stream);  // one normal per element: split over elements
+  parallel_for(num_samples * n, 2 * kNoiseGrain,
+               [&](int64_t begin, int64_t end) { fill_v2(key, n, sample_start, begin, end, out); });
+}
+
 // Every generator this runtime has. Add new ones here (name as the Python side writes it).
 const NoiseGenerator kGenerators[] = {
     {"illia-noise-v1", &fill_illia_noise_v1},
+    {"illia-noise-v2", &fill_illia_noise_v2},
 };
 
 }  // namespace
