@@ -11,7 +11,7 @@ stamp=.venv/.illia-installed
 # setup.py builds the compiled noise kernel (illia_export/runtime/_noisekernel.cpp, in place for
 # an editable install): a change to either means reinstalling.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-    || [ illia_export/runtime/_noisekernel.cpp -nt "$stamp" ]; then
+    || [ illia_export/runtime/_noisekernel.cpp -nt "$stamp" ] || [ requirements/foreign.txt -nt "$stamp" ]; then
     # torch is pinned to the CPU wheel (torch==2.13.0) in pyproject's extras. Some machines'
     # pip configuration names local index folders that do not exist: drop that chatter only.
     quiet_pip() {
@@ -19,5 +19,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
     }
     quiet_pip install --quiet --upgrade pip
     quiet_pip install --quiet -e '.[dev]'
+    # Foreign Bayesian libraries for the export tests, without their torchvision requirement
+    # (see requirements/foreign.txt).
+    quiet_pip install --quiet --no-deps -r requirements/foreign.txt
     touch "$stamp"
 fi

@@ -29,8 +29,11 @@ TASKS = ("classification", "regression", "raw")
 SAMPLE_DIM = "samples"
 BATCH_DIM = "batch"
 DISTRIBUTION = "standard_normal"
-#: The default noise generator (docs/noise.md); recorded so that a seed always reproduces.
-NOISE_GENERATOR = "illia-noise-v1"
+#: The noise generator new artifacts name (docs/noise.md); recorded so that a seed always reproduces.
+#: (A literal: importing it from runtime.noise would make a cycle through the runtime.)
+NOISE_GENERATOR = "illia-noise-v2"
+#: What a manifest without the field means: artifacts written before it existed used v1.
+LEGACY_NOISE_GENERATOR = "illia-noise-v1"
 #: What a noise input replaces in the source model (contract v2 ``kind``).
 NOISE_KINDS = ("weight", "dropout", "flipout_sign", "draw")
 #: How the graph turns the standard-normal input into the draw it replaces (contract v2 ``transform``):
@@ -556,7 +559,7 @@ class Manifest:
             validation=validation,
             local=local,
             extra=dict(_object(obj.get("extra", {}), f"{where}.extra")),
-            noise_generator=obj.get("noise_generator", NOISE_GENERATOR),
+            noise_generator=obj.get("noise_generator", LEGACY_NOISE_GENERATOR),
             likelihood=likelihood,
             dropout=dropout,
             local_unavailable=local_unavailable,

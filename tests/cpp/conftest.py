@@ -363,15 +363,16 @@ def reference():
 
 def reference_summary(artifact: Artifact, num_samples: int, seed: int) -> dict[str, np.ndarray]:
     """The summaries the C++ tool writes, computed independently in Python: the TorchScript
-    artifact run with ``standard_normal`` noise (stream k = manifest position, samples
+    artifact run with the numpy reference of the manifest's noise generator (stream k = manifest position, samples
     [0, S)), then mean/std (ddof=0) of the raw output and, for classifiers, the softmax
     measures in float64 (nats)."""
     import torch
 
     from illia_export.exporters.manifest import read_manifest
-    from illia_export.runtime.noise import standard_normal
+    from illia_export.runtime.noise import reference
 
     manifest = read_manifest(artifact.path)
+    standard_normal = reference(manifest.noise_generator)
     module = torch.jit.load(str(artifact.path))
     x = torch.from_numpy(np.load(artifact.input))
     noise = [standard_normal(seed, k, n.event_shape, 0, num_samples) for k, n in enumerate(manifest.noise)]
