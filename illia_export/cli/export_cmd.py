@@ -102,7 +102,13 @@ def register(sub) -> None:
         "--no-validate", action="store_true", help="skip running the artifact against the source model"
     )
     p.add_argument(
-        "--tolerance", type=_tolerance, default=1e-4, help="max abs difference allowed by validation"
+        "--tolerance", type=_tolerance, default=1e-4, help="absolute difference allowed by validation"
+    )
+    p.add_argument(
+        "--rtol",
+        type=_tolerance,
+        default=1e-4,
+        help="relative difference allowed on top (an element passes when |a - b| <= tolerance + rtol * |b|)",
     )
     p.add_argument(
         "--trust-pickle", action="store_true", help="allow loading a pickled module (runs code from MODEL)"
@@ -222,6 +228,7 @@ def run(args) -> int:
         task=args.task,
         validate=not args.no_validate,
         tolerance=args.tolerance,
+        rtol=args.rtol,
         likelihood=args.likelihood,
         scale=args.scale,
         df=args.df,

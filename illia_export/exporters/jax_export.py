@@ -39,11 +39,11 @@ from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
 from illia_export.exporters.digest import stamp_digest
 from illia_export.exporters.likelihood import resolve_likelihood
+from illia_export.exporters.validation import DEFAULT_RTOL, DEFAULT_TOLERANCE
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 SAMPLE_MODES = ("vectorized", "per-call")
 DEFAULT_OPSET = 21
-DEFAULT_TOLERANCE = 1e-4
 #: onnxruntime 1.31 reads ONNX IR up to this version.
 MAX_IR_VERSION = 10
 _SYMBOL = {mf.BATCH_DIM: "b", mf.SAMPLE_DIM: "s"}
@@ -459,7 +459,9 @@ def artifact_runner(fmt: str, path: Path) -> Callable[[dict[str, np.ndarray]], l
     raise ExportError(f"unknown JAX export format {fmt!r}; expected one of {FORMATS}")
 
 
-def _validate(prep: _Prepared, fmt: str, path: Path, tolerance: float, draws: int, batch_sizes: Sequence[int]):
+def _validate(
+    prep: _Prepared, fmt: str, path: Path, tolerance: float, draws: int, batch_sizes: Sequence[int], rtol: float = 0.0
+):
     import jax
 
     from illia_export.exporters.validation import Comparison
@@ -470,7 +472,7 @@ def _validate(prep: _Prepared, fmt: str, path: Path, tolerance: float, draws: in
         # SavedModel/TFLite signatures return a dict; read it in manifest order
         run.order = list(prep.output_names)  # type: ignore[attr-defined]
     reference = jax.jit(prep.reference.positional(len(prep.inputs)))
-    comparison = Comparison(prep.output_names, tolerance)
+    comparison = Comparison(prep.output_names, tolerance, rtol)
     rng = np.random.default_rng(0)
     lead: tuple[int, ...] = (2,) if prep.vectorized else ()
     for batch in batch_sizes:
@@ -504,6 +506,7 @@ def export_jax(
     validate: bool = True,
     opset: int | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
+    rtol: float = DEFAULT_RTOL,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     dynamic_axes: dict[int, dict[int, str]] | None = None,
@@ -574,7 +577,7 @@ def export_jax(
             manifest.extra["onnx_conversion"] = prep.onnx_strategy
             onnx.save(onnx_model, str(tmp))
         if validate:
-            manifest.validation = _validate(prep, format, tmp, tolerance, num_noise_draws, sizes)
+            manifest.validation = _validate(prep, format, tmp, tolerance, num_noise_draws, sizes, rtol)
         stamp_digest(tmp, manifest)  # graph bytes only: the manifest embedded below is excluded
         if format == "savedmodel":
             assets = tmp / "assets"

@@ -146,7 +146,7 @@ def test_state_dict_needs_factory(capsys, tmp_path):
 
 def test_failed_validation_leaves_nothing(capsys, w2_archive, tmp_path):
     out = tmp_path / "cnn.onnx"
-    code = main([str(w2_archive), "--input-shape", "2,1,28,28", "-o", str(out), "--tolerance", "0"])
+    code = main([str(w2_archive), "--input-shape", "2,1,28,28", "-o", str(out), "--tolerance", "0", "--rtol", "0"])
     err = capsys.readouterr().err
     assert code == 2 and "validation failed" in err
     _no_leftovers(tmp_path, set())

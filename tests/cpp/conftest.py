@@ -266,92 +266,18 @@ def to_ort_format(onnx_path: Path, ort_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# AOTInductor packages. Stand-in for illia_export.export(model, x, path, format="aoti") until
-# the exporter has it: replace the body of export_aoti by that call.
+# AOTInductor packages (compiled once per session: 1-2 min each on two cores)
 # ---------------------------------------------------------------------------------------------
 
 
 def export_aoti(
     model, example_inputs: tuple, path: Path, samples: str = "vectorized", task: str = "raw"
 ) -> Path:
-    """Compile `model` (illia layers) into an AOTInductor package that follows the artifact
-    contract: positional inputs ``[model inputs..., noise inputs...]`` in manifest order, a list
-    of outputs; vectorized graphs take noise ``[S, ...]`` and return ``[S, B, ...]``; the
-    manifest (format ``"aoti"``) is the package metadata ``"illia_export.manifest"``.
-
-    The manifest's inputs/noise/outputs are those illia-export writes for the same model
-    (taken from an ONNX export in a temporary folder), so the noise order and names match the
-    ONNX artifact's exactly. `samples` and `batch` are dynamic (any S >= 1, B >= 1)."""
-    import tempfile
-    import warnings
-
-    import torch
-    import torch.fx.experimental._config as fx_config
-
+    """An AOTInductor package of `model` through the exporter (``format="aoti"``), validated
+    against the eager model like every export."""
     import illia_export
-    from illia_export.exporters.manifest import read_manifest
 
-    if samples not in ("vectorized", "per-call"):
-        raise ValueError(f"samples must be 'vectorized' or 'per-call', got {samples!r}")
-    vectorized = samples == "vectorized"
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        illia_export.export(model, example_inputs, onnx_path, format="onnx", samples=samples, task=task)
-        manifest = read_manifest(onnx_path)
-    manifest.format = "aoti"
-    manifest.validation = None  # the ONNX graph's, not this package's
-    manifest.digest = None
-
-    class ContractWrapper(torch.nn.Module):
-        def __init__(self, inner, parameters: list[str], num_inputs: int) -> None:
-            super().__init__()
-            self.inner = inner
-            self.parameters_ = parameters
-            self.num_inputs = num_inputs
-
-        def forward(self, *args):
-            inputs, noise = args[: self.num_inputs], args[self.num_inputs :]
-            dists = [self.inner.get_submodule(p) for p in self.parameters_]
-            for dist, eps in zip(dists, noise):
-                dist.set_noise(eps)
-            if vectorized:  # sample-major fold: rows [s*B, (s+1)*B) see weight sample s
-                s = noise[0].size(0)
-                inputs = [x.repeat(s, *([1] * (x.dim() - 1))) for x in inputs]
-            out = self.inner(*inputs)
-            for dist in dists:
-                dist.clear_noise()
-            outs = list(out) if isinstance(out, (tuple, list)) else [out]
-            if vectorized:
-                b = args[0].size(0)
-                outs = [o.reshape(s, b, *o.shape[1:]) for o in outs]
-            return tuple(outs)
-
-    model = model.eval()
-    wrapper = ContractWrapper(model, [n.parameter for n in manifest.noise], len(example_inputs))
-    num_samples = 2
-    noise = tuple(torch.randn(*([num_samples] if vectorized else []), *n.event_shape) for n in manifest.noise)
-    batch = torch.export.Dim("batch", min=1)
-    sample_dim = torch.export.Dim("samples", min=1)
-    dynamic = [{0: batch} for _ in example_inputs] + [{0: sample_dim} if vectorized else {} for _ in noise]
-    # backed_size_oblivious: no 0/1 specialization of the batch and sample dims.
-    with fx_config.patch(backed_size_oblivious=True), torch.no_grad(), warnings.catch_warnings():
-        # set_noise assigns plain tensor attributes, which export warns about; they only carry
-        # the noise inputs into the layers during the trace.
-        warnings.filterwarnings("ignore", message="The tensor attributes .* were assigned during export")
-        program = torch.export.export(
-            wrapper, (*example_inputs, *noise), dynamic_shapes=(tuple(dynamic),), strict=False
-        )
-    with warnings.catch_warnings():  # torch-internal deprecation noise of the packager
-        warnings.filterwarnings(
-            "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
-        )
-        torch._inductor.aoti_compile_and_package(
-            program,
-            package_path=str(path),
-            inductor_configs={
-                "aot_inductor.metadata": {"illia_export.manifest": manifest.to_json(indent=None)}
-            },
-        )
+    illia_export.export(model, example_inputs, path, format="aoti", samples=samples, task=task)
     return Path(path)
 
 

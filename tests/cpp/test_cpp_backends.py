@@ -246,16 +246,30 @@ def test_plain_exported_program_is_refused(cpp_ort_build, tmp_path):
 # --- AOTInductor (default build) ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def aoti_w1(cpp_build, artifacts):
+def _aoti(cpp_build, artifacts, workload: str):
     if "aoti" not in cpp_build.backends:
         pytest.skip("this build has no AOTInductor backend")
     try:
-        return artifacts("w1", "vectorized", format="aoti")
+        return artifacts(workload, "vectorized", format="aoti")
     except Exception as exc:  # inductor needs a working C++ toolchain at export time
-        if "CppCompileError" in type(exc).__name__ or "InductorError" in type(exc).__name__:
+        if "AOTInductor could not compile" in str(exc):
             pytest.skip(f"AOTInductor cannot compile here: {str(exc).splitlines()[0]}")
         raise
+
+
+@pytest.fixture(scope="session")
+def aoti_w1(cpp_build, artifacts):
+    return _aoti(cpp_build, artifacts, "w1")
+
+
+def test_aoti_cnn_in_cpp_and_python_matches_onnx(cpp_build, artifacts, tmp_path):
+    """W2 (CNN) as an AOTInductor package: illia-mc and the Python runtime's AOTI backend both
+    give the ONNX artifact's numbers for the same seed."""
+    art = _aoti(cpp_build, artifacts, "w2")
+    onnx_art = artifacts("w2", "vectorized", format="onnx")
+    want = python_summary(onnx_art.path, onnx_art.input)
+    assert_close(run_mc(cpp_build, art, tmp_path / "cpp"), want, TOL)
+    assert_close(python_summary(art.path, art.input), want, TOL)
 
 
 def test_aoti_matches_python_runtime_on_onnx(cpp_build, aoti_w1, artifacts, tmp_path):
