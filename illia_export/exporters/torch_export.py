@@ -32,7 +32,13 @@ from illia_export.exporters.torch_source import TorchSource, load_torch_source
 from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
 from illia_export.exporters.torch_wrapper import OutputPath, build_wrapper, wrapper_source
 from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
-from illia_export.exporters.validation import DEFAULT_RTOL, DEFAULT_TOLERANCE, Comparison, noise_draws
+from illia_export.exporters.validation import (
+    DEFAULT_RTOL,
+    DEFAULT_TOLERANCE,
+    Comparison,
+    check_deterministic,
+    noise_draws,
+)
 
 DEFAULT_OPSET = 17
 SAMPLE_MODES = ("vectorized", "per-call")
@@ -404,6 +410,8 @@ def _validate(
                 expected = _local_reference(prep, reference, inputs, noise)
             else:
                 expected = _reference(prep, reference, inputs, noise, vectorized)
+            if b_i == 0 and k == 0:
+                check_deterministic(runner, [x.numpy() for x in inputs] + noise, prep.output_names)
             got = runner([x.numpy() for x in inputs] + noise)
             cmp.add(got, expected, zero_noise=k == len(sets) - 1)
     return cmp.result(draws)

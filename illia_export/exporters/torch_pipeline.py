@@ -43,7 +43,7 @@ from illia_export.exporters.torch_draws import DrawMode
 from illia_export.exporters.torch_registry import family_adapters
 from illia_export.exporters.torch_writers import ArtifactRunner, embed_manifest, write
 from illia_export.nn.torch.module import sample_blocks
-from illia_export.exporters.validation import Comparison, noise_draws
+from illia_export.exporters.validation import Comparison, check_deterministic, noise_draws
 
 #: Sample count of the captured example (validation uses others).
 CAPTURE_SAMPLES = 3
@@ -234,6 +234,8 @@ def same_noise(
         sets = noise_draws(shapes, draws, num_samples if cap.vectorized else None, seed=10 + i)
         for k, noise in enumerate(sets):
             expected = reference_outputs(cap.model, xs, noise, cap.vectorized)
+            if i == 0 and k == 0:
+                check_deterministic(runner, [x.numpy() for x in xs] + noise, cap.output_names)
             got = runner([x.numpy() for x in xs] + noise)
             cmp.add(got, expected, zero_noise=k == len(sets) - 1)
     return cmp.result(draws)

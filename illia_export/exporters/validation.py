@@ -61,6 +61,23 @@ def noise_draws(
     return draws
 
 
+def check_deterministic(run, arrays, names: Sequence[str]) -> None:
+    """Run the artifact twice on the same inputs and noise: the outputs must be identical.
+
+    An artifact whose outputs change for a fixed noise draws hidden randomness of its own (a
+    random op left in a TorchScript graph, numpy noise baked into the forward): the same seed
+    would not reproduce its predictions.
+    """
+    first, second = run(arrays), run(arrays)
+    for name, a, b in zip(names, first, second):
+        if not np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True):
+            raise ToleranceError(
+                f"validation failed: output {name!r} of the artifact changes between two runs with the same inputs "
+                "and noise: the model draws randomness that is not a noise input (the same seed would give other "
+                "predictions)"
+            )
+
+
 class Comparison:
     """Accumulates per-output worst differences across noise draws and batch sizes."""
 

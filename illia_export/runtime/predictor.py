@@ -188,12 +188,13 @@ class Predictor:
         """The backend of the local-reparameterization variant (opened on first use)."""
         local = self.manifest.local
         if local is None:
+            why = self.manifest.local_unavailable
             raise StrategyError(
                 f"strategy='local' needs an artifact with a local-reparameterization variant, and {self.path.name} "
-                "has none. Local reparameterization (noise on pre-activations, mean x·mu, variance x²·sigma²) is "
-                "exact only for Linear layers; exporters add the variant for Linear-only models, not for "
-                "convolutions, embeddings or LSTMs, where weights are shared across positions/time steps. Use "
-                "strategy='fresh' or 'bank'."
+                + (f"has none: {why}. " if why else "has none. ")
+                + "Local reparameterization (noise on pre-activations, mean x·mu, variance x²·sigma²) is exact only "
+                "when every random draw is a Linear layer's weight noise and each Linear is applied once to a 2-D "
+                "input; use strategy='fresh' or 'bank'."
             )
         if self._local_backend is None:
             file = self.path.parent / local.file
