@@ -205,7 +205,9 @@ def _run_regression(args, x, y) -> int:
         chunk_size=args.chunk_size,
     )
     if args.json:
-        print(json.dumps(report, allow_nan=False))
+        from illia_export.strict_json import dumps
+
+        print(dumps(report))  # strictly valid JSON: null for non-finite values
     else:
         print(f"{args.artifact}: Monte Carlo evaluation (regression)")
         print(format_regression_table(report))

@@ -193,8 +193,8 @@ class Predictor:
                 f"strategy='local' needs an artifact with a local-reparameterization variant, and {self.path.name} "
                 + (f"has none: {why}. " if why else "has none. ")
                 + "Local reparameterization (noise on pre-activations, mean x·mu, variance x²·sigma²) is exact only "
-                "when every random draw is a Linear layer's weight noise and each Linear is applied once to a 2-D "
-                "input; use strategy='fresh' or 'bank'."
+                "for Linear layers: every random draw must be a Linear layer's weight noise and each Linear applied "
+                "once to a 2-D input; use strategy='fresh' or 'bank'."
             )
         if self._local_backend is None:
             file = self.path.parent / local.file

@@ -250,7 +250,7 @@ def test_prediction_checks_the_likelihood_outputs():
         ({"name": "student_t", "df": float("inf")}, "finite df > 0"),
         ({"name": "gaussian", "df": 3.0}, "student_t likelihood only"),
         ({"scale_kind": "sigma"}, "unknown scale parameterization"),
-        ({"mean": ""}, "must name an output"),
+        ({"mean": ""}, "non-empty string"),
         ({"scale": "missing"}, "does not have"),
     ],
 )

@@ -102,6 +102,15 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
         a = _attr(node, "axes")
         return list(a) if a is not None else None
 
+    def ones_const(name: str) -> bool:
+        """A constant tensor of ones (the trailing repeats of a Tile over the sample axis)."""
+        if name in initializers:
+            return bool(np.all(numpy_helper.to_array(initializers[name]) == 1))
+        p = producer.get(name)
+        if p is not None and p.op_type == "Constant":
+            return bool(np.all(numpy_helper.to_array(_attr(p, "value")) == 1))
+        return False
+
     # 1. repeated model inputs: R = Reshape(Expand(Unsqueeze(x, [0]), shape), ...)
     base: dict[str, str] = {}  # repeated tensor -> its [B, ...] base
     s_source: str | None = None  # a 1-D int64 tensor whose first element is S (the Expand shape)
@@ -121,6 +130,24 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
                 continue
             base[r_nodes[0].output[0]] = x
             s_source = e_nodes[0].input[1]
+        # torch.export captures fold with repeat: Tile(x, [S, 1, ...]), maybe after a no-op Expand
+        for first in consumers.get(x, []):
+            t = first
+            if t.op_type == "Expand":
+                nxt = consumers.get(t.output[0], [])
+                if len(nxt) != 1:
+                    continue
+                t = nxt[0]
+            if t.op_type != "Tile" or ranks.get(t.output[0]) != ranks.get(x):
+                continue
+            reps = producer.get(t.input[1])
+            if reps is None or reps.op_type != "Concat" or len(reps.input) < 1:
+                continue
+            tail = reps.input[1:]
+            if tail and not all(ones_const(i) for i in tail):
+                continue
+            base[t.output[0]] = x
+            s_source = t.input[1]
     if not base or s_source is None:
         return None
 
