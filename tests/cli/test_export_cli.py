@@ -159,3 +159,54 @@ def test_help_is_fast_and_lazy():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+FACTORY = '''
+import torch
+from torch import nn
+
+
+def make_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Dropout(0.3), nn.Linear(12, 3))
+'''
+
+
+@pytest.fixture()
+def dropout_state(tmp_path, monkeypatch):
+    """A plain torch model (no Bayesian layer) saved as a state dict, with its factory module."""
+    (tmp_path / "user_models.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    module = importlib.import_module("user_models")
+    state = tmp_path / "net.pt"
+    torch.save(module.make_net().state_dict(), state)
+    yield state
+    sys.modules.pop("user_models", None)
+
+
+def test_state_dict_with_mc_dropout_to_pt2_and_inspect(capsys, dropout_state, tmp_path):
+    out = tmp_path / "net.pt2"
+    args = [str(dropout_state), "--factory", "user_models:make_net", "--input-shape", "4,6", "-f", "pt2", "-o", str(out)]
+    assert main(args + ["--mc-dropout"]) == 0
+    text = capsys.readouterr().out
+    assert "dropout '2' (p=0.3): sampled" in text and "1 dropout" in text and "MC std ratio" in text
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "dropout mask, dropout, per example" in text and "2 p=0.3: sampled" in text
+
+
+def test_state_dict_without_mc_dropout_says_why_nothing_is_sampled(capsys, dropout_state, tmp_path):
+    args = [str(dropout_state), "--factory", "user_models:make_net", "--input-shape", "4,6", "-o", str(tmp_path / "n.onnx")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mc_dropout" in err
+    assert not (tmp_path / "n.onnx").exists()
+
+
+def test_mc_dropout_with_unknown_module_name_is_one_line(capsys, dropout_state, tmp_path):
+    args = [str(dropout_state), "--factory", "user_models:make_net", "--input-shape", "4,6", "--mc-dropout", "0,9"]
+    assert main(args + ["-o", str(tmp_path / "n.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not dropout modules" in err
