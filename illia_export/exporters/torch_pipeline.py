@@ -386,8 +386,11 @@ def _export_local(wrapper: LocalWrapper, cap: Capture, example, names) -> Any:
 
     batch, samples = Dim("batch", min=1), Dim("samples", min=1)
     shapes = [{0: batch} for _ in cap.inputs] + [{0: samples, 1: batch} for _ in example]
+    import warnings
+
     try:
-        with fx_config.patch(backed_size_oblivious=True), torch.no_grad():
+        with fx_config.patch(backed_size_oblivious=True), torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*were assigned during export", category=UserWarning)
             return torch.export.export(wrapper, tuple(cap.inputs + example), dynamic_shapes=(tuple(shapes),), strict=False)
     except Exception as exc:
         raise ExportError(f"torch.export could not capture the local variant: {exc}") from exc
