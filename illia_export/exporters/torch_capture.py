@@ -385,7 +385,7 @@ def export_program(
             batch = int(inputs[0].shape[0])
             k_batch = multiples.get(mf.BATCH_DIM)
             if k_batch and batch // k_batch < 2:  # a multiple of 1 x k would be traced as a constant
-                raise BatchTooSmall(k_batch)
+                raise BatchTooSmall(k_batch) from exc
             refined += [f"{name} is a multiple of {k}" for name, k in found.items()]
             min_sizes.update(dict.fromkeys(not_one, 2))
             shapes = (tuple(_dynamic_shapes(wrapper, input_axes, min_sizes, multiples)),)

@@ -26,12 +26,14 @@ import numpy as np
 from illia_export.errors import ExportError, ShapeError
 from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
+from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
 from illia_export.exporters.likelihood import resolve_likelihood
+from illia_export.exporters.torch_inputs import as_inputs, default_names
 from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNoise, discover
 from illia_export.exporters.torch_source import TorchSource, load_torch_source
 from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
 from illia_export.exporters.torch_wrapper import OutputPath, build_wrapper, wrapper_source
-from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
+from illia_export.exporters.torch_writers import check_onnx_graph
 from illia_export.exporters.validation import (
     DEFAULT_RTOL,
     DEFAULT_TOLERANCE,
@@ -43,7 +45,6 @@ from illia_export.exporters.validation import (
 DEFAULT_OPSET = 17
 SAMPLE_MODES = ("vectorized", "per-call")
 TORCH_FORMATS = ("onnx", "torchscript", "pt2", "aoti")
-_DTYPES = {"float32", "float64", "int64", "int32"}
 
 
 def _torch():
@@ -82,23 +83,6 @@ class _Prepared:
     example_outputs: Any  # the model's outputs on `inputs` (tensor or nested tuple)
 
 
-def _as_inputs(example_inputs) -> list[Any]:
-    torch = _torch()
-    items = list(example_inputs) if isinstance(example_inputs, (tuple, list)) else [example_inputs]
-    out = []
-    for i, x in enumerate(items):
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(x)
-        if not isinstance(x, torch.Tensor):
-            raise ShapeError(f"example input {i} must be a tensor or numpy array, got {type(x).__name__}")
-        if x.dim() < 1:
-            raise ShapeError(f"example input {i} needs a batch axis, got a scalar")
-        if str(x.dtype).replace("torch.", "") not in _DTYPES:
-            raise ShapeError(f"example input {i} has dtype {x.dtype}; supported: {sorted(_DTYPES)}")
-        out.append(x)
-    return out
-
-
 def _flatten_paths(out: Any, prefix: OutputPath = ()) -> list[OutputPath]:
     torch = _torch()
     if isinstance(out, torch.Tensor):
@@ -119,10 +103,6 @@ def _pick(out: Any, path: OutputPath):
     return out
 
 
-def _default_names(prefix: str, count: int) -> list[str]:
-    return [prefix] if count == 1 else [f"{prefix}_{i}" for i in range(count)]
-
-
 def _prepare(source: TorchSource, example_inputs, input_names, output_names, dynamic_axes) -> _Prepared:
     torch = _torch()
     source.module.eval()
@@ -141,7 +121,7 @@ def _prepare(source: TorchSource, example_inputs, input_names, output_names, dyn
                 "needs: export it to onnx, pt2 or aoti (torch.export) instead"
             ) from exc
     noise = discover(script)
-    inputs = _as_inputs(example_inputs)
+    inputs = as_inputs(example_inputs)
     with torch.no_grad():
         try:
             out = script(*inputs)
@@ -155,8 +135,8 @@ def _prepare(source: TorchSource, example_inputs, input_names, output_names, dyn
                 f"the model rejects the example inputs {[tuple(x.shape) for x in inputs]}: {detail}"
             ) from exc
     paths = _flatten_paths(out)
-    input_names = list(input_names) if input_names else _default_names("input", len(inputs))
-    output_names = list(output_names) if output_names else _default_names("output", len(paths))
+    input_names = list(input_names) if input_names else default_names("input", len(inputs))
+    output_names = list(output_names) if output_names else default_names("output", len(paths))
     if len(input_names) != len(inputs):
         raise ExportError(f"{len(input_names)} input names given for {len(inputs)} inputs")
     if len(output_names) != len(paths):
@@ -323,38 +303,8 @@ def _write(
                     dim.dim_value = want
                 else:
                     dim.dim_param = want
-    _check_onnx_graph(model, arg_names)
+    check_onnx_graph(model, arg_names)
     onnx.save(model, str(path))
-
-
-def _check_onnx_graph(model, arg_names: list[str]) -> None:
-    """Structural checks: valid graph, every expected input present, no random ops left."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported ONNX graph is invalid: {exc}") from exc
-    graph_inputs = {i.name for i in model.graph.input}
-    missing = [n for n in arg_names if n not in graph_inputs]
-    if missing:
-        raise ExportError(
-            f"the exported ONNX graph lost inputs {missing}: the model's output does not depend on them "
-            "(is a Bayesian layer unused in forward()?)"
-        )
-    random_ops = sorted({n.op_type for n in _all_nodes(model.graph) if n.op_type.startswith("Random")})
-    if random_ops:
-        raise ExportError(f"the exported ONNX graph still draws noise internally ({', '.join(random_ops)})")
-
-
-def _all_nodes(graph):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.g is not None and attr.g.node:
-                yield from _all_nodes(attr.g)
-            for sub in attr.graphs:
-                yield from _all_nodes(sub)
 
 
 def _finalize(fmt: str, path: Path, manifest: mf.Manifest) -> None:

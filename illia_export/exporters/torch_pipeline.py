@@ -42,8 +42,8 @@ from illia_export.exporters.torch_capture import (
 from illia_export.exporters.torch_draws import DrawMode
 from illia_export.exporters.torch_registry import family_adapters
 from illia_export.exporters.torch_writers import ArtifactRunner, embed_manifest, write
-from illia_export.nn.torch.module import sample_blocks
 from illia_export.exporters.validation import Comparison, check_deterministic, noise_draws
+from illia_export.nn.torch.module import sample_blocks
 
 #: Sample count of the captured example (validation uses others).
 CAPTURE_SAMPLES = 3
@@ -380,9 +380,8 @@ def write_local(
 
 
 def _export_local(wrapper: LocalWrapper, cap: Capture, example, names) -> Any:
-    from torch.export import Dim
-
     import torch.fx.experimental._config as fx_config
+    from torch.export import Dim
 
     batch, samples = Dim("batch", min=1), Dim("samples", min=1)
     shapes = [{0: batch} for _ in cap.inputs] + [{0: samples, 1: batch} for _ in example]

@@ -12,6 +12,7 @@ import logging
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+
 import numpy as np
 
 from illia_export.errors import ExportError, require

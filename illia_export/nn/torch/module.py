@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import nn
 
-
 _SAMPLE_BLOCKS: contextvars.ContextVar[Any] = contextvars.ContextVar("illia_sample_blocks", default=1)
 
 

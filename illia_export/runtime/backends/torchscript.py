@@ -114,9 +114,6 @@ class TorchScriptBackend(Backend):
         and names where the exporter named them after the manifest), then run one dry call with
         one sample and a batch of one built from the manifest's shapes, and compare the outputs'
         count, rank and fixed dims with the manifest's outputs."""
-        from illia_export.exporters.manifest import SAMPLE_DIM, batch_multiple
-
-        torch = self._torch
         try:
             args = [a for a in self.module.forward.schema.arguments if a.name != "self"]
         except (AttributeError, RuntimeError) as exc:
@@ -185,7 +182,8 @@ class TorchScriptBackend(Backend):
         error: Exception | None = None
         # the smallest batch first; models that split their batch into groups (BatchEnsembleLinear)
         # or cannot run one row need a multiple of it
-        for batch in (batch, 2 * batch, 4 * batch, 12 * batch):
+        smallest = batch
+        for batch in (smallest, 2 * smallest, 4 * smallest, 12 * smallest):  # noqa: B007 (read by concrete)
             shapes = [concrete(n.shape, vectorized) for n in noise]
             if sum(int(np.prod(s)) for s in shapes) > DRY_RUN_MAX_ELEMENTS:
                 return
