@@ -76,4 +76,4 @@ def test_illia_mc_refuses_an_unknown_generator(cpp_build, artifacts, tmp_path):
         "--out",
         tmp_path / "o",
     )
-    assert proc.returncode == 1 and "unknown noise generator 'illia-noise-v9'" in proc.stderr
+    assert proc.returncode == 1 and "noise_generator 'illia-noise-v9' is not supported" in proc.stderr
