@@ -28,7 +28,7 @@ from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
 from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
 from illia_export.exporters.likelihood import resolve_likelihood
-from illia_export.exporters.torch_inputs import as_inputs, default_names
+from illia_export.exporters.torch_inputs import as_inputs, check_names, default_names
 from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNoise, discover
 from illia_export.exporters.torch_source import TorchSource, load_torch_source
 from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
@@ -135,15 +135,8 @@ def _prepare(source: TorchSource, example_inputs, input_names, output_names, dyn
                 f"the model rejects the example inputs {[tuple(x.shape) for x in inputs]}: {detail}"
             ) from exc
     paths = _flatten_paths(out)
-    input_names = list(input_names) if input_names else default_names("input", len(inputs))
-    output_names = list(output_names) if output_names else default_names("output", len(paths))
-    if len(input_names) != len(inputs):
-        raise ExportError(f"{len(input_names)} input names given for {len(inputs)} inputs")
-    if len(output_names) != len(paths):
-        raise ExportError(f"{len(output_names)} output names given for {len(paths)} outputs")
-    for name in input_names + output_names:
-        if not name.isidentifier():
-            raise ExportError(f"input/output name {name!r} must be a valid identifier")
+    input_names = check_names(input_names or default_names("input", len(inputs)), len(inputs), "input")
+    output_names = check_names(output_names or default_names("output", len(paths)), len(paths), "output")
     dynamic = []
     for i, x in enumerate(inputs):
         axes = {0: mf.BATCH_DIM}

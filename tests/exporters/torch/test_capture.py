@@ -280,3 +280,11 @@ def test_distribution_check_accepts_the_same_distribution_and_deterministic_outp
 def test_distribution_check_rejects_non_finite_samples():
     with pytest.raises(ToleranceError, match="non-finite"):
         distribution_check.compare(["o"], [np.ones((10, 2))], [np.full((10, 2), np.nan)])
+
+
+@pytest.mark.parametrize("fmt,suffix", [("onnx", ".onnx"), ("torchscript", ".pt")])
+def test_reserved_and_bad_names_are_refused_on_both_paths(tmp_path, fmt, suffix):
+    for names, match in ((["eps_x"], "reserved for noise inputs"), (["1x"], "valid identifier"), (["a", "b"], "2 input names")):
+        with pytest.raises(ExportError, match=match):
+            illia_export.export(_mlp().eval(), torch.randn(2, 6), tmp_path / f"m{suffix}", format=fmt, input_names=names)
+    assert not list(tmp_path.iterdir())
