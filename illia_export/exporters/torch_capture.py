@@ -364,7 +364,7 @@ def export_program(
             with fx_config.patch(backed_size_oblivious=True), torch.no_grad(), warnings.catch_warnings():
                 # layers that keep their last sample as a plain attribute (ours, blitz) trip this; the
                 # attribute is never read back by the graph, so it says nothing about the artifact
-                warnings.filterwarnings("ignore", message=".*were assigned during export", category=UserWarning)
+                warnings.filterwarnings("ignore", message=".*assigned during export", category=UserWarning)
                 program = torch.export.export(wrapper, tuple(inputs + noise), dynamic_shapes=shapes, strict=False)
             break
         except ExportError:

@@ -11,6 +11,7 @@ restored whatever happens.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,7 +390,7 @@ def _export_local(wrapper: LocalWrapper, cap: Capture, example, names) -> Any:
 
     try:
         with fx_config.patch(backed_size_oblivious=True), torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*were assigned during export", category=UserWarning)
+            warnings.filterwarnings("ignore", message=".*assigned during export", category=UserWarning)
             return torch.export.export(wrapper, tuple(cap.inputs + example), dynamic_shapes=(tuple(shapes),), strict=False)
     except Exception as exc:
         raise ExportError(f"torch.export could not capture the local variant: {exc}") from exc
@@ -445,7 +446,11 @@ def export_capture(
         inference_modes(model, sampled),
         family_adapters(model),
         no_distribution_validation(),
+        warnings.catch_warnings(),
     ):
+        # torch 2.13's own pytree code (deep copies inside torch.export / the ONNX exporter) trips
+        # its deprecation of LeafSpec checks; nothing in this package calls that API
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
         cap = prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples)
         manifest = build_manifest(cap, format, task, source_kind, opset)
         if getattr(cap.program, "illia_min_sizes", None) and format != "onnx":
