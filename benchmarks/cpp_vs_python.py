@@ -6,8 +6,8 @@ strategies fresh and bank: the fastest of `--repeat` predict calls in one proces
 ``illia_export.runtime.load(p).predict(...)`` on the ONNX and the TorchScript artifact and for
 ``illia-mc --repeat`` on the ONNX, TorchScript and AOTInductor artifacts of the same model.
 Prints milliseconds and the ratios python/c++ (> 1: C++ faster): ORT with ORT, TorchScript with
-TorchScript, and AOTInductor against the faster of the two Python runs (Python has no AOTI
-runtime). AOTInductor packages are compiled for vectorized graphs only (a minute each).
+TorchScript, AOTInductor with the Python runtime's AOTInductor backend. AOTInductor packages are
+compiled for vectorized graphs only (a minute each).
 Build first (docs/cpp.md)::
 
     bash scripts/build-cpp.sh build/cpp                # LibTorch + ONNX Runtime
@@ -59,11 +59,8 @@ class CNN(torch.nn.Module):
 
 
 def export_aoti(model, x, path: Path, samples: str) -> None:
-    """The AOTInductor package of `model` (tests/cpp/conftest.py's contract-following builder;
-    replace by illia_export.export(..., format="aoti") once the exporter has it)."""
-    from tests.cpp.conftest import export_aoti as build_package
-
-    build_package(model, (x,), path, samples=samples, task="classification")
+    """The AOTInductor package of `model`, through the exporter (validated like every export)."""
+    illia_export.export(model, (x,), path, format="aoti", samples=samples, task="classification")
 
 
 def python_ms(path: Path, x: np.ndarray, strategy: str, repeat: int) -> float:
@@ -115,7 +112,9 @@ def main() -> None:
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="illia-bench-cpp-"))
     out = tmp / "out"
-    head = f"{'case':26s} {'py onnx':>9s} {'py ts':>9s} {'c++ ort':>9s} {'c++ ts':>9s} {'c++ aoti':>9s}"
+    head = (
+        f"{'case':26s} {'py onnx':>9s} {'py ts':>9s} {'py aoti':>9s} {'c++ ort':>9s} {'c++ ts':>9s} {'c++ aoti':>9s}"
+    )
     print(f"S={SAMPLES}, batch {BATCH}, ms (fastest of {args.repeat}); ratios python/c++ (> 1: C++ faster)")
     print(head + f" {'ORT':>6s} {'TS':>6s} {'AOTI':>6s}")
     for name, model, shape in (("W1", MLP(), (BATCH, 784)), ("W2", CNN(), (BATCH, 1, 28, 28))):
@@ -153,15 +152,16 @@ def main() -> None:
                 py_ts = python_ms(paths["torchscript"], x.numpy(), strategy, args.repeat)
                 c_ort = cpp_ms(ort_tool, paths["onnx"], npy, strategy, args.repeat, out) if ort_ok else None
                 c_ts = cpp_ms(tool, paths["torchscript"], npy, strategy, args.repeat, out)
+                py_aoti = python_ms(aoti, x.numpy(), strategy, args.repeat) if aoti else None
                 c_aoti = cpp_ms(tool, aoti, npy, strategy, args.repeat, out) if aoti else None
                 ratios = [
                     py_onnx / c_ort if c_ort else None,
                     py_ts / c_ts,
-                    min(py_onnx, py_ts) / c_aoti if c_aoti else None,
+                    py_aoti / c_aoti if c_aoti and py_aoti else None,
                 ]
                 case = f"{name} {samples} {strategy}"
                 print(
-                    f"{case:26s} {fmt(py_onnx)} {fmt(py_ts)} {fmt(c_ort)} {fmt(c_ts)} {fmt(c_aoti)} "
+                    f"{case:26s} {fmt(py_onnx)} {fmt(py_ts)} {fmt(py_aoti)} {fmt(c_ort)} {fmt(c_ts)} {fmt(c_aoti)} "
                     + " ".join(fmt(r, 6, 2) for r in ratios),
                     flush=True,
                 )
