@@ -94,6 +94,9 @@ def load(
         raise ManifestError(
             f"{p} looks like a {fmt} artifact but its manifest says format={manifest.format!r}"
         )
+    from illia_export.runtime.freeze import refuse_frozen
+
+    refuse_frozen(p, manifest)
     return Predictor(p, manifest, device=device, noise_impl=noise_impl, **backend_options)
 
 
