@@ -11,7 +11,8 @@ manifest names is used) live in :mod:`illia_export.runtime.noise` (see docs/nois
 """
 
 from illia_export.errors import DeviceUnavailableError, StrategyError, TaskError
+from illia_export.runtime.freeze import freeze_bank
 from illia_export.runtime.prediction import Prediction
 from illia_export.runtime.predictor import Predictor, load
 
-__all__ = ["DeviceUnavailableError", "Prediction", "Predictor", "StrategyError", "TaskError", "load"]
+__all__ = ["DeviceUnavailableError", "Prediction", "Predictor", "StrategyError", "TaskError", "freeze_bank", "load"]

@@ -68,7 +68,12 @@ def load(
         noise_impl: ``"auto"`` (torch generator when torch is importable), ``"torch"`` or
             ``"numpy"``; all give the same noise to ~1e-6.
         **backend_options: passed to the backend (e.g. ``intra_op_num_threads`` for ONNX Runtime,
-            ``num_threads`` for TFLite/TorchScript).
+            ``num_threads`` for TFLite/TorchScript). Two options are the predictor's own:
+            ``threads``: CPU threads of the backend (ONNX Runtime intra-op threads, TorchScript
+            and TFLite ``num_threads``); default: the cores this process may use
+            (``len(os.sched_getaffinity(0))``, which Ray and containers restrict; ``os.cpu_count()``
+            where affinity is unknown). ``warmup``: run :meth:`Predictor.warmup` once after
+            loading (default False).
 
     Returns:
         A :class:`Predictor`.
@@ -89,6 +94,9 @@ def load(
         raise ManifestError(
             f"{p} looks like a {fmt} artifact but its manifest says format={manifest.format!r}"
         )
+    from illia_export.runtime.freeze import refuse_frozen
+
+    refuse_frozen(p, manifest)
     return Predictor(p, manifest, device=device, noise_impl=noise_impl, **backend_options)
 
 
@@ -127,6 +135,11 @@ class Predictor:
         self.path = Path(path)
         self.manifest = manifest
         self.device = device
+        # What a worker needs to re-open this predictor (see __getstate__).
+        self._load_options = dict(backend_options)
+        warmup = bool(backend_options.pop("warmup", False))
+        #: CPU threads the backend was opened with (``threads=`` option of :func:`load`).
+        self.threads = _resolve_threads(manifest.format, backend_options)
         budget = backend_options.pop("memory_budget", None)
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1):
             raise InputError(f"`memory_budget` (={budget!r}) must be a positive number of bytes")
@@ -151,6 +164,55 @@ class Predictor:
         self._local_cache: tuple[tuple, list[Any]] | None = None
         self._bank_seed: int | None = None
         self._lock = threading.RLock()
+        if warmup:
+            self.warmup()
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker needs to re-open the predictor: the artifact path, device, noise
+        implementation and load options. Sessions, noise buffers, the bank and the local-noise
+        cache are not pickled; they are re-opened / rebuilt on the other side (lazily for
+        the caches)."""
+        if self._load_options.get("session_options") is not None:
+            raise InputError(
+                "a Predictor loaded with `session_options=` cannot be pickled (an onnxruntime "
+                "SessionOptions is not picklable); pass the equivalent load options instead "
+                "(threads, allow_spinning, graph_optimization_level)"
+            )
+        return {
+            "path": str(self.path),
+            "device": self.device,
+            "noise_impl": self._noise_impl,
+            "options": dict(self._load_options),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Re-open the artifact as :func:`load` does (manifest, digest, backend signature); the
+        file must be reachable at the same path on the worker."""
+        path = Path(state["path"])
+        if not path.exists():
+            raise ArtifactError(
+                f"cannot unpickle the Predictor: its artifact {path} is not reachable here (workers "
+                "need the artifact at the same path, e.g. on a shared file system)"
+            )
+        manifest = read_manifest(path)
+        self.__init__(path, manifest, device=state["device"], noise_impl=state["noise_impl"], **state["options"])
+
+    def warmup(self) -> None:
+        """One tiny call (batch of 1, S = 1, seed 0, ``fresh``) so that the first real call does
+        not pay for session initialization, graph rewrites and noise-buffer allocation. Inputs
+        come from the manifest's shapes (symbolic dims set to 1); integer inputs are the low end
+        of their ``range`` (0 without one). Leaves no cache behind (no bank is drawn)."""
+        arrays = []
+        for spec in self.manifest.inputs:
+            shape = tuple(d if isinstance(d, int) else 1 for d in spec.shape)
+            try:
+                dtype = np.dtype(spec.dtype)
+            except TypeError:  # bfloat16 has no numpy dtype
+                dtype = np.dtype(np.float32)
+            fill = (spec.range[0] if spec.range is not None else 0) if dtype.kind in "iu" else 0
+            arrays.append(np.full(shape, fill, dtype=dtype))
+        self.predict(arrays, num_samples=1, seed=0, strategy="fresh")
 
     # ----------------------------------------------------------------- plumbing
     def _open(self, path: Path, noise: list[NoiseSpec], vectorized: bool | None = None) -> Backend:
@@ -689,6 +751,38 @@ class Predictor:
         mode = "vectorized" if m.vectorized else "per-call"
         local = ", local variant" if m.local else ""
         return f"Predictor({self.path.name}: {self.backend.describe()}, {mode}, {len(m.noise)} noise inputs{local}, task={m.task})"
+
+
+#: The backend option that sets CPU threads, by artifact format.
+THREAD_OPTIONS = {"onnx": "intra_op_num_threads", "torchscript": "num_threads", "tflite": "num_threads"}
+
+
+def default_threads() -> int:
+    """CPU threads by default: the cores this process may use (its affinity mask, which Ray
+    workers and containers restrict), else ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _resolve_threads(fmt: str, options: dict[str, Any]) -> int:
+    """Pop ``threads`` from `options`, reconcile it with the backend's own thread option and
+    write the result into that option; returns the thread count."""
+    key = THREAD_OPTIONS.get(fmt)
+    threads = options.pop("threads", None)
+    native = options.get(key) if key else None
+    for name, value in (("threads", threads), (key, native)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        ):
+            raise InputError(f"`{name}` (={value!r}) must be a positive integer")
+    if threads is not None and native is not None and int(threads) != int(native):
+        raise InputError(f"`threads` (={threads}) and `{key}` (={native}) disagree; pass one of them")
+    resolved = int(threads if threads is not None else native if native is not None else default_threads())
+    if key is not None:
+        options[key] = resolved
+    return resolved
 
 
 def _itemsize(dtype: str) -> int:
