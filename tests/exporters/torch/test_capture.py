@@ -288,3 +288,27 @@ def test_reserved_and_bad_names_are_refused_on_both_paths(tmp_path, fmt, suffix)
         with pytest.raises(ExportError, match=match):
             illia_export.export(_mlp().eval(), torch.randn(2, 6), tmp_path / f"m{suffix}", format=fmt, input_names=names)
     assert not list(tmp_path.iterdir())
+
+
+class HeteroscedasticDict(nn.Module):
+    """A regression head returning a dict: the names become the outputs, the likelihood is inferred."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body, self.mean, self.lv = Linear(5, 8), Linear(8, 1), Linear(8, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.body(x))
+        return {"mean": self.mean(h), "log_variance": self.lv(h)}
+
+
+def test_dict_outputs_keep_their_names_and_give_the_likelihood(tmp_path):
+    manifest = illia_export.export(
+        HeteroscedasticDict().eval(), torch.randn(4, 5), tmp_path / "h.pt2", format="pt2", task="regression",
+        likelihood="gaussian",
+    )
+    assert [o.name for o in manifest.outputs] == ["mean", "log_variance"]
+    assert (manifest.likelihood.mean, manifest.likelihood.scale_kind) == ("mean", "log_variance")
+    pred = runtime.load(tmp_path / "h.pt2").predict(np.ones((3, 5), np.float32), num_samples=50, seed=0)
+    np.testing.assert_allclose(pred.predictive_variance, pred.aleatoric_variance + pred.epistemic_variance)
