@@ -28,12 +28,12 @@ from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
 from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
 from illia_export.exporters.likelihood import resolve_likelihood
-from illia_export.exporters.torch_inputs import as_inputs, check_names, default_names
+from illia_export.exporters.torch_inputs import as_inputs, check_names, default_names, input_axes
 from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNoise, discover
 from illia_export.exporters.torch_source import TorchSource, load_torch_source
 from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
 from illia_export.exporters.torch_wrapper import OutputPath, build_wrapper, wrapper_source
-from illia_export.exporters.torch_writers import check_onnx_graph
+from illia_export.exporters.torch_writers import check_onnx_graph, name_dims
 from illia_export.exporters.validation import (
     DEFAULT_RTOL,
     DEFAULT_TOLERANCE,
@@ -137,15 +137,7 @@ def _prepare(source: TorchSource, example_inputs, input_names, output_names, dyn
     paths = _flatten_paths(out)
     input_names = check_names(input_names or default_names("input", len(inputs)), len(inputs), "input")
     output_names = check_names(output_names or default_names("output", len(paths)), len(paths), "output")
-    dynamic = []
-    for i, x in enumerate(inputs):
-        axes = {0: mf.BATCH_DIM}
-        if not x.is_floating_point() and x.dim() >= 2:
-            axes[1] = "seq_len"  # token inputs: the sequence axis is dynamic too
-        extra = (dynamic_axes or {}).get(input_names[i], (dynamic_axes or {}).get(i))
-        if extra:
-            axes.update({int(k): str(v) for k, v in extra.items()})
-        dynamic.append(axes)
+    dynamic = input_axes(inputs, input_names, dynamic_axes)
     return _Prepared(source, script, noise, inputs, input_names, paths, output_names, dynamic, out)
 
 
@@ -288,14 +280,7 @@ def _write(
     import onnx
 
     model = onnx.load_from_string(buf.getvalue())
-    for value, spec in zip(model.graph.output, outputs):  # name the output dims as the manifest does
-        dims = value.type.tensor_type.shape.dim
-        if len(dims) == len(spec.shape):
-            for dim, want in zip(dims, spec.shape):
-                if isinstance(want, int):
-                    dim.dim_value = want
-                else:
-                    dim.dim_param = want
+    name_dims(model.graph.output, outputs)  # name the output dims as the manifest does
     check_onnx_graph(model, arg_names)
     onnx.save(model, str(path))
 

@@ -41,7 +41,8 @@ def write(fmt: str, program, args: list, path: Path, graph_inputs, outputs, opse
         raise ExportError(f"no writer for format {fmt!r}")
 
 
-def _name_dims(values, specs) -> None:
+def name_dims(values, specs) -> None:
+    """Give ONNX value infos the manifest's dims: integers fixed, strings as named symbolic dims."""
     for value, spec in zip(values, specs):
         dims = value.type.tensor_type.shape.dim
         if len(dims) == len(spec.shape):
@@ -77,8 +78,8 @@ def _write_onnx(program, args, path: Path, graph_inputs, outputs, opset) -> None
     finally:
         quiet.setLevel(level)
     model = onnx_program.model_proto
-    _name_dims(model.graph.input, graph_inputs)  # symbolic dims named as in the manifest
-    _name_dims(model.graph.output, outputs)
+    name_dims(model.graph.input, graph_inputs)  # symbolic dims named as in the manifest
+    name_dims(model.graph.output, outputs)
     check_onnx_graph(model, [s.name for s in graph_inputs])
     import onnx
 
