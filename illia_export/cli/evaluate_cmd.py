@@ -204,14 +204,7 @@ def _run_regression(args, x, y) -> int:
         device=args.device,
         chunk_size=args.chunk_size,
     )
-    if args.json:
-        from illia_export.strict_json import dumps
-
-        print(dumps(report))  # strictly valid JSON: null for non-finite values
-    else:
-        print(f"{args.artifact}: Monte Carlo evaluation (regression)")
-        print(format_regression_table(report))
-    return 0
+    return _print(args, report, "Monte Carlo evaluation (regression)", format_regression_table)
 
 
 def run(args) -> int:
@@ -235,11 +228,16 @@ def run(args) -> int:
         device=args.device,
         chunk_size=args.chunk_size,
     )
+    return _print(args, report, "Monte Carlo evaluation", format_table)
+
+
+def _print(args, report: dict, title: str, table) -> int:
+    """The report as one strictly valid JSON object (null for non-finite values), or as a table."""
     if args.json:
         from illia_export.strict_json import dumps
 
-        print(dumps(report))  # strictly valid JSON: null for non-finite values
+        print(dumps(report))
     else:
-        print(f"{args.artifact}: Monte Carlo evaluation")
-        print(format_table(report))
+        print(f"{args.artifact}: {title}")
+        print(table(report))
     return 0

@@ -28,7 +28,15 @@ from illia_export.exporters import manifest as mf
 from illia_export.exporters.atomic import atomic_output
 from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
 from illia_export.exporters.likelihood import resolve_likelihood
-from illia_export.exporters.torch_inputs import as_inputs, check_names, default_names, input_axes
+from illia_export.exporters.torch_inputs import (
+    as_inputs,
+    check_names,
+    default_names,
+    dtype_name,
+    input_axes,
+    resize,
+    spec_shape,
+)
 from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNoise, discover
 from illia_export.exporters.torch_source import TorchSource, load_torch_source
 from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
@@ -141,22 +149,9 @@ def _prepare(source: TorchSource, example_inputs, input_names, output_names, dyn
     return _Prepared(source, script, noise, inputs, input_names, paths, output_names, dynamic, out)
 
 
-def _spec_shape(x, axes: dict[int, str], lead: list) -> list:
-    return lead + [axes.get(d, int(s)) for d, s in enumerate(x.shape)]
-
-
 def _resize_batch(prep: _Prepared, batch: int, extra_len: int = 0) -> list[Any]:
-    """Example inputs tiled to `batch` rows (and, for token inputs, `extra_len` more steps)."""
-    torch = _torch()
-    out = []
-    for x, axes in zip(prep.inputs, prep.dynamic):
-        idx = torch.arange(batch) % x.shape[0]
-        y = x.index_select(0, idx)
-        if extra_len and 1 in axes and axes[1] != mf.BATCH_DIM:
-            steps = torch.arange(y.shape[1] + extra_len) % y.shape[1]
-            y = y.index_select(1, steps)
-        out.append(y)
-    return out
+    """The example inputs tiled to `batch` rows (:func:`torch_inputs.resize`)."""
+    return resize(prep.inputs, prep.dynamic, batch, extra_len)
 
 
 def _run_per_sample(
@@ -479,7 +474,7 @@ def _export_legacy(
         shape = lead + [mf.BATCH_DIM] + [int(d) for d in t.shape[1:]]
         outputs.append(mf.TensorSpec(name, shape, str(t.dtype).replace("torch.", "")))
     inputs = [
-        mf.TensorSpec(n, _spec_shape(x, axes, []), str(x.dtype).replace("torch.", ""))
+        mf.TensorSpec(n, spec_shape(x, axes), dtype_name(x))
         for n, x, axes in zip(prep.input_names, prep.inputs, prep.dynamic)
     ]
     manifest = mf.Manifest(

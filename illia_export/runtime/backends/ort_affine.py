@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from illia_export.runtime.backends.onnx_prune import keep_needed
+
 
 @dataclass
 class AffineSite:
@@ -176,13 +178,7 @@ def rewrite(model, sites: list[AffineSite]) -> bytes:
                 n.input[k] = rename.get(i, i)
         nodes.append(n)
     # prune nodes nobody reads any more (sigma = softplus(rho) and friends)
-    needed = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(nodes):
-        if any(o in needed for o in node.output if o):
-            kept.append(node)
-            needed.update(i for i in node.input if i)
-    kept.reverse()
+    kept, needed = keep_needed(nodes, (o.name for o in graph.output))
     inits = [t for t in graph.initializer if t.name in needed]
     g = helper.make_graph(kept, graph.name, inputs, list(graph.output), initializer=inits)
     g.value_info.extend(vi for vi in graph.value_info if vi.name in needed)

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from illia_export.runtime.backends.onnx_prune import keep_needed
+
 _UNARY = {
     "Relu", "Sqrt", "Neg", "Abs", "Exp", "Log", "Tanh", "Sigmoid", "Softplus", "Identity", "Erf",
     "LeakyRelu", "Elu", "Selu", "Gelu", "HardSigmoid", "Softsign", "Reciprocal",
@@ -299,13 +301,7 @@ def hoist_sample_broadcast(model_bytes_or_path, input_names: list[str]) -> bytes
         if out.name in base and out.name in originals:
             materialize(out.name)
     # keep only what the outputs need (the dropped per-sample layers, unused chains)
-    needed = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(nodes):
-        if any(o in needed for o in node.output if o):
-            kept.append(node)
-            needed.update(i for i in node.input if i)
-    kept.reverse()
+    kept, needed = keep_needed(nodes, (o.name for o in graph.output))
     inits = [t for t in list(graph.initializer) + extra_inits if t.name in needed]
     g = helper.make_graph(kept, graph.name, list(graph.input), list(graph.output), initializer=inits)
     m = helper.make_model(g, opset_imports=list(model.opset_import))
