@@ -16,14 +16,20 @@ def register(sub) -> None:
         "predict",
         help="run Monte Carlo inference on an artifact and summarize the predictive distribution",
         description="Run S Monte Carlo samples of an exported Bayesian model on the inputs in a .npy "
-        "(one input) or .npz (one array per input name) file, with seeded noise. Prints a summary "
-        "(stdout); --output saves samples and summaries (.npz) or summaries (.json).",
+        "(one input), .npz (one array per input name) or .parquet file, with seeded noise. Prints a "
+        "summary (stdout); --output saves samples and summaries (.npz), summaries (.json) or one row "
+        "of summary columns per input row (.parquet). Rows are keyed by their index (or --id-column), "
+        "so a row's answer does not depend on --batch-size or --engine.",
     )
     p.add_argument(
         "artifact", metavar="ARTIFACT", help="exported file (.onnx, .pt, .tflite) or SavedModel folder"
     )
     p.add_argument(
-        "--input", "-i", required=True, metavar="FILE", help=".npy (single input) or .npz (by input name)"
+        "--input",
+        "-i",
+        required=True,
+        metavar="FILE",
+        help=".npy (single input), .npz (by input name) or .parquet (a column per input, or feature columns)",
     )
     p.add_argument(
         "--samples", "-S", type=int, default=64, metavar="S", help="Monte Carlo samples (default 64)"
@@ -50,8 +56,29 @@ def register(sub) -> None:
         "-o",
         metavar="FILE",
         default=None,
-        help="save to .npz (samples + summaries) or .json (summaries)",
+        help="save to .npz (samples + summaries), .json (summaries) or .parquet (summary columns per row)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: Ray Data actors (needs illia-export[scale])",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, metavar="N", help="rows per graph call (default: all; 1024 with Parquet/Ray)"
+    )
+    p.add_argument(
+        "--id-column", default=None, metavar="NAME", help="Parquet column of stable row ids (default: the row index)"
+    )
+    p.add_argument(
+        "--columns", default=None, metavar="A,B,...", help="Parquet feature columns stacked into the single input"
+    )
+    p.add_argument("--address", default=None, help="Ray cluster address (default: a local Ray instance)")
+    p.add_argument("--actors", type=int, default=None, metavar="N", help="Ray actors (default: one per CPU)")
+    p.add_argument(
+        "--cpus-per-actor", type=float, default=None, metavar="C", help="CPUs per Ray actor (default: shares all but one)"
+    )
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="backend threads (default: the CPUs given)")
     p.add_argument(
         "--allow-nonfinite", action="store_true", help="accept NaN/inf inputs (refused by default)"
     )
@@ -131,35 +158,78 @@ def format_summary(pred, limit: int = MAX_ROWS) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
-    from illia_export.exporters.atomic import atomic_output, check_output_path
-    from illia_export.runtime import load
+def _uses_tables(args) -> bool:
+    """Parquet in or out, or the Ray engine: the per-row table path (illia_export.scale)."""
+    suffixes = {Path(args.input).suffix.lower(), Path(args.output).suffix.lower() if args.output else ""}
+    return args.engine == "ray" or ".parquet" in suffixes
 
+
+def run(args) -> int:
     if args.samples < 1:
         raise InputError(f"--samples (={args.samples}) must be a positive integer")
     if args.seed is not None and not 0 <= args.seed < 2**64:
         raise InputError(f"--seed (={args.seed}) must be an integer in [0, 2**64)")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise InputError(f"--chunk-size (={args.chunk_size}) must be a positive integer")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size (={args.batch_size}) must be a positive integer")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads (={args.threads}) must be a positive integer")
     out = Path(args.output) if args.output else None
+    if out is not None and out.suffix.lower() not in (".npz", ".json", ".parquet"):
+        raise ArtifactError(f"--output must end in .npz, .json or .parquet, got {out.name}")
+    if _uses_tables(args):
+        return _run_tables(args, out)
+    for flag in ("id_column", "columns", "address", "actors", "cpus_per_actor"):
+        if getattr(args, flag) is not None:
+            raise InputError(f"--{flag.replace('_', '-')} applies to Parquet input/output or --engine ray")
+    return _run_arrays(args, out)
+
+
+def _run_arrays(args, out: Path | None) -> int:
+    """.npy/.npz in, raw samples kept: one Prediction over all rows (row i keyed by i)."""
+    import numpy as np
+
+    from illia_export.exporters.atomic import atomic_output, check_output_path
+    from illia_export.runtime import load
+    from illia_export.runtime.prediction import Prediction
+
     if out is not None:
-        if out.suffix.lower() not in (".npz", ".json"):
-            raise ArtifactError(f"--output must end in .npz or .json, got {out.name}")
         # Before the Monte Carlo run: never overwrite the inputs or the artifact, nor a folder,
         # and fail now (not after the run) when the folder is missing.
         check_output_path(out, sources=[args.input, args.artifact], create_parents=False, what="--output")
-    predictor = load(args.artifact, device=args.device)
+    predictor = load(args.artifact, device=args.device, **({"threads": args.threads} if args.threads else {}))
     x = load_inputs(args.input, [t.name for t in predictor.manifest.inputs])
-    pred = predictor.predict(
-        x,
-        num_samples=args.samples,
-        seed=args.seed,
-        strategy=args.strategy,
-        chunk_size=args.chunk_size,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        task=args.task,
-        allow_nonfinite=args.allow_nonfinite,
-    )
+    arrays = x if isinstance(x, dict) else {predictor.manifest.inputs[0].name: x}
+    rows = len(next(iter(arrays.values())))
+    step = args.batch_size or rows
+    seed = args.seed
+    if seed is None:
+        from illia_export.runtime.sampling import random_seed
+
+        seed = random_seed()
+    parts = []
+    for start in range(0, rows, step):
+        parts.append(
+            predictor.predict(
+                {k: a[start : start + step] for k, a in arrays.items()},
+                num_samples=args.samples,
+                seed=seed,
+                strategy=args.strategy,
+                chunk_size=args.chunk_size,
+                progress=not args.no_progress and sys.stderr.isatty(),
+                task=args.task,
+                allow_nonfinite=args.allow_nonfinite,
+                row_ids=np.arange(start, min(start + step, rows)),
+            )
+        )
+    pred = parts[0]
+    if len(parts) > 1:
+        outputs = {k: np.concatenate([p.outputs[k] for p in parts], axis=1) for k in pred.outputs}
+        pred = Prediction(
+            outputs, task=pred.task, seed=pred.seed, strategy=pred.strategy, likelihood=pred.likelihood,
+            noise_generator=pred.noise_generator,
+        )
     print(format_summary(pred))
     if out is not None:
         with atomic_output(out, sources=[args.input, args.artifact]) as tmp:
@@ -169,3 +239,66 @@ def run(args) -> int:
                 tmp.write_text(pred.to_json(indent=2) + "\n")
         print(f"saved {out}")
     return 0
+
+
+def _run_tables(args, out: Path | None) -> int:
+    """Parquet in or out, or Ray: one row of summary columns per input row."""
+    from illia_export.scale.files import score_file
+
+    if out is not None and out.suffix.lower() != ".parquet":
+        raise ArtifactError(
+            f"--output {out.name}: Parquet input and --engine ray write per-row summaries to a .parquet file "
+            "(.npz/.json hold raw samples, from .npy/.npz input on the local engine)"
+        )
+    columns = tuple(c.strip() for c in args.columns.split(",") if c.strip()) if args.columns else None
+    if args.columns is not None and not columns:
+        raise InputError("--columns must name at least one column (comma-separated)")
+    run = score_file(
+        args.artifact,
+        args.input,
+        out,
+        engine=args.engine,
+        batch_size=args.batch_size or 1024,
+        address=args.address,
+        actors=args.actors,
+        cpus_per_actor=args.cpus_per_actor,
+        threads=args.threads,
+        device=args.device,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        num_samples=args.samples,
+        seed=args.seed,
+        strategy=args.strategy,
+        chunk_size=args.chunk_size,
+        task=args.task,
+        id_column=args.id_column,
+        columns=columns,
+        allow_nonfinite=args.allow_nonfinite,
+    )
+    print(
+        f"scored {run.rows} rows with {args.samples} samples, strategy {args.strategy}, seed {run.seed}, "
+        f"engine {run.engine}: {run.rows / max(run.seconds, 1e-9):.0f} rows/s"
+    )
+    if run.table is not None:
+        print(format_table(run.table))
+    if out is not None:
+        print(f"saved {out}")
+    return 0
+
+
+def format_table(table, limit: int = MAX_ROWS) -> str:
+    """The first rows of a scored table, scalar columns only."""
+    import numpy as np
+
+    names = [n for n in table.column_names if np.asarray(table.column(n).slice(0, 1).to_pylist(), dtype=object).ndim == 1
+             and not isinstance(table.column(n).slice(0, 1).to_pylist()[0], list)]
+    shown = table.slice(0, limit)
+    lines = [" ".join(f"{n:>18}" for n in names)]
+    for i in range(len(shown)):
+        cells = []
+        for n in names:
+            v = shown.column(n)[i].as_py()
+            cells.append(f"{v:>18.4f}" if isinstance(v, float) else f"{v!s:>18}")
+        lines.append(" ".join(cells))
+    if len(table) > limit:
+        lines.append(f"... {len(table) - limit} more rows (use --output scores.parquet to save all)")
+    return "\n".join(lines)
