@@ -87,7 +87,7 @@ def _ray_dataset(path: Path, predictor, settings: ScoreSettings, actors: int):
     pa = require_pyarrow("batch scoring")
     if path.suffix.lower() == ".parquet":
         if settings.id_column is not None:  # stable ids: let the cluster read the file
-            return ray.data.read_parquet(str(path))
+            return ray.data.read_parquet(str(path), override_num_blocks=2 * actors)
         # No id column: the row index is the id, assigned here in file order.
         import pyarrow.parquet as pq
 

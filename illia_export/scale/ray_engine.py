@@ -58,7 +58,7 @@ def plan_actors(total_cpus: float, actors: int | None = None, cpus_per_actor: fl
     if actors is None:
         actors = max(1, math.floor(budget / cpus_per_actor))  # type: ignore[operator]
     if cpus_per_actor is None:
-        cpus_per_actor = round(budget / actors, 3)
+        cpus_per_actor = math.floor(1000 * budget / actors) / 1000  # never above the budget
     return int(actors), float(cpus_per_actor)
 
 

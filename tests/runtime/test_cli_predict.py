@@ -94,7 +94,10 @@ def test_predict_npz_inputs_by_name(tmp_path, capsys):
         (["--strategy", "local"], "exact only for Linear layers"),
         (["--device", "cuda"], "cuda"),
         (["--samples", "0"], "--samples"),
-        (["--output", "out.txt"], ".npz or .json"),
+        (["--output", "out.txt"], ".npz, .json or .parquet"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--id-column", "uid"], "--id-column applies to Parquet"),
+        (["--input", "x.parquet", "--output", "o.npz"], "per-row summaries to a .parquet file"),
     ],
 )
 def test_predict_user_errors_exit_2_with_one_line(artifacts, x_file, capsys, extra, message):
