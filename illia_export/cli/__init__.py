@@ -15,7 +15,7 @@ import os
 import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("export", "inspect", "predict", "evaluate")
+COMMANDS = ("export", "inspect", "predict", "evaluate", "freeze")
 
 _DESCRIPTION = """\
 Export Bayesian neural networks with their noise as explicit graph inputs, and run Monte Carlo

@@ -92,3 +92,24 @@ def test_bad_inputs(artifacts, tmp_path):
     with pytest.raises(IlliaExportError):  # never over its own input
         freeze_bank(artifacts["mlp_onnx_vectorized"], artifacts["mlp_onnx_vectorized"], num_samples=S, seed=SEED)
     assert not (tmp_path / "f.onnx").exists()
+
+
+def test_cli_freeze_writes_the_bank_of_that_seed(artifacts, tmp_path, capsys):
+    from illia_export.cli import main
+
+    out = tmp_path / "frozen.onnx"
+    assert main(["freeze", str(artifacts["mlp_onnx_vectorized"]), "-o", str(out), "-S", str(S), "--seed", str(SEED)]) == 0
+    assert "9 samples of seed 77" in capsys.readouterr().out
+    x = _x(4, 6)
+    ref = load(artifacts["mlp_onnx_vectorized"]).predict(x, num_samples=S, seed=SEED, strategy="bank")
+    np.testing.assert_allclose(_run(out, x)["probabilities"], ref.probabilities, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("extra,message", [(["-S", "0", "--seed", "1"], "--samples"), (["-S", "2", "--seed", "-1"], "--seed")])
+def test_cli_freeze_refuses_bad_counts(artifacts, tmp_path, capsys, extra, message):
+    from illia_export.cli import main
+
+    assert main(["freeze", str(artifacts["mlp_onnx_vectorized"]), "-o", str(tmp_path / "f.onnx"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "\n" not in err.strip()
+    assert not (tmp_path / "f.onnx").exists()

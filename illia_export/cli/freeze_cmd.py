@@ -1,0 +1,35 @@
+"""``illia-export freeze ARTIFACT -o OUT.onnx --samples S --seed N``: a frozen-bank ONNX model."""
+
+from __future__ import annotations
+
+from illia_export.errors import InputError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "freeze",
+        help="bake S posterior samples and the summaries into one plain ONNX graph (any ONNX server)",
+        description="Write a frozen-bank ONNX model: the noise of strategy 'bank' with this seed and S "
+        "is baked in, the only inputs are the model's, and the outputs are batch-first Monte Carlo "
+        "summaries (probabilities, predicted_class, predictive_entropy, mutual_information; or mean, "
+        "std). Any ONNX server (Triton, ONNX Runtime server, KServe) serves it unchanged, with "
+        "dynamic batching: a row's answer does not depend on its batch.",
+    )
+    p.add_argument("artifact", metavar="ARTIFACT", help="a vectorized ONNX artifact")
+    p.add_argument("--output", "-o", required=True, metavar="OUT.onnx", help="the frozen model to write")
+    p.add_argument("--samples", "-S", type=int, required=True, metavar="S", help="posterior samples baked in")
+    p.add_argument("--seed", type=int, required=True, help="the bank's seed (reproduces predict --strategy bank)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from illia_export.runtime.freeze import freeze_bank
+
+    if args.samples < 1:
+        raise InputError(f"--samples (={args.samples}) must be a positive integer")
+    if not 0 <= args.seed < 2**64:
+        raise InputError(f"--seed (={args.seed}) must be an integer in [0, 2**64)")
+    out = freeze_bank(args.artifact, args.output, num_samples=args.samples, seed=args.seed)
+    size = out.stat().st_size / 2**20
+    print(f"wrote {out} ({size:.1f} MiB): {args.samples} samples of seed {args.seed} baked in")
+    return 0
