@@ -168,3 +168,15 @@ def test_bad_row_ids_are_refused(ids, match, dropout_artifacts):
     pred = load(dropout_artifacts["onnx_vectorized"])
     with pytest.raises(InputError, match=match):
         pred.predict(_x(), num_samples=2, seed=0, row_ids=ids)
+
+
+def test_folded_batch_dims_cannot_be_keyed(dropout_artifacts):
+    """A noise input laid out as 'k*batch' mixes rows with another axis: refused, input named."""
+    from illia_export.errors import StrategyError
+
+    pred = load(dropout_artifacts["onnx_vectorized"])
+    (k,) = pred.row_keyed_streams("fresh")
+    spec = pred.manifest.noise[k]
+    spec.shape = [d if d != "batch" else "3*batch" for d in spec.shape]
+    with pytest.raises(StrategyError, match=f"{spec.name}.*cannot be keyed"):
+        pred.predict(_x(), num_samples=2, seed=0, row_ids=np.arange(B))
