@@ -91,19 +91,25 @@ def standard_normal(
     """
     shape = tuple(int(d) for d in shape)
     n = math.prod(shape)
+    key = np.array([stream_key(seed, stream)], dtype=np.uint64)
+    return _v1_keyed_np(key, n, sample_start, num_samples)[0].reshape((num_samples, *shape))
+
+
+def _v1_keyed_np(keys: np.ndarray, n: int, sample_start: int, num_samples: int) -> np.ndarray:
+    """v1 normals ``[len(keys), num_samples, n]`` (float32), one key per leading row."""
     m = (n + 1) // 2
-    key = np.uint64(stream_key(seed, stream))
     with np.errstate(over="ignore"):
         counters = np.arange(sample_start * m + 1, (sample_start + num_samples) * m + 1, dtype=np.uint64)
-        z = _mix64_np(counters * np.uint64(GOLDEN) + key)
+        z = _mix64_np(counters[None, :] * np.uint64(GOLDEN) + keys.astype(np.uint64)[:, None])
     u1 = ((z >> np.uint64(40)).astype(np.float64) + 0.5) * (1.0 / 16777216.0)
     u2 = (((z >> np.uint64(16)) & np.uint64(0xFFFFFF)).astype(np.float64) + 0.5) * (1.0 / 16777216.0)
     r = np.sqrt(-2.0 * np.log(u1))
     t = (2.0 * math.pi) * u2
-    out = np.empty((num_samples, 2 * m), dtype=np.float32)
-    out[:, 0::2] = (r * np.cos(t)).reshape(num_samples, m)
-    out[:, 1::2] = (r * np.sin(t)).reshape(num_samples, m)
-    return out[:, :n].reshape((num_samples, *shape))
+    rows = len(keys)
+    out = np.empty((rows, num_samples, 2 * m), dtype=np.float32)
+    out[..., 0::2] = (r * np.cos(t)).reshape(rows, num_samples, m)
+    out[..., 1::2] = (r * np.sin(t)).reshape(rows, num_samples, m)
+    return out[..., :n]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,13 +377,16 @@ def v2_value(h: int) -> float:
     return -x if h >> 31 else x
 
 
-def _v2_hash_np(key: int, c0: int, count: int) -> np.ndarray:
-    """uint32 hashes of counters ``[c0, c0 + count)``."""
+def _v2_hash_np(key, c0: int, count: int) -> np.ndarray:
+    """uint32 hashes of counters ``[c0, c0 + count)``; `key` an int (-> ``[count]``) or a uint64
+    array of keys (-> ``[len(key), count]``, one key per row)."""
     c = np.arange(c0, c0 + count, dtype=np.uint64)
+    keys = np.asarray(key, dtype=np.uint64)
+    k0 = (keys & np.uint64(_MASK32)).astype(np.uint32)[..., None]
+    k1 = (keys >> np.uint64(32))[..., None]
     lo = (c & np.uint64(_MASK32)).astype(np.uint32)
-    kh = ((np.uint64(key >> 32) + np.uint64(GOLDEN32) * (c >> np.uint64(32))) & np.uint64(_MASK32)).astype(
-        np.uint32
-    )
+    with np.errstate(over="ignore"):
+        kh = ((k1 + np.uint64(GOLDEN32) * (c >> np.uint64(32))) & np.uint64(_MASK32)).astype(np.uint32)
 
     def lowbias(x: np.ndarray) -> np.ndarray:
         x ^= x >> np.uint32(16)
@@ -388,7 +397,7 @@ def _v2_hash_np(key: int, c0: int, count: int) -> np.ndarray:
         return x
 
     with np.errstate(over="ignore"):
-        h = lowbias(lo ^ np.uint32(key & _MASK32))
+        h = lowbias(lo ^ k0)
         h ^= kh
         return lowbias(h)
 
@@ -658,3 +667,83 @@ def check_generator(name: str) -> str:
 def reference(generator: str):
     """The numpy reference of `generator`: ``f(seed, stream, shape, sample_start, num_samples)``."""
     return standard_normal_v2 if check_generator(generator) == GENERATOR_V2 else standard_normal
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-keyed noise: per-example draws that do not depend on the batch a row arrives in.
+# ---------------------------------------------------------------------------------------------
+
+
+def row_words(row_ids) -> np.ndarray:
+    """Stable 64-bit words of row ids (uint64 ``[B]``).
+
+    Integers (any numpy integer dtype or Python ints, negative ones as two's complement) are
+    their own word; strings and bytes are the first 8 bytes (little-endian) of their BLAKE2b
+    digest, so an id gives the same word in every process, language and machine.
+    """
+    import hashlib
+
+    arr = np.asarray(row_ids)
+    if arr.ndim != 1:
+        raise ValueError(f"row ids must be one-dimensional, got shape {arr.shape}")
+    if arr.dtype.kind == "i":
+        return arr.astype(np.int64).view(np.uint64)
+    if arr.dtype.kind == "u":
+        return arr.astype(np.uint64)
+    if arr.dtype.kind in "USO":
+        out = np.empty(len(arr), dtype=np.uint64)
+        for i, v in enumerate(arr.tolist()):
+            if isinstance(v, str):
+                v = v.encode("utf-8")
+            elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                out[i] = np.uint64(int(v) & _MASK64)
+                continue
+            if not isinstance(v, bytes):
+                raise ValueError(f"row ids must be integers, strings or bytes; got {type(v).__name__} {v!r}")
+            out[i] = np.frombuffer(hashlib.blake2b(v, digest_size=8).digest(), dtype="<u8")[0]
+        return out
+    raise ValueError(f"row ids must be integers, strings or bytes; got dtype {arr.dtype}")
+
+
+def row_keys(seed: int, stream: int, words: np.ndarray) -> np.ndarray:
+    """The key of each row's noise in `stream`: ``mix64(stream_key(seed, stream) + GOLDEN * (w + 1))``
+    for the row's word ``w`` (uint64 ``[B]``), the way a stream's key derives from the seed."""
+    base = np.uint64(stream_key(seed, stream))
+    with np.errstate(over="ignore"):
+        return _mix64_np(base + np.uint64(GOLDEN) * (words.astype(np.uint64) + np.uint64(1)))
+
+
+def standard_normal_rows(
+    generator: str,
+    seed: int,
+    stream: int,
+    words: np.ndarray,
+    shape: Sequence[int],
+    sample_start: int = 0,
+    num_samples: int = 1,
+    use_kernel: bool = True,
+) -> np.ndarray:
+    """Row-keyed normals ``[num_samples, B, *shape]`` (float32): row ``b`` is the generator's
+    stream of key :func:`row_keys` ``[b]`` with ``prod(shape)`` elements per sample, so it
+    depends only on (seed, stream, row word, sample), never on the batch or the row's position.
+
+    `use_kernel`: fill with the compiled kernel where it is built (same numbers as the numpy
+    reference to float32 rounding); one implementation per process keeps results bit-stable.
+    """
+    check_generator(generator)
+    shape = tuple(int(d) for d in shape)
+    n = math.prod(shape)
+    keys = row_keys(seed, stream, words)
+    rows = len(keys)
+    if use_kernel and _kernel is not None:
+        fn = _kernel.fill_v2 if generator == GENERATOR_V2 else _kernel.fill_v1
+        per_row = np.empty((rows, num_samples, n), dtype=np.float32)
+        addr, step = int(per_row.ctypes.data), 4 * num_samples * n
+        for b, key in enumerate(keys.tolist()):
+            fn(key, n, int(sample_start), int(num_samples), addr + b * step, 0, 0, 1)
+    elif generator == GENERATOR_V2:
+        h = _v2_hash_np(keys, sample_start * n, num_samples * n)
+        per_row = _v2_transform_np(h).astype(np.float32).reshape(rows, num_samples, n)
+    else:
+        per_row = _v1_keyed_np(keys, n, sample_start, num_samples)
+    return np.ascontiguousarray(per_row.transpose(1, 0, 2)).reshape((num_samples, rows, *shape))

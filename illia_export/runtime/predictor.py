@@ -411,6 +411,7 @@ class Predictor:
         strategy: str = "fresh",
         batch_size: int = 1,
         generator: str | None = None,
+        row_ids: Any = None,
     ) -> dict[str, np.ndarray]:
         """The exact noise a prediction with these arguments feeds the graph (numpy copies).
 
@@ -419,8 +420,9 @@ class Predictor:
             seed: the seed.
             strategy: ``"fresh"``/``"bank"`` (same numbers: the main graph's noise) or
                 ``"local"`` (the local variant's pre-activation noise, which depends on the batch).
-            batch_size: B, used by ``"local"`` only.
+            batch_size: B (per-example noise and ``"local"``); ignored when `row_ids` is given.
             generator: the noise generator (default: the manifest's ``noise_generator``).
+            row_ids: the rows' ids, as in :meth:`predict` (per-example noise keyed per row).
 
         Returns:
             ``{noise input name: [S, *shape]}``.
@@ -429,15 +431,19 @@ class Predictor:
         if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise InputError(f"`num_samples` (={num_samples!r}) must be a positive integer")
         specs = self._local_specs() if strategy == "local" else self.manifest.noise
+        words = None
+        if row_ids is not None:
+            words = _check_row_ids(row_ids, len(np.asarray(row_ids)))
+            batch_size = len(words)
         shapes = self._noise_shapes(specs, batch_size)
         need = 4 * int(num_samples) * NoiseMaker.elements(shapes)
         _check_fits(need, f"the noise of {num_samples} samples")
         maker = NoiseMaker("numpy", "cpu", self._noise_impl)
         gen = self._generator(generator)
-        return {
-            n.name: np.array(a)
-            for n, a in zip(specs, maker.draw(seed, shapes, 0, num_samples, generator=gen))
-        }
+        arrays = maker.draw(seed, shapes, 0, num_samples, generator=gen)
+        if words is not None:
+            arrays = self._row_noise(specs, self.row_keyed_streams(strategy), words, seed, 0, num_samples, gen, arrays)
+        return {n.name: np.array(a) for n, a in zip(specs, arrays)}
 
     def _generator(self, generator: str | None) -> str:
         if generator is None:
@@ -505,6 +511,7 @@ class Predictor:
         task: str | None = None,
         allow_nonfinite: bool = False,
         generator: str | None = None,
+        row_ids: Any = None,
     ) -> Prediction:
         """Monte Carlo predictions for a batch.
 
@@ -533,6 +540,14 @@ class Predictor:
             generator: the noise generator (``"illia-noise-v1"`` or ``"illia-noise-v2"``);
                 default: the one the manifest names, so an artifact's seeds always reproduce.
                 Recorded in ``Prediction.noise_generator``.
+            row_ids: optional stable id of each row (``B`` integers, strings or bytes). Every
+                per-example noise input (MC-dropout masks, Flipout signs, ``local``'s
+                pre-activation noise) is then drawn per row, keyed by (seed, stream, row id),
+                so a row's answer depends only on (seed, S, its id, its inputs): not on the
+                batch size, its position or its neighbours (partition invariance, for Ray
+                Data and request batching). Weight noise never depends on the batch. Equal
+                ids get equal noise. Without ids, per-example noise is laid out over the batch
+                (the default, and what artifacts exported before this option saw).
 
         Returns:
             A :class:`Prediction` with samples ``[S, B, ...]`` per output.
@@ -559,11 +574,57 @@ class Predictor:
         generator = self._generator(generator)
         with self._lock:
             return self._predict(
-                x, num_samples, seed, strategy, chunk_size, progress, task, allow_nonfinite, generator
+                x, num_samples, seed, strategy, chunk_size, progress, task, allow_nonfinite, generator, row_ids
             )
 
+    def row_keyed_streams(self, strategy: str = "fresh") -> list[int]:
+        """Positions of the noise inputs that ``row_ids`` keys per row: those with a ``batch`` dim.
+
+        Raises:
+            StrategyError: a noise input whose per-example layout is unknown (a ``k*batch`` dim),
+                so its rows cannot be keyed.
+        """
+        specs = self._local_specs() if strategy == "local" else self.manifest.noise
+        keyed = []
+        for k, spec in enumerate(specs):
+            dims = [d for d in spec.shape if d != SAMPLE_DIM]
+            if any(d != BATCH_DIM and batch_multiple(d) is not None for d in dims):
+                raise StrategyError(
+                    f"noise input {spec.name!r} has per-example dims {dims} that fold the batch with other "
+                    "axes; its rows cannot be keyed, so row_ids (partition-invariant noise) is unavailable "
+                    "for this artifact"
+                )
+            if dims.count(BATCH_DIM) > 1:
+                raise StrategyError(f"noise input {spec.name!r} has {dims.count(BATCH_DIM)} batch dims; row_ids needs one")
+            if BATCH_DIM in dims:
+                keyed.append(k)
+        return keyed
+
+    def _row_noise(
+        self, specs: list[NoiseSpec], keyed: list[int], words: np.ndarray, seed: int, start: int, count: int,
+        generator: str, noise: list[Any],
+    ) -> list[Any]:
+        """`noise` with the row-keyed streams replaced by per-row draws (numpy)."""
+        from illia_export.runtime.noise import standard_normal_rows
+
+        out = list(noise)
+        use_kernel = self._noise_impl == "auto"
+        for k in keyed:
+            dims = [d for d in specs[k].shape if d != SAMPLE_DIM]
+            pos = dims.index(BATCH_DIM)
+            per_row = [int(d) for i, d in enumerate(dims) if i != pos]
+            arr = standard_normal_rows(generator, seed, k, words, per_row, start, count, use_kernel=use_kernel)
+            if pos:
+                arr = np.ascontiguousarray(np.moveaxis(arr, 1, 1 + pos))
+            if not isinstance(noise[k], np.ndarray):  # the backend takes torch tensors
+                import torch
+
+                arr = torch.from_numpy(arr).to(noise[k].device)
+            out[k] = arr
+        return out
+
     def _predict(
-        self, x, num_samples, seed, strategy, chunk_size, progress, task, allow_nonfinite, generator
+        self, x, num_samples, seed, strategy, chunk_size, progress, task, allow_nonfinite, generator, row_ids=None
     ) -> Prediction:
         if strategy == "local":
             backend = self.local_backend()
@@ -574,6 +635,11 @@ class Predictor:
             specs = self.manifest.noise
             vectorized = self.manifest.vectorized
         arrays, batch = self.prepare_inputs(x, allow_nonfinite=allow_nonfinite)
+        keyed: list[int] = []
+        words = None
+        if row_ids is not None:
+            words = _check_row_ids(row_ids, batch)
+            keyed = self.row_keyed_streams(strategy)
         shapes = self._noise_shapes(specs, batch)
         noise_elements = NoiseMaker.elements(shapes)
         out_bytes = self._output_bytes_per_sample(arrays, batch)
@@ -619,10 +685,12 @@ class Predictor:
         if vectorized:
             _check_fits(chunk * per_sample, f"a chunk of {chunk} samples", hint="lower the chunk size")
         bank = self._bank_noise(backend, seed, shapes, num_samples, generator) if strategy == "bank" else None
-        if strategy == "local" and explicit_seed:
+        if strategy == "local" and explicit_seed and not keyed:
             bank = self._local_noise(backend, seed, shapes, num_samples, generator)
         # fresh: where the graph only uses eps as mu + sigma * eps, write those weights directly
         plan = backend.weight_plan(shapes, vectorized) if strategy == "fresh" else None
+        if plan is not None and any(plan.pairs[k] is not None for k in keyed):
+            plan = None  # a row-keyed stream is not a weight: feed eps
 
         results: list[np.ndarray] | None = None
         bar = _progress_bar(num_samples, progress)
@@ -632,7 +700,7 @@ class Predictor:
                 token = None
                 if bank is not None:
                     noise = [b[start : start + count] for b in bank]
-                    if vectorized and strategy == "bank":
+                    if vectorized and strategy == "bank" and not keyed:
                         token = self._bank_token(backend, bank, start, count)
                 else:
                     noise = maker.draw(
@@ -644,6 +712,8 @@ class Predictor:
                         generator=generator,
                         affine=plan.pairs if plan is not None else None,
                     )
+                if keyed:
+                    noise = self._row_noise(specs, keyed, words, seed, start, count, generator, noise)
                 if vectorized:
                     if plan is not None:
                         outs = backend.run_weights(inputs, noise, plan)
@@ -802,6 +872,19 @@ def _check_seed(seed: Any, allow_none: bool) -> int | None:
     if not 0 <= seed < SEED_LIMIT:
         raise InputError(f"`seed` (={seed}) must lie in [0, 2**64) = [0, {SEED_LIMIT - 1}]")
     return seed
+
+
+def _check_row_ids(row_ids: Any, batch: int) -> np.ndarray:
+    """The 64-bit words of `row_ids`, checked against the batch (InputError naming the problem)."""
+    from illia_export.runtime.noise import row_words
+
+    try:
+        words = row_words(row_ids)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"`row_ids`: {exc}") from exc
+    if len(words) != batch:
+        raise InputError(f"`row_ids` has {len(words)} ids for a batch of {batch} rows; give one id per row")
+    return words
 
 
 def _check_fits(nbytes: int, what: str, hint: str = "lower the number of samples or the batch size") -> None:
