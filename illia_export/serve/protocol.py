@@ -209,7 +209,8 @@ def _decode_one(spec, item: Mapping[str, Any], bound: dict[str, int]) -> np.ndar
         info = np.iinfo(want)
         if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
             raise InputError(f"input {name!r}: values do not fit {want}")
-    arr = arr.reshape(shape).astype(want, copy=False)
+    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+        arr = arr.reshape(shape).astype(want, copy=False)
     _check_values(spec, arr)
     return np.ascontiguousarray(arr)
 

@@ -92,10 +92,17 @@ def _extend_app(app, model) -> None:
 
     async def bad_body(_request, exc: RequestValidationError) -> JSONResponse:
         problems = []
-        for err in exc.errors()[:5]:
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
-        return JSONResponse(status_code=400, content={"error": "invalid v2 inference request: " + "; ".join(problems)})
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+            if err.get("type") == "json_invalid":
+                detail = (err.get("ctx") or {}).get("error", "")
+                problems.append(f"malformed JSON at character {loc[-1] if loc else '?'}" + (f" ({detail})" if detail else ""))
+            elif loc and loc[0] == "bytes":  # the raw-bytes alternative of kserve's body type; not for JSON
+                continue
+            else:
+                where = ".".join(p for p in loc if p != "InferenceRequest")
+                problems.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+        return JSONResponse(status_code=400, content={"error": "invalid v2 inference request: " + "; ".join(problems[:5])})
 
     app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
     app.add_exception_handler(RequestValidationError, bad_body)
