@@ -8,7 +8,13 @@ import pytest
 from illia_export.errors import InputError, ShapeError, StrategyError
 from illia_export.exporters.manifest import TensorSpec
 from illia_export.serve import protocol
-from illia_export.serve.protocol import Limits, decode_inputs, decode_parameters, decode_request, encode_outputs
+from illia_export.serve.protocol import (
+    Limits,
+    decode_inputs,
+    decode_parameters,
+    decode_request,
+    encode_outputs,
+)
 
 X = TensorSpec("input", ["batch", 6], "float32")
 TOKENS = TensorSpec("tokens", ["batch", "time"], "int64", range=[0, 50])
