@@ -15,7 +15,7 @@ import os
 import sys
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("export", "inspect", "predict", "evaluate", "freeze")
+COMMANDS = ("export", "inspect", "predict", "evaluate", "serve", "freeze")
 
 _DESCRIPTION = """\
 Export Bayesian neural networks with their noise as explicit graph inputs, and run Monte Carlo
@@ -27,6 +27,7 @@ examples:
   illia-export inspect model.onnx                     # manifest, inputs, noise, outputs
   illia-export predict model.onnx --input x.npy --samples 64 --seed 0
   illia-export evaluate model.onnx --input x.npy --labels y.npy --ood ood.npy
+  illia-export serve model.onnx --port 8000            # KServe v2 HTTP server
 
 'illia-export MODEL ...' is short for 'illia-export export MODEL ...'.
 """

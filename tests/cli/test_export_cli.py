@@ -155,7 +155,7 @@ def test_failed_validation_leaves_nothing(capsys, w2_archive, tmp_path):
 def test_help_is_fast_and_lazy():
     code = (
         "import sys, illia_export.cli as c; c.build_parser(); "
-        "print(sorted(m for m in ('torch','tensorflow','jax','onnxruntime') if m in sys.modules))"
+        "print(sorted(m for m in ('torch','tensorflow','jax','onnxruntime','kserve') if m in sys.modules))"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "[]", res.stdout + res.stderr

@@ -1,0 +1,78 @@
+"""`illia-export serve` against `illia-export predict` for the same seed, and graceful
+shutdown: SIGTERM/SIGINT stop accepting, finish in-flight requests, exit 0."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import urllib.error
+
+import numpy as np
+import pytest
+
+pytest.importorskip("kserve")
+
+from illia_export.cli import main  # noqa: E402
+from illia_export.runtime import load  # noqa: E402
+from tests.serve.conftest import http, running_server  # noqa: E402
+from tests.serve.test_server import assert_same_as_predict, body, outputs, rows_x  # noqa: E402
+
+
+def test_server_answer_equals_illia_export_predict_with_the_returned_seed(serve_artifacts, tmp_path, capsys):
+    """The MLP has weight noise only, so its answers need no row ids: `illia-export predict
+    --seed <the response's seed>` reproduces them (fresh, with the server's --seed default, and
+    local, whose pre-activation noise is keyed by row id)."""
+    x = rows_x(5, 3)
+    np.save(tmp_path / "x.npy", x)
+    with running_server(serve_artifacts["mlp"], tmp_path, "--seed", "77", "--samples", "24") as server:
+        status, resp = server.infer(body(x))
+        assert status == 200 and resp["parameters"]["seed"] == 77 and resp["parameters"]["num_samples"] == 24
+        status_local, resp_local = server.infer(body(x, strategy="local", seed=5))
+        assert status_local == 200 and resp_local["parameters"]["row_keyed"] is True
+    out = tmp_path / "pred.json"
+    assert main(["predict", str(serve_artifacts["mlp"]), "--input", str(tmp_path / "x.npy"), "--samples", "24",
+                 "--seed", "77", "--output", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    cli = json.loads(out.read_text())
+    got = outputs(resp)
+    for name in ("mean", "std", "probabilities", "predicted_class", "mutual_information"):
+        np.testing.assert_allclose(got[name], np.asarray(cli[name]), rtol=1e-5, atol=1e-6, err_msg=name)
+    predictor = load(serve_artifacts["mlp"], threads=1)
+    assert_same_as_predict(
+        resp_local, predictor.predict(x, num_samples=24, seed=5, strategy="local", row_ids=np.arange(5))
+    )
+
+
+def test_sigterm_finishes_the_in_flight_request_refuses_new_ones_and_exits_0(serve_artifacts, tmp_path):
+    x = rows_x(2, 8)
+    # A long latency window keeps the first request in flight (waiting in the batcher) while
+    # the server is told to stop.
+    with running_server(serve_artifacts["drop"], tmp_path, "--max-latency-ms", "2500", "--samples", "8") as server:
+        result: dict = {}
+
+        def client() -> None:
+            result["response"] = server.infer(body(x, seed=21))
+
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(0.8)  # the request is queued long before its 2.5 s window ends
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            http("GET", server.url("/v2/health/ready"), timeout=5)
+        t.join(60)
+        assert server.proc.wait(timeout=60) == 0, server.log_text()[-2000:]
+    status, resp = result["response"]
+    assert status == 200, resp
+    predictor = load(serve_artifacts["drop"], threads=1)
+    assert_same_as_predict(resp, predictor.predict(x, num_samples=8, seed=21, row_ids=np.arange(2)))
+    assert "stopped after 1 requests" in server.log_text()
+
+
+def test_sigint_on_an_idle_server_exits_0(serve_artifacts, tmp_path):
+    with running_server(serve_artifacts["mlp"], tmp_path) as server:
+        assert server.infer(body(rows_x(1, 0), seed=1))[0] == 200
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(timeout=60) == 0, server.log_text()[-2000:]
