@@ -122,7 +122,7 @@ def test_readme_blocks_run(tmp_path):
         assert (work / name).is_file(), name
 
 
-@pytest.mark.parametrize("command", ["export", "inspect", "predict", "evaluate", "serve"])
+@pytest.mark.parametrize("command", ["export", "inspect", "predict", "evaluate", "serve", "freeze"])
 def test_readme_cli_reference_matches_help(command):
     blocks = help_blocks(README.read_text())
     assert command in blocks, f"README has no '<!-- help: {command} -->' block"

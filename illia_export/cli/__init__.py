@@ -27,6 +27,9 @@ examples:
   illia-export inspect model.onnx                     # manifest, inputs, noise, outputs
   illia-export predict model.onnx --input x.npy --samples 64 --seed 0
   illia-export evaluate model.onnx --input x.npy --labels y.npy --ood ood.npy
+  illia-export predict model.onnx -i rows.parquet -o scores.parquet --engine ray   # batch scoring
+  illia-export serve model.onnx --port 8000           # KServe v2 inference protocol over HTTP
+  illia-export freeze model.onnx -o frozen.onnx -S 32 --seed 0   # for Triton / any ONNX server
   illia-export serve model.onnx --port 8000            # KServe v2 HTTP server
 
 'illia-export MODEL ...' is short for 'illia-export export MODEL ...'.
