@@ -102,3 +102,13 @@ def test_plan_actors_leaves_a_cpu_for_reads(total, actors, cpus, want):
 def test_plan_actors_refuses_bad_sizes(actors, cpus):
     with pytest.raises(InputError):
         plan_actors(4, actors, cpus)
+
+
+def test_no_seed_means_one_seed_for_every_actor(scale_files, local_ray):
+    """seed=None is drawn once on the driver: with a bank per actor drawn from its own seed, the
+    two actors' rows would disagree with any single-process run."""
+    src = scale_files["root"] / "x.parquet"
+    run = score_file(scale_files["mlp"], src, engine="ray", num_samples=S, strategy="bank", batch_size=50, actors=2)
+    assert isinstance(run.seed, int)
+    local = score_file(scale_files["mlp"], src, num_samples=S, seed=run.seed, strategy="bank").table
+    assert_same_rows(local, run.table)

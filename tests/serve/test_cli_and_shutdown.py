@@ -20,10 +20,21 @@ from tests.serve.conftest import http, running_server  # noqa: E402
 from tests.serve.test_server import assert_same_as_predict, body, outputs, rows_x  # noqa: E402
 
 
+def _cli_predict(artifact, x_path, out, *extra) -> dict:
+    assert main(["predict", str(artifact), "--input", str(x_path), "--output", str(out), "--no-progress", *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def _assert_same_as_cli(resp, cli, names=("mean", "std", "probabilities", "predicted_class", "mutual_information")):
+    got = outputs(resp)
+    for name in names:
+        np.testing.assert_allclose(got[name], np.asarray(cli[name]), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_server_answer_equals_illia_export_predict_with_the_returned_seed(serve_artifacts, tmp_path, capsys):
-    """The MLP has weight noise only, so its answers need no row ids: `illia-export predict
-    --seed <the response's seed>` reproduces them (fresh, with the server's --seed default, and
-    local, whose pre-activation noise is keyed by row id)."""
+    """`illia-export predict --seed <the response's seed>` on the request's rows reproduces the
+    server's answer: for weight noise (fresh, with the server's --seed default), for `local` and
+    for MC-dropout masks, whose per-example noise both key by the row index."""
     x = rows_x(5, 3)
     np.save(tmp_path / "x.npy", x)
     with running_server(serve_artifacts["mlp"], tmp_path, "--seed", "77", "--samples", "24") as server:
@@ -31,14 +42,16 @@ def test_server_answer_equals_illia_export_predict_with_the_returned_seed(serve_
         assert status == 200 and resp["parameters"]["seed"] == 77 and resp["parameters"]["num_samples"] == 24
         status_local, resp_local = server.infer(body(x, strategy="local", seed=5))
         assert status_local == 200 and resp_local["parameters"]["row_keyed"] is True
-    out = tmp_path / "pred.json"
-    assert main(["predict", str(serve_artifacts["mlp"]), "--input", str(tmp_path / "x.npy"), "--samples", "24",
-                 "--seed", "77", "--output", str(out), "--no-progress"]) == 0
+    with running_server(serve_artifacts["drop"], tmp_path, "--samples", "24") as server:
+        status_drop, resp_drop = server.infer(body(x, seed=9))
+        assert status_drop == 200 and resp_drop["parameters"]["row_keyed"] is True
+    _assert_same_as_cli(resp, _cli_predict(serve_artifacts["mlp"], tmp_path / "x.npy", tmp_path / "a.json",
+                                           "--samples", "24", "--seed", "77"))
+    _assert_same_as_cli(resp_local, _cli_predict(serve_artifacts["mlp"], tmp_path / "x.npy", tmp_path / "b.json",
+                                                 "--samples", "24", "--seed", "5", "--strategy", "local"))
+    _assert_same_as_cli(resp_drop, _cli_predict(serve_artifacts["drop"], tmp_path / "x.npy", tmp_path / "c.json",
+                                                "--samples", "24", "--seed", "9", "--batch-size", "2"))
     capsys.readouterr()
-    cli = json.loads(out.read_text())
-    got = outputs(resp)
-    for name in ("mean", "std", "probabilities", "predicted_class", "mutual_information"):
-        np.testing.assert_allclose(got[name], np.asarray(cli[name]), rtol=1e-5, atol=1e-6, err_msg=name)
     predictor = load(serve_artifacts["mlp"], threads=1)
     assert_same_as_predict(
         resp_local, predictor.predict(x, num_samples=24, seed=5, strategy="local", row_ids=np.arange(5))
