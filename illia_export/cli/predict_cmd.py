@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from illia_export.errors import ArtifactError, InputError, ShapeError
+from illia_export.errors import ArtifactError, InputError
 
 #: Rows shown in the human summary.
 MAX_ROWS = 10
@@ -86,38 +86,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_inputs(path: str, input_names: list[str]):
-    """Read the model inputs from a .npy or .npz file."""
-    import numpy as np
-
-    p = Path(path)
-    if not p.exists():
-        raise ArtifactError(f"input file not found: {p}")
-    if p.is_dir():
-        raise ArtifactError(f"input {p} is a folder, not a .npy/.npz file")
-    try:
-        data = np.load(p, allow_pickle=False)
-        if isinstance(data, np.ndarray):
-            return data
-        if not hasattr(data, "keys"):
-            raise ValueError(f"expected an array, got {type(data).__name__}")
-        with data:
-            keys = list(data.keys())
-            if len(input_names) == 1 and len(keys) == 1:
-                return data[keys[0]]
-            missing = [n for n in input_names if n not in keys]
-            if missing:
-                raise ShapeError(
-                    f"{p} must hold one array per model input {input_names}; missing {missing} (has {keys})"
-                )
-            return {n: data[n] for n in input_names}
-    except ShapeError:
-        raise
-    except Exception as exc:  # ValueError (pickled/object arrays), EOFError (empty), BadZipFile (bad CRC), ...
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise ArtifactError(f"cannot read {p} as .npy/.npz: {detail}") from exc
-
-
 def format_summary(pred, limit: int = MAX_ROWS) -> str:
     """A short human summary of a Prediction."""
     import numpy as np
@@ -193,6 +161,7 @@ def _run_arrays(args, out: Path | None) -> int:
     from illia_export.exporters.atomic import atomic_output, check_output_path
     from illia_export.runtime import load
     from illia_export.runtime.prediction import Prediction
+    from illia_export.scale.inputs import load_inputs
 
     if out is not None:
         # Before the Monte Carlo run: never overwrite the inputs or the artifact, nor a folder,

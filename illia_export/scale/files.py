@@ -16,7 +16,7 @@ import numpy as np
 
 from illia_export.errors import ArtifactError, InputError
 from illia_export.scale.columns import ROW_COLUMN, require_pyarrow, run_metadata
-from illia_export.scale.inputs import arrays_table
+from illia_export.scale.inputs import arrays_table, load_inputs
 from illia_export.scale.ray_engine import DEFAULT_BATCH_SIZE
 from illia_export.scale.scorer import ScoreSettings, check_ids_needed, score_table
 
@@ -39,8 +39,6 @@ class ScoreRun:
 
 
 def _read_arrays(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
-    from illia_export.cli.predict_cmd import load_inputs
-
     data = load_inputs(str(path), input_names)
     if isinstance(data, dict):
         return data

@@ -1,11 +1,43 @@
-"""Table rows -> model inputs: columns named after the manifest's inputs, or numeric feature
-columns stacked into the single input."""
+"""Rows -> model inputs: ``.npy``/``.npz`` arrays, or table columns named after the manifest's
+inputs, or numeric feature columns stacked into the single input."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from illia_export.errors import ShapeError
+from illia_export.errors import ArtifactError, ShapeError
+
+
+def load_inputs(path: str, input_names: list[str]):
+    """Read the model inputs from a .npy or .npz file."""
+    p = Path(path)
+    if not p.exists():
+        raise ArtifactError(f"input file not found: {p}")
+    if p.is_dir():
+        raise ArtifactError(f"input {p} is a folder, not a .npy/.npz file")
+    try:
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            return data
+        if not hasattr(data, "keys"):
+            raise ValueError(f"expected an array, got {type(data).__name__}")
+        with data:
+            keys = list(data.keys())
+            if len(input_names) == 1 and len(keys) == 1:
+                return data[keys[0]]
+            missing = [n for n in input_names if n not in keys]
+            if missing:
+                raise ShapeError(
+                    f"{p} must hold one array per model input {input_names}; missing {missing} (has {keys})"
+                )
+            return {n: data[n] for n in input_names}
+    except ShapeError:
+        raise
+    except Exception as exc:  # ValueError (pickled/object arrays), EOFError (empty), BadZipFile (bad CRC), ...
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ArtifactError(f"cannot read {p} as .npy/.npz: {detail}") from exc
 
 
 def _column_array(col, name: str) -> np.ndarray:
