@@ -115,8 +115,23 @@ def register(sub) -> None:
     )
     p.add_argument("--factory", help="pkg.module:function that builds the model for a state dict")
     p.add_argument("--weights", help="weights file (.npz/.safetensors) for a JAX factory MODEL")
+    p.add_argument(
+        "--frozen-bank",
+        type=int,
+        default=None,
+        metavar="S",
+        help="also write OUTPUT's .frozen.onnx: S weight samples and the summaries baked in (ONNX; any ONNX server)",
+    )
+    p.add_argument(
+        "--frozen-seed", type=int, default=0, metavar="SEED", help="seed of the --frozen-bank samples (default 0)"
+    )
     p.add_argument("--json", action="store_true", help="print the manifest as JSON instead of a summary")
     p.set_defaults(func=run)
+
+
+def frozen_output(out: Path) -> Path:
+    """Where ``--frozen-bank`` writes: ``model.onnx`` -> ``model.frozen.onnx``."""
+    return out.with_name(out.stem + ".frozen.onnx")
 
 
 def _tolerance(text: str) -> float:
@@ -222,6 +237,14 @@ def run(args) -> int:
     # into a folder that is not an earlier artifact.
     sources = [f for f in [None if is_jax else args.model, args.weights, *(args.example_input or [])] if f]
     check_output_path(out, directory=args.format == "savedmodel", sources=sources)
+    if args.frozen_bank is not None:
+        if args.format != "onnx":
+            raise ExportError(f"--frozen-bank writes an ONNX graph: it needs --format onnx, not {args.format!r}")
+        if args.frozen_bank < 1:
+            raise ExportError(f"--frozen-bank (={args.frozen_bank}) must be a positive number of samples")
+        if not 0 <= args.frozen_seed < 2**64:
+            raise ExportError(f"--frozen-seed (={args.frozen_seed}) must be an integer in [0, 2**64)")
+        check_output_path(frozen_output(out), sources=[*sources, out])
     common = dict(
         format=args.format,
         samples=args.samples,
@@ -267,9 +290,21 @@ def run(args) -> int:
         manifest = export_torch(
             source.path if source.kind == "torchscript" else source.module, tuple(inputs), out, **common
         )
+    if args.frozen_bank is not None:
+        from illia_export.runtime.freeze import freeze_bank
+
+        try:
+            frozen = freeze_bank(out, frozen_output(out), num_samples=args.frozen_bank, seed=args.frozen_seed)
+        except BaseException:
+            # All or nothing: remove the artifact this command just wrote.
+            for made in [out] + ([out.with_name(manifest.local.file)] if manifest.local else []):
+                made.unlink(missing_ok=True)
+            raise
     if args.json:
         print(manifest.to_json())
         return 0
+    if args.frozen_bank is not None:
+        print(f"wrote {frozen} (frozen bank: {args.frozen_bank} samples of seed {args.frozen_seed})")
     mode = "vectorized (sample axis 0)" if manifest.vectorized else "one sample per call"
     print(
         f"wrote {out} ({manifest.format}, {mode}, {len(manifest.noise)} noise inputs, task={manifest.task})"

@@ -210,3 +210,43 @@ def test_mc_dropout_with_unknown_module_name_is_one_line(capsys, dropout_state, 
     assert main(args + ["-o", str(tmp_path / "n.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not dropout modules" in err
+
+
+def test_frozen_bank_export_option(capsys, tmp_path):
+    """--frozen-bank S writes model.frozen.onnx beside the artifact: the bank of --frozen-seed."""
+    import onnxruntime as ort
+
+    from illia_export.runtime import load
+
+    torch.manual_seed(0)
+    path = tmp_path / "mlp.pt"
+    torch.save(nn.Sequential(Linear(4, 8), nn.ReLU(), Linear(8, 3)), str(path))
+    assert main([str(path), "--input-shape", "2,4", "--trust-pickle", "--task", "classification",
+                 "--frozen-bank", "5", "--frozen-seed", "11"]) == 0
+    assert "frozen bank: 5 samples of seed 11" in capsys.readouterr().out
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "mlp.frozen.onnx"), providers=["CPUExecutionProvider"])
+    probs = sess.run(["probabilities"], {sess.get_inputs()[0].name: x})[0]
+    ref = load(tmp_path / "mlp.onnx").predict(x, num_samples=5, seed=11, strategy="bank")
+    np.testing.assert_allclose(probs, ref.probabilities, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "extra,expect",
+    [(["--frozen-bank", "0"], "positive number"), (["--frozen-bank", "4", "--format", "torchscript"], "--format onnx"),
+     (["--frozen-bank", "4", "--frozen-seed", "-2"], "--frozen-seed")],
+)
+def test_frozen_bank_bad_options_fail_before_export(capsys, tmp_path, extra, expect):
+    path = tmp_path / "mlp.pt"
+    torch.save(nn.Sequential(Linear(4, 2)), str(path))
+    _error_case(capsys, [str(path), "--input-shape", "2,4", "--trust-pickle", *extra], expect)
+    _no_leftovers(tmp_path, {"mlp.pt"})
+
+
+def test_frozen_bank_refused_after_export_leaves_nothing(capsys, dropout_state, tmp_path):
+    """Dropout masks are per-example noise: a frozen bank cannot hold them. The export that
+    preceded the refusal is removed too (all or nothing)."""
+    out = tmp_path / "drop.onnx"
+    _error_case(capsys, [str(dropout_state), "--factory", "user_models:make_net", "--input-shape", "2,6",
+                         "--mc-dropout", "-o", str(out), "--frozen-bank", "4"], "batch")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".onnx") == []
