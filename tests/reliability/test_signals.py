@@ -35,6 +35,13 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _default_signals() -> None:
+    """In the child: SIGINT as an interactive user has it. A job started in the background by a
+    non-interactive shell (nohup, `&` in CI scripts) inherits SIGINT ignored, and Python then
+    leaves it ignored, as it should; the test is about what a delivered SIGINT does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _hidden(folder: Path) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
@@ -54,6 +61,7 @@ def test_signal_during_a_write_leaves_the_previous_artifact(tmp_path, sig, direc
         stderr=subprocess.PIPE,
         text=True,
         env=_env(),
+        preexec_fn=_default_signals,
     )
     try:
         assert proc.stdout.readline().strip() == "writing"
@@ -84,6 +92,7 @@ def test_signal_during_a_cli_export(tmp_path, art, sig):
         stderr=subprocess.PIPE,
         text=True,
         env=_env(),
+        preexec_fn=_default_signals,
     )
     deadline = time.monotonic() + 240
     sent = False
