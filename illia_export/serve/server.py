@@ -106,6 +106,29 @@ def _extend_app(app, model) -> None:
 
     app.add_api_route("/v2/models/{model_name}", model_metadata, methods=["GET"])
     app.add_exception_handler(RequestValidationError, bad_body)
+    app.add_middleware(JsonUnlessBinary)
+
+
+class JsonUnlessBinary:
+    """ASGI middleware: an inference request without the binary-data extension's
+    ``inference-header-content-length`` header is JSON, whatever its content type.
+
+    FastAPI picks kserve's raw-bytes body type for any non-JSON content type, so a plain
+    ``curl -d '{...}'`` (``application/x-www-form-urlencoded``) would be refused with a message
+    about binary tensors.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") == "http" and scope.get("method") == "POST" and scope.get("path", "").endswith("/infer"):
+            headers = [(k, v) for k, v in scope.get("headers", [])]
+            names = {k.lower() for k, _ in headers}
+            if b"inference-header-content-length" not in names:
+                kept = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+                scope = dict(scope, headers=[*kept, (b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
 
 
 def _model_server_class():

@@ -59,10 +59,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body=None, raw: bytes | None = None, timeout: float = 60.0):
+def http(method: str, url: str, body=None, raw: bytes | None = None, timeout: float = 60.0,
+         headers: dict[str, str] | None = None):
     """(status, parsed JSON) of one request; JSON is parsed strictly (no NaN/Infinity)."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {"content-type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, text = resp.status, resp.read()

@@ -174,6 +174,17 @@ def test_malformed_json_is_400(drop_server):
     assert drop_server.infer(GOOD)[0] == 200
 
 
+@pytest.mark.parametrize("headers", [{}, {"content-type": "application/x-www-form-urlencoded"}, {"content-type": "text/plain"}])
+def test_json_without_a_json_content_type_is_read_as_json(drop_server, headers):
+    """`curl -d '{...}'` sends a form content type: still a v2 JSON request (only the
+    binary-data extension's header makes a body binary)."""
+    url = drop_server.url(f"/v2/models/{drop_server.name}/infer")
+    status, resp = http("POST", url, raw=json.dumps(GOOD).encode(), headers=headers or {"x-no": "type"})
+    assert status == 200, resp
+    status, resp = http("POST", url, raw=b'{"inputs": [', headers=headers or {"x-no": "type"})
+    assert status == 400 and "malformed JSON" in resp["error"], resp
+
+
 def test_nan_literal_in_the_data_is_400(drop_server):
     # Python-style JSON with a NaN token gets past the JSON parser; the input check refuses it
     text = json.dumps(_with(shape=[2, 6], data=[0.0] * 12)).replace('"data": [0.0', '"data": [NaN', 1)
