@@ -62,6 +62,10 @@ class OnnxRuntimeBackend(Backend):
         self, path: Path, input_names, noise_names, output_names, device: str = "cpu", **options: Any
     ):
         super().__init__(path, input_names, noise_names, output_names, device, **options)
+        if device == "cpu":
+            # On the CPU the noise is fed as numpy arrays anyway: drawing it into numpy buffers
+            # (the compiled kernel, same numbers) spares every process the ~1 s torch import.
+            self.noise_kind = "numpy"
         ort = require("onnxruntime", "onnx", "Running ONNX artifacts")
         self._ort = ort
         so = options.get("session_options")
