@@ -124,3 +124,23 @@ def test_warmup_load_option(artifacts, monkeypatch):
     assert seen == [pred]
     pickle.loads(pickle.dumps(pred))  # the option travels: the worker warms up too
     assert len(seen) == 2
+
+
+def test_running_onnx_on_the_cpu_does_not_import_torch(artifacts):
+    """Every worker (CLI, Ray actor, server replica) pays for its imports: an ONNX artifact on the
+    CPU needs onnxruntime and the noise kernel, not torch (a ~1 s import)."""
+    import subprocess
+    import sys
+
+    from illia_export.runtime.noise import kernel_available
+
+    if not kernel_available():
+        pytest.skip("without the compiled noise kernel the noise comes from torch's port")
+    code = (
+        "import sys, numpy as np; from illia_export.runtime import load; "
+        f"p = load({str(artifacts['mlp_onnx_vectorized'])!r}, warmup=True); x = np.zeros((3, 6), np.float32); "
+        "[p.predict(x, num_samples=4, seed=1, strategy=s) for s in ('fresh', 'bank', 'local')]; "
+        "p.predict(x, num_samples=4, seed=1, row_ids=[1, 2, 3]); print('torch' in sys.modules)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "False", res.stdout + res.stderr
