@@ -168,8 +168,7 @@ def _run_arrays(args, out: Path | None) -> int:
         # and fail now (not after the run) when the folder is missing.
         check_output_path(out, sources=[args.input, args.artifact], create_parents=False, what="--output")
     predictor = load(args.artifact, device=args.device, **({"threads": args.threads} if args.threads else {}))
-    x = load_inputs(args.input, [t.name for t in predictor.manifest.inputs])
-    arrays = x if isinstance(x, dict) else {predictor.manifest.inputs[0].name: x}
+    arrays = load_inputs(args.input, [t.name for t in predictor.manifest.inputs])
     rows = len(next(iter(arrays.values())))
     step = args.batch_size or rows
     seed = args.seed

@@ -6,32 +6,18 @@ from typing import Any
 
 import numpy as np
 
+from illia_export.errors import require
+
 #: Column holding the row index when the caller names no id column.
 ROW_COLUMN = "row"
 #: Parquet key-value metadata keys, under this prefix.
 META_PREFIX = "illia_export."
 
 
-def require_pyarrow(what: str):
-    """pyarrow, or a MissingBackendError saying which extra brings it."""
-    try:
-        import pyarrow as pa
-    except ImportError as exc:
-        from illia_export.errors import MissingBackendError
-
-        raise MissingBackendError("pyarrow", "scale", what) from exc
-    return pa
-
-
-def summary_columns(pred) -> dict[str, np.ndarray]:
-    """The prediction's summaries (``Prediction.summary_arrays``), batch-first, by name."""
-    return pred.summary_arrays()
-
-
 def to_arrow_column(values: np.ndarray):
     """A batch-first array as an Arrow column: scalars per row stay scalars, an array per row
     becomes a (nested) list column, so any Parquet reader gets plain lists."""
-    pa = require_pyarrow("table output")
+    pa = require("pyarrow", "scale", "table output")
     values = np.asarray(values)
     if values.ndim == 1:
         return pa.array(values)
@@ -43,7 +29,7 @@ def to_arrow_column(values: np.ndarray):
 
 def columns_table(columns: dict[str, np.ndarray], ids: tuple[str, Any] | None = None):
     """A pyarrow Table of the id column (if any) followed by the summary columns."""
-    pa = require_pyarrow("table output")
+    pa = require("pyarrow", "scale", "table output")
     names, arrays = [], []
     if ids is not None:
         names.append(ids[0])

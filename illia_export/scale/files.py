@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from illia_export.errors import ArtifactError, InputError
-from illia_export.scale.columns import ROW_COLUMN, require_pyarrow, run_metadata
+from illia_export.errors import ArtifactError, InputError, require
+from illia_export.scale.columns import ROW_COLUMN, run_metadata
 from illia_export.scale.inputs import arrays_table, load_inputs
 from illia_export.scale.ray_engine import DEFAULT_BATCH_SIZE
 from illia_export.scale.scorer import ScoreSettings, check_ids_needed, score_table
@@ -38,13 +38,6 @@ class ScoreRun:
     table: Any = None
 
 
-def _read_arrays(path: Path, input_names: list[str]) -> dict[str, np.ndarray]:
-    data = load_inputs(str(path), input_names)
-    if isinstance(data, dict):
-        return data
-    return {input_names[0]: data} if len(input_names) == 1 else dict(zip(input_names, [data]))
-
-
 def _check_row_column(names: list[str], settings: ScoreSettings, path: Path) -> None:
     if settings.id_column is None and ROW_COLUMN in names:
         raise InputError(
@@ -56,7 +49,7 @@ def _check_row_column(names: list[str], settings: ScoreSettings, path: Path) -> 
 def _local_batches(path: Path, predictor, settings: ScoreSettings, batch_size: int):
     """Tables of at most `batch_size` rows, with the ``row`` index column unless an id column
     is named."""
-    pa = require_pyarrow("batch scoring")
+    pa = require("pyarrow", "scale", "batch scoring")
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
@@ -73,7 +66,7 @@ def _local_batches(path: Path, predictor, settings: ScoreSettings, batch_size: i
             start += len(table)
             yield table
         return
-    arrays = _read_arrays(path, [t.name for t in predictor.manifest.inputs])
+    arrays = load_inputs(str(path), [t.name for t in predictor.manifest.inputs])
     n = len(next(iter(arrays.values())))
     for start in range(0, n, batch_size):
         yield arrays_table({k: a[start : start + batch_size] for k, a in arrays.items()}, row_start=start)
@@ -82,7 +75,7 @@ def _local_batches(path: Path, predictor, settings: ScoreSettings, batch_size: i
 def _ray_dataset(path: Path, predictor, settings: ScoreSettings, actors: int):
     import ray
 
-    pa = require_pyarrow("batch scoring")
+    pa = require("pyarrow", "scale", "batch scoring")
     if path.suffix.lower() == ".parquet":
         if settings.id_column is not None:  # stable ids: let the cluster read the file
             return ray.data.read_parquet(str(path), override_num_blocks=2 * actors)
@@ -96,7 +89,7 @@ def _ray_dataset(path: Path, predictor, settings: ScoreSettings, actors: int):
         _check_row_column(table.column_names, settings, path)
         table = table.append_column(ROW_COLUMN, pa.array(np.arange(len(table), dtype=np.int64)))
     else:
-        table = arrays_table(_read_arrays(path, [t.name for t in predictor.manifest.inputs]))
+        table = arrays_table(load_inputs(str(path), [t.name for t in predictor.manifest.inputs]))
     blocks = max(1, min(len(table) // 1024 or 1, 4 * actors))
     return ray.data.from_arrow(table, override_num_blocks=blocks)
 
@@ -142,7 +135,7 @@ def score_file(
     from illia_export.runtime import load
     from illia_export.runtime.sampling import random_seed
 
-    pa = require_pyarrow("batch scoring")
+    pa = require("pyarrow", "scale", "batch scoring")
     import pyarrow.parquet as pq
 
     if engine not in ENGINES:

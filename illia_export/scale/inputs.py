@@ -10,8 +10,8 @@ import numpy as np
 from illia_export.errors import ArtifactError, ShapeError
 
 
-def load_inputs(path: str, input_names: list[str]):
-    """Read the model inputs from a .npy or .npz file."""
+def load_inputs(path: str, input_names: list[str]) -> dict[str, np.ndarray]:
+    """Read the model inputs from a .npy or .npz file, by input name."""
     p = Path(path)
     if not p.exists():
         raise ArtifactError(f"input file not found: {p}")
@@ -20,13 +20,18 @@ def load_inputs(path: str, input_names: list[str]):
     try:
         data = np.load(p, allow_pickle=False)
         if isinstance(data, np.ndarray):
-            return data
+            if len(input_names) != 1:
+                raise ShapeError(
+                    f"{p} holds one array but the model takes inputs {input_names}: "
+                    "use a .npz with one array per input name"
+                )
+            return {input_names[0]: data}
         if not hasattr(data, "keys"):
             raise ValueError(f"expected an array, got {type(data).__name__}")
         with data:
             keys = list(data.keys())
             if len(input_names) == 1 and len(keys) == 1:
-                return data[keys[0]]
+                return {input_names[0]: data[keys[0]]}
             missing = [n for n in input_names if n not in keys]
             if missing:
                 raise ShapeError(

@@ -8,7 +8,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from illia_export.errors import InputError, MissingBackendError
+from illia_export.errors import InputError, require
 from illia_export.scale.scorer import BatchScorer, ScoreSettings, check_ids_needed
 
 log = logging.getLogger(__name__)
@@ -19,11 +19,9 @@ DEFAULT_BATCH_SIZE = 1024
 
 def require_ray():
     """``ray`` with Ray Data, or a MissingBackendError naming the ``scale`` extra."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError as exc:
-        raise MissingBackendError("ray[data]", "scale", "the Ray engine") from exc
+    require("ray.data", "scale", "the Ray engine")
+    import ray
+
     return ray
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from illia_export.errors import InputError, StrategyError
-from illia_export.scale.columns import ROW_COLUMN, columns_table, require_pyarrow, summary_columns
+from illia_export.errors import InputError, StrategyError, require
+from illia_export.scale.columns import ROW_COLUMN, columns_table
 from illia_export.scale.inputs import model_inputs
 
 
@@ -63,7 +63,7 @@ def check_ids_needed(predictor, settings: ScoreSettings, has_ids: bool) -> None:
 def score_table(predictor, table, settings: ScoreSettings):
     """Prediction columns for the rows of a pyarrow Table: the id column (when there is one),
     then one column per ``Prediction`` summary."""
-    require_pyarrow("batch scoring")
+    require("pyarrow", "scale", "batch scoring")
     if settings.seed is None:
         raise InputError("score_table needs an explicit seed (one seed for the whole run)")
     id_name = settings.id_name(table.column_names)
@@ -88,7 +88,7 @@ def score_table(predictor, table, settings: ScoreSettings):
         allow_nonfinite=settings.allow_nonfinite,
         row_ids=ids,
     )
-    out = columns_table(summary_columns(pred), ids=(id_name, ids_col) if ids_col is not None else None)
+    out = columns_table(pred.summary_arrays(), ids=(id_name, ids_col) if ids_col is not None else None)
     if settings.keep_inputs:
         clash = [c for c in out.column_names if c in table.column_names and c != id_name]
         if clash:

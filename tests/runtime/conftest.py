@@ -32,6 +32,20 @@ class MLP(torch.nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
+class DropoutNet(torch.nn.Module):
+    """Plain MC-dropout classifier: its masks are per-example noise ``[S, batch, 16]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.4), torch.nn.Linear(16, 3)
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
 class SingleLinear(torch.nn.Module):
     def __init__(self, in_features: int = 3, out_features: int = 2) -> None:
         super().__init__()

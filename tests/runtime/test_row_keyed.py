@@ -14,24 +14,11 @@ import illia_export  # noqa: E402
 from illia_export.errors import InputError  # noqa: E402
 from illia_export.runtime import load  # noqa: E402
 from illia_export.runtime import noise as nz  # noqa: E402
+from tests.runtime.conftest import DropoutNet  # noqa: E402
 
 SEED = 99
 S = 6
 B = 9
-
-
-class DropoutNet(torch.nn.Module):
-    """Plain MC-dropout classifier: its masks are per-example noise ``[S, batch, 16]``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(3)
-        self.body = torch.nn.Sequential(
-            torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.4), torch.nn.Linear(16, 3)
-        )
-
-    def forward(self, x):
-        return self.body(x)
 
 
 @pytest.fixture(scope="module")

@@ -11,21 +11,9 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 import illia_export  # noqa: E402
-from tests.runtime.conftest import MLP, SingleLinear  # noqa: E402
+from tests.runtime.conftest import MLP, DropoutNet, SingleLinear  # noqa: E402
 
 ROWS = 600
-
-
-class DropoutNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(3)
-        self.body = torch.nn.Sequential(
-            torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.4), torch.nn.Linear(16, 3)
-        )
-
-    def forward(self, x):
-        return self.body(x)
 
 
 @pytest.fixture(scope="session")

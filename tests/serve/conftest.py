@@ -20,23 +20,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 import illia_export  # noqa: E402
-from tests.runtime.conftest import MLP  # noqa: E402
+from tests.runtime.conftest import MLP, DropoutNet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class DropoutNet(torch.nn.Module):
-    """Plain MC-dropout classifier: its masks are per-example noise (they depend on the row)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(3)
-        self.body = torch.nn.Sequential(
-            torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.4), torch.nn.Linear(16, 3)
-        )
-
-    def forward(self, x):
-        return self.body(x)
 
 
 @pytest.fixture(scope="session")
