@@ -157,16 +157,9 @@ def _bytes(p):
 
 
 def test_ray_engine_without_ray_names_the_extra(scale_files, monkeypatch):
-    import builtins
-
-    real = builtins.__import__
-
-    def no_ray(name, *a, **k):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", no_ray)
+    # A None entry in sys.modules makes every import of it fail, as when ray is not installed.
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setitem(sys.modules, "ray.data", None)
     with pytest.raises(MissingBackendError, match=r"illia-export\[scale\]"):
         score_file(scale_files["mlp"], scale_files["root"] / "x.npy", engine="ray", seed=0)
 
