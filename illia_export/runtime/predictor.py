@@ -684,7 +684,9 @@ class Predictor:
         chunk = min(chunk, num_samples)
         if vectorized:
             _check_fits(chunk * per_sample, f"a chunk of {chunk} samples", hint="lower the chunk size")
-        bank = self._bank_noise(backend, seed, shapes, num_samples, generator) if strategy == "bank" else None
+        # Row-keyed streams are drawn per row below: the stream-wide draw skips them (no elements).
+        drawn = [(0,) if k in keyed else s for k, s in enumerate(shapes)]
+        bank = self._bank_noise(backend, seed, drawn, num_samples, generator) if strategy == "bank" else None
         if strategy == "local" and explicit_seed and not keyed:
             bank = self._local_noise(backend, seed, shapes, num_samples, generator)
         # fresh: where the graph only uses eps as mu + sigma * eps, write those weights directly
@@ -705,7 +707,7 @@ class Predictor:
                 else:
                     noise = maker.draw(
                         seed,
-                        shapes,
+                        drawn,
                         start,
                         count,
                         reuse=True,

@@ -171,6 +171,8 @@ class NoiseMaker:
         if self.uses_kernel(generator):
             bufs = self._buffers_for(shapes, num_samples, reuse, as_torch=self.kind == "torch")
             for k, (s, buf) in enumerate(zip(shapes, bufs)):
+                if not math.prod(s):  # nothing to draw (an empty buffer may have no address)
+                    continue
                 mu, sigma = affine[k] if affine[k] is not None else (None, None)
                 _noise.fill(generator, seed, k, s, sample_start, num_samples, buf, mu, sigma)
             return bufs
