@@ -21,24 +21,10 @@ import illia_export  # noqa: E402
 from illia_export.exporters import manifest as mf  # noqa: E402
 from illia_export.exporters.digest import compute_digest  # noqa: E402
 from illia_export.nn.torch import Embedding, Linear  # noqa: E402
+from tests.runtime.conftest import MLP  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = 20
-
-
-class MLP(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = Linear(6, 8)
-        self.fc2 = Linear(8, 3)
-        for layer in (self.fc1, self.fc2):
-            for dist in (layer.weights_distribution, layer.bias_distribution):
-                with torch.no_grad():
-                    dist.mu.normal_(0.0, 0.5)
-                    dist.rho.fill_(-1.5)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x)))
 
 
 class TokenModel(torch.nn.Module):
