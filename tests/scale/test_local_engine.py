@@ -171,3 +171,12 @@ def test_cli_help_does_not_import_ray_or_pyarrow():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+def test_npy_for_a_multi_input_model_names_the_inputs(tmp_path):
+    from illia_export.scale.inputs import load_inputs
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 3), np.float32))
+    assert list(load_inputs(str(tmp_path / "x.npy"), ["a"])) == ["a"]
+    with pytest.raises(ShapeError, match=r"one array but the model takes inputs \['a', 'b'\].*\.npz"):
+        load_inputs(str(tmp_path / "x.npy"), ["a", "b"])
