@@ -7,7 +7,7 @@ seeded, portable generator and run many Monte Carlo samples fast.
 Heavy backends (torch, jax, tensorflow, onnxruntime) are imported lazily.
 """
 
-from illia_export.exporters.manifest import Manifest, read_manifest
+from illia_export.artifact.manifest import Manifest, read_manifest
 
 __version__ = "0.1.0"
 __all__ = ["Manifest", "export", "read_manifest", "__version__"]

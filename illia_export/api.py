@@ -6,8 +6,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from illia_export.artifact.manifest import Manifest
 from illia_export.errors import ExportError
-from illia_export.exporters.manifest import Manifest
 
 
 def _is_jax_model(model: Any) -> bool:
@@ -97,7 +97,7 @@ def export(
         **options,
     )
     if _is_jax_model(model):
-        from illia_export.exporters.jax_export import export_jax
+        from illia_export.exporters.jax.export import export_jax
 
         if opset is not None:
             common["opset"] = opset
@@ -108,6 +108,6 @@ def export(
         raise ExportError(
             f"cannot export a {type(model).__name__}: PyTorch is not installed (pip install 'illia-export[torch]')"
         ) from exc
-    from illia_export.exporters.torch_export import export_torch
+    from illia_export.exporters.torch.export import export_torch
 
     return export_torch(model, example_inputs, path, opset=opset, **common)

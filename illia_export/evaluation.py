@@ -130,7 +130,7 @@ def summarize_predictions(
 def _load_predictor(predictor_or_path: Any, device: str) -> Any:
     if isinstance(predictor_or_path, (str, os.PathLike)):
         from illia_export import runtime
-        from illia_export.exporters.manifest import read_manifest
+        from illia_export.artifact.manifest import read_manifest
 
         # Check the task before loading a backend: a wrong artifact fails fast.
         _check_task(read_manifest(predictor_or_path).task)
@@ -359,7 +359,7 @@ def evaluate_regression(
         )
     if isinstance(predictor_or_path, (str, os.PathLike)):
         from illia_export import runtime
-        from illia_export.exporters.manifest import read_manifest
+        from illia_export.artifact.manifest import read_manifest
 
         task = read_manifest(predictor_or_path).task
         if task != "regression":

@@ -65,8 +65,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from illia_export.artifact.atomic import ExportInterrupted
     from illia_export.errors import IlliaExportError
-    from illia_export.exporters.atomic import ExportInterrupted
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:

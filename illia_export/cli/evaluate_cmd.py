@@ -208,8 +208,8 @@ def _run_regression(args, x, y) -> int:
 
 
 def run(args) -> int:
+    from illia_export.artifact.manifest import read_manifest
     from illia_export.evaluation import evaluate
-    from illia_export.exporters.manifest import read_manifest
 
     x = _load(args.input, "--input")
     y = _load(args.labels, "--labels")

@@ -229,7 +229,7 @@ def _token_axes(arrays) -> dict[int, dict[int, str]]:
 
 
 def run(args) -> int:
-    from illia_export.exporters.atomic import check_output_path
+    from illia_export.artifact.atomic import check_output_path
 
     out = Path(args.output) if args.output else default_output(args.model, args.format)
     is_jax = ":" in args.model and not Path(args.model).exists()
@@ -259,7 +259,7 @@ def run(args) -> int:
     if args.opset is not None:
         common["opset"] = args.opset
     if is_jax:
-        from illia_export.exporters.jax_export import export_jax, load_jax_model
+        from illia_export.exporters.jax.export import export_jax, load_jax_model
 
         if not args.weights:
             raise ExportError("a JAX factory MODEL needs --weights state.npz (saved with save_jax_weights)")
@@ -282,8 +282,8 @@ def run(args) -> int:
             )
         if args.mc_dropout:
             common["mc_dropout"] = True if args.mc_dropout == "all" else [n for n in args.mc_dropout.split(",") if n]
-        from illia_export.exporters.torch_export import export_torch
-        from illia_export.exporters.torch_source import load_torch_source
+        from illia_export.exporters.torch.export import export_torch
+        from illia_export.exporters.torch.source import load_torch_source
 
         source = load_torch_source(args.model, trust_pickle=args.trust_pickle, factory=args.factory)
         inputs = example_inputs(args, _token_high(source.module))

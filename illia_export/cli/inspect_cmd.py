@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from illia_export.exporters.manifest import Manifest, batch_multiple, read_manifest
+from illia_export.artifact.manifest import Manifest, batch_multiple, read_manifest
 
 
 def register(sub) -> None:
@@ -110,9 +110,9 @@ def check_integrity(path: Path, manifest: Manifest) -> str:
     Raises:
         ArtifactError / ManifestError: the file is corrupt or does not match its manifest.
     """
+    from illia_export.artifact.digest import compute_digest, verify_digest
+    from illia_export.artifact.manifest import detect_format
     from illia_export.errors import ManifestError, MissingBackendError
-    from illia_export.exporters.digest import compute_digest, verify_digest
-    from illia_export.exporters.manifest import detect_format
 
     fmt = detect_format(path)
     if fmt != manifest.format:

@@ -158,7 +158,7 @@ def _run_arrays(args, out: Path | None) -> int:
     """.npy/.npz in, raw samples kept: one Prediction over all rows (row i keyed by i)."""
     import numpy as np
 
-    from illia_export.exporters.atomic import atomic_output, check_output_path
+    from illia_export.artifact.atomic import atomic_output, check_output_path
     from illia_export.runtime import load
     from illia_export.runtime.prediction import Prediction
     from illia_export.scale.inputs import load_inputs

@@ -2,7 +2,7 @@
 
 One resolver, :func:`resolve_likelihood`, serves every exporter (PyTorch and JAX): it turns the
 user's ``likelihood=``/``scale=``/``df=`` arguments and the model's output names into the
-manifest's :class:`~illia_export.exporters.manifest.Likelihood` (contract v2), or explains what
+manifest's :class:`~illia_export.artifact.manifest.Likelihood` (contract v2), or explains what
 is wrong with an :class:`~illia_export.errors.ExportError`.
 
 Conventions (docs/runtime.md, "Regression with a likelihood"):
@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from illia_export.artifact.manifest import LIKELIHOODS, SCALE_PARAMETERIZATIONS, Likelihood
 from illia_export.errors import ExportError
-from illia_export.exporters.manifest import LIKELIHOODS, SCALE_PARAMETERIZATIONS, Likelihood
 
 __all__ = ["resolve_likelihood"]
 
@@ -55,7 +55,7 @@ def resolve_likelihood(
             scale output must have the same shape.
 
     Returns:
-        The :class:`~illia_export.exporters.manifest.Likelihood`, or None when `likelihood` is None.
+        The :class:`~illia_export.artifact.manifest.Likelihood`, or None when `likelihood` is None.
 
     Raises:
         ExportError: an unknown likelihood or scale, a task other than regression, fewer than two

@@ -14,11 +14,18 @@ from typing import Any
 
 import numpy as np
 
+from illia_export.artifact.manifest import (
+    BATCH_DIM,
+    FROZEN_KEY,
+    SAMPLE_DIM,
+    Manifest,
+    TensorSpec,
+    batch_multiple,
+    is_frozen,
+)
 from illia_export.errors import ArtifactError, InputError, StrategyError
-from illia_export.exporters.manifest import BATCH_DIM, SAMPLE_DIM, Manifest, TensorSpec, batch_multiple
 
 #: Key of ``manifest.extra`` that marks a frozen-bank artifact.
-FROZEN_KEY = "frozen_bank"
 #: Highest ONNX IR version written (onnxruntime refuses newer ones).
 MAX_IR_VERSION = 10
 #: Prefix of the original graph's tensors inside the frozen graph.
@@ -59,8 +66,8 @@ def freeze_bank(
     from onnx import TensorProto, helper, numpy_helper
     from onnx.compose import add_prefix_graph
 
-    from illia_export.exporters.atomic import atomic_output
-    from illia_export.exporters.manifest import embed_in_onnx
+    from illia_export.artifact.atomic import atomic_output
+    from illia_export.artifact.manifest import embed_in_onnx
     from illia_export.runtime.predictor import _check_seed, load
 
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
@@ -213,21 +220,4 @@ def freeze_bank(
     return out
 
 
-def is_frozen(manifest: Manifest) -> bool:
-    """Whether `manifest` describes a frozen-bank artifact."""
-    return FROZEN_KEY in manifest.extra
-
-
-def refuse_frozen(path: Path, manifest: Manifest) -> None:
-    """``load`` refuses frozen-bank artifacts: they take no noise and already return summaries."""
-    if is_frozen(manifest):
-        info = manifest.extra[FROZEN_KEY]
-        samples = info.get("samples") if isinstance(info, dict) else None
-        raise ArtifactError(
-            f"{path.name} is a frozen-bank artifact (S={samples} noise samples baked in, summary outputs "
-            f"{[t.name for t in manifest.outputs]}); it has no noise input for runtime.load to drive. Run it with "
-            "onnxruntime directly (its only inputs are the model's), or load the original artifact"
-        )
-
-
-__all__ = ["FROZEN_KEY", "freeze_bank", "is_frozen"]
+__all__ = ["freeze_bank"]

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from illia_export.artifact.manifest import Likelihood
 from illia_export.errors import ShapeError, TaskError
-from illia_export.exporters.manifest import Likelihood
 
 TASKS = ("classification", "regression", "raw")
 

@@ -11,6 +11,17 @@ from typing import Any
 
 import numpy as np
 
+from illia_export.artifact.manifest import (
+    BATCH_DIM,
+    SAMPLE_DIM,
+    Manifest,
+    NoiseSpec,
+    TensorSpec,
+    batch_multiple,
+    detect_format,
+    is_frozen,
+    read_manifest,
+)
 from illia_export.errors import (
     ArtifactError,
     IlliaExportError,
@@ -19,16 +30,6 @@ from illia_export.errors import (
     ResourceError,
     ShapeError,
     StrategyError,
-)
-from illia_export.exporters.manifest import (
-    BATCH_DIM,
-    SAMPLE_DIM,
-    Manifest,
-    NoiseSpec,
-    TensorSpec,
-    batch_multiple,
-    detect_format,
-    read_manifest,
 )
 from illia_export.runtime.backends import Backend, check_device, open_backend
 from illia_export.runtime.noise import GENERATORS, check_generator
@@ -94,10 +95,20 @@ def load(
         raise ManifestError(
             f"{p} looks like a {fmt} artifact but its manifest says format={manifest.format!r}"
         )
-    from illia_export.runtime.freeze import refuse_frozen
-
-    refuse_frozen(p, manifest)
+    _refuse_frozen(p, manifest)
     return Predictor(p, manifest, device=device, noise_impl=noise_impl, **backend_options)
+
+
+def _refuse_frozen(path: Path, manifest: Manifest) -> None:
+    """``load`` refuses frozen-bank artifacts: they take no noise and already return summaries."""
+    if is_frozen(manifest):
+        info = manifest.extra[FROZEN_KEY]
+        samples = info.get("samples") if isinstance(info, dict) else None
+        raise ArtifactError(
+            f"{path.name} is a frozen-bank artifact (S={samples} noise samples baked in, summary outputs "
+            f"{[t.name for t in manifest.outputs]}); it has no noise input for runtime.load to drive. Run it with "
+            "onnxruntime directly (its only inputs are the model's), or load the original artifact"
+        )
 
 
 class Predictor:
@@ -119,7 +130,7 @@ class Predictor:
 
     Attributes:
         path: the artifact.
-        manifest: its :class:`~illia_export.exporters.manifest.Manifest`.
+        manifest: its :class:`~illia_export.artifact.manifest.Manifest`.
         device: ``"cpu"`` or ``"cuda"``.
         backend: the :class:`~illia_export.runtime.backends.Backend` of the main graph.
     """
@@ -148,7 +159,7 @@ class Predictor:
         self.memory_budget = int(budget) if budget is not None else DEFAULT_CHUNK_BYTES
         self._backend_options = backend_options
         self._noise_impl = noise_impl
-        from illia_export.exporters.digest import verify_digest
+        from illia_export.artifact.digest import verify_digest
 
         # The graph bytes must be the ones the exporter wrote (no-op for manifests without digest).
         verify_digest(self.path, manifest)

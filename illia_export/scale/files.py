@@ -131,7 +131,7 @@ def score_file(
     Returns:
         A :class:`ScoreRun`.
     """
-    from illia_export.exporters.atomic import atomic_output, check_output_path
+    from illia_export.artifact.atomic import atomic_output, check_output_path
     from illia_export.runtime import load
     from illia_export.runtime.sampling import random_seed
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from illia_export.artifact.manifest import SAMPLE_DIM
 from illia_export.errors import IlliaExportError, StrategyError
-from illia_export.exporters.manifest import SAMPLE_DIM
 from illia_export.runtime.prediction import Prediction
 from illia_export.runtime.sampling import random_seed
 from illia_export.serve import protocol

@@ -159,7 +159,7 @@ def test_evaluate_matches_metrics_computed_from_the_runtime(artifacts, data):
     assert (report["num_examples"], report["num_classes"], report["ood"]["num_examples"]) == (60, CLASSES, 40)
     assert (report["num_samples"], report["seed"], report["strategy"]) == (SAMPLES, SEED, "fresh")
     # Independent check of the probabilities themselves: softmax of the eager model under the same noise.
-    from illia_export.exporters.manifest import read_manifest
+    from illia_export.artifact.manifest import read_manifest
 
     model, _ = artifacts
     reference = _reference_probabilities(model, read_manifest(paths["onnx"]), x, SEED, SAMPLES)
@@ -198,7 +198,7 @@ def test_onnx_and_torchscript_agree_for_the_same_seed(artifacts, npy_files, caps
 def _jax_twin(torch_model: MLP):
     """The Flax-NNX MLP with the torch model's mu/rho (same layout: weights [out, in])."""
     pytest.importorskip("flax")
-    pytest.importorskip("illia_export.exporters.jax_export", reason="the JAX exporter has not landed")
+    pytest.importorskip("illia_export.exporters.jax.export", reason="the JAX exporter has not landed")
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -273,7 +273,7 @@ def test_tflite_from_jax_agrees_with_onnx_and_with_the_torch_model(
     example = jnp.zeros((2, IN), jnp.float32)
     manifest = illia_export.export(jm, example, tflite, format="tflite", task="classification")
     illia_export.export(jm, example, jax_onnx, format="onnx", task="classification")
-    torch_manifest = illia_export.exporters.manifest.read_manifest(paths["onnx"])
+    torch_manifest = illia_export.artifact.manifest.read_manifest(paths["onnx"])
     assert sorted(n.parameter for n in manifest.noise) == sorted(n.parameter for n in torch_manifest.noise)
 
     tfl_report = _run_json(*_cli_args(tflite, npy_files), capsys=capsys)

@@ -294,7 +294,7 @@ def reference_summary(artifact: Artifact, num_samples: int, seed: int) -> dict[s
     measures in float64 (nats)."""
     import torch
 
-    from illia_export.exporters.manifest import read_manifest
+    from illia_export.artifact.manifest import read_manifest
     from illia_export.runtime.noise import reference
 
     manifest = read_manifest(artifact.path)

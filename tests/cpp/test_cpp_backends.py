@@ -107,7 +107,7 @@ def _per_example_onnx(path, contract=2, noise_dim="2*batch", generator="illia-no
     out[s, b] = x[b] + eps[s, b] + 2 * eps[s, B + b]."""
     import torch
 
-    from illia_export.exporters.manifest import Manifest, NoiseSpec, TensorSpec, embed_in_onnx
+    from illia_export.artifact.manifest import Manifest, NoiseSpec, TensorSpec, embed_in_onnx
 
     class PerExample(torch.nn.Module):
         def forward(self, x, eps):

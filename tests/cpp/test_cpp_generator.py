@@ -29,7 +29,7 @@ def _with_generator(art: Artifact, dst, generator: str) -> Artifact:
 def test_illia_mc_uses_the_manifest_generator(cpp_build, artifacts, tmp_path, samples):
     import torch
 
-    from illia_export.exporters.manifest import read_manifest
+    from illia_export.artifact.manifest import read_manifest
     from illia_export.runtime.noise import standard_normal_v2
 
     art = _with_generator(artifacts("w1", samples), tmp_path / "w1_v2.pt", "illia-noise-v2")

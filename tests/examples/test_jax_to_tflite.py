@@ -11,7 +11,7 @@ from tests.examples.conftest import load_example
 def quick_run(tmp_path_factory):
     for module in ("sklearn", "optax", "flax", "tensorflow", "onnxruntime"):
         pytest.importorskip(module)
-    pytest.importorskip("illia_export.exporters.jax_export", reason="the JAX exporter has not landed")
+    pytest.importorskip("illia_export.exporters.jax.export", reason="the JAX exporter has not landed")
     example = load_example("jax_to_tflite")
     out = tmp_path_factory.mktemp("jax_tflite")
     return example, out, example.main(["--quick", "--out", str(out)])

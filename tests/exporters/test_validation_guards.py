@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from illia_export.errors import ToleranceError
-from illia_export.exporters.torch_capture import inference_modes
-from illia_export.exporters.torch_pipeline import prepare, reference_outputs, same_noise, validation_batches
-from illia_export.exporters.validation import Comparison
+from illia_export.exporters.torch.capture import inference_modes
+from illia_export.exporters.torch.pipeline import prepare, reference_outputs, same_noise, validation_batches
+from illia_export.exporters.verify.same_noise import Comparison
 from illia_export.nn.torch import Linear
 
 

@@ -14,7 +14,7 @@ import pytest
 ort = pytest.importorskip("onnxruntime")
 torch = pytest.importorskip("torch")
 
-from illia_export.exporters.manifest import ONNX_METADATA_KEY  # noqa: E402
+from illia_export.artifact.manifest import ONNX_METADATA_KEY  # noqa: E402
 from illia_export.runtime.noise import standard_normal  # noqa: E402
 
 
@@ -98,7 +98,7 @@ def test_python_runtime_runs_the_ort_model(tmp_path):
     """illia_export.runtime reads a .ort's manifest from its metadata (kept by the conversion)
     and predicts as with the .onnx."""
     import illia_export
-    from illia_export.exporters.manifest import read_manifest
+    from illia_export.artifact.manifest import read_manifest
     from illia_export.runtime import load
 
     torch.manual_seed(0)

@@ -18,8 +18,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 import illia_export  # noqa: E402
-from illia_export.exporters import manifest as mf  # noqa: E402
-from illia_export.exporters.digest import compute_digest  # noqa: E402
+from illia_export.artifact import manifest as mf  # noqa: E402
+from illia_export.artifact.digest import compute_digest  # noqa: E402
 from illia_export.nn.torch import Embedding, Linear  # noqa: E402
 from tests.runtime.conftest import MLP  # noqa: E402
 
@@ -161,7 +161,7 @@ def tf_art(tmp_path_factory) -> dict[str, Path]:
     sys.path.insert(0, str(ROOT / "tests" / "exporters" / "jax"))
     from models import MLP as JaxMLP
 
-    from illia_export.exporters.jax_export import export_jax
+    from illia_export.exporters.jax.export import export_jax
 
     root = tmp_path_factory.mktemp("reltf")
     model = JaxMLP()

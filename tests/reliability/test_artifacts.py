@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from illia_export.artifact.digest import compute_digest, onnx_graph_bytes, verify_digest
+from illia_export.artifact.manifest import read_manifest
 from illia_export.errors import ArtifactError, IlliaExportError, ManifestError
-from illia_export.exporters.digest import compute_digest, onnx_graph_bytes, verify_digest
-from illia_export.exporters.manifest import read_manifest
 from illia_export.runtime import load
 
 from .conftest import assert_one_line_error, cli, copy_artifact, read_raw_manifest, write_raw_manifest

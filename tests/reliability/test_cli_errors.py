@@ -46,7 +46,7 @@ def jax_project(tmp_path_factory):
     sys.path.insert(0, str(ROOT / "tests" / "exporters" / "jax"))
     from models import MLP
 
-    from illia_export.exporters.jax_export import save_jax_weights
+    from illia_export.exporters.jax.export import save_jax_weights
 
     proj = tmp_path_factory.mktemp("jaxproj")
     (proj / "mymodels.py").write_text(

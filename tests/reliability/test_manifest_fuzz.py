@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from illia_export.artifact.manifest import Manifest
 from illia_export.errors import ManifestError
-from illia_export.exporters.manifest import Manifest
 
 VALID = {
     "contract": 2,

@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import illia_export  # noqa: E402
+from illia_export.artifact.atomic import atomic_output, check_output_path  # noqa: E402
 from illia_export.errors import ArtifactError  # noqa: E402
-from illia_export.exporters.atomic import atomic_output, check_output_path  # noqa: E402
 
 from .conftest import MLP, assert_one_line_error, cli  # noqa: E402
 

@@ -15,7 +15,7 @@ from .conftest import ROOT
 
 _WRITER = """
 import sys, time
-from illia_export.exporters.atomic import atomic_output
+from illia_export.artifact.atomic import atomic_output
 target, directory = sys.argv[1], sys.argv[2] == "dir"
 with atomic_output(target, directory=directory) as tmp:
     if directory:

@@ -120,7 +120,7 @@ def write_multi_output_onnx(path: Path, manifest: dict | None, ir_version: int =
     import onnx
     from onnx import TensorProto, helper
 
-    from illia_export.exporters.manifest import ONNX_METADATA_KEY
+    from illia_export.artifact.manifest import ONNX_METADATA_KEY
 
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 2])
     eps = helper.make_tensor_value_info("eps_scale", TensorProto.FLOAT, ["samples", 2])

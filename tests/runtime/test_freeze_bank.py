@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from illia_export.artifact.manifest import read_manifest
 from illia_export.errors import ArtifactError, IlliaExportError, InputError, StrategyError
-from illia_export.exporters.manifest import read_manifest
 from illia_export.runtime import freeze_bank, load
 
 ort = pytest.importorskip("onnxruntime")

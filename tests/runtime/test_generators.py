@@ -20,7 +20,7 @@ def _with_generator(src, dst, generator: str):
     """A copy of an ONNX artifact whose manifest names `generator`."""
     import onnx
 
-    from illia_export.exporters.manifest import ONNX_METADATA_KEY
+    from illia_export.artifact.manifest import ONNX_METADATA_KEY
 
     model = onnx.load(str(src))
     for prop in model.metadata_props:

@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
+from illia_export.artifact.manifest import SCALE_PARAMETERIZATIONS, Likelihood, Manifest, TensorSpec
 from illia_export.errors import ExportError, ShapeError, TaskError
 from illia_export.exporters.likelihood import resolve_likelihood
-from illia_export.exporters.manifest import SCALE_PARAMETERIZATIONS, Likelihood, Manifest, TensorSpec
 from illia_export.runtime.prediction import Prediction
 
 stats = pytest.importorskip("scipy.stats")

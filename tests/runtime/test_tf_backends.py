@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from illia_export.exporters.manifest import EMBEDDED_NAME, Manifest, NoiseSpec, TensorSpec, write_sidecar
+from illia_export.artifact.manifest import EMBEDDED_NAME, Manifest, NoiseSpec, TensorSpec, write_sidecar
 from illia_export.runtime import DeviceUnavailableError, load
 
 tf = pytest.importorskip("tensorflow")
@@ -108,8 +108,8 @@ def test_savedmodel_cuda_without_gpu(tf_artifacts):
 
 def test_jax_exports_match_onnx(tmp_path):
     jax_export = pytest.importorskip(
-        "illia_export.exporters.jax_export",
-        reason="the JAX exporter (illia_export.exporters.jax_export) has not landed",
+        "illia_export.exporters.jax.export",
+        reason="the JAX exporter (illia_export.exporters.jax.export) has not landed",
     )
     nnx = pytest.importorskip("flax.nnx")
     jnn = pytest.importorskip("illia_export.nn.jax")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from illia_export.artifact.manifest import TensorSpec
 from illia_export.errors import InputError, ShapeError, StrategyError
-from illia_export.exporters.manifest import TensorSpec
 from illia_export.serve import protocol
 from illia_export.serve.protocol import (
     Limits,

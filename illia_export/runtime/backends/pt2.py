@@ -31,7 +31,7 @@ class ExportedProgramBackend(TorchScriptBackend):
 
     def check_signature(self, inputs: list, noise: list, outputs: list, vectorized: bool) -> None:
         """The program's own input specs: count, rank and fixed dims, then one dry call."""
-        from illia_export.exporters.manifest import SAMPLE_DIM
+        from illia_export.artifact.manifest import SAMPLE_DIM
 
         names = [s.name for s in inputs] + [n.name for n in noise]
         placeholders = [n for n in self._program.graph.nodes if n.op == "placeholder"]

@@ -143,7 +143,7 @@ class TorchScriptBackend(Backend):
                   batch: int = 1) -> None:
         """One call with one sample and a small batch shaped as the manifest says; the outputs'
         count, rank and fixed dims must match the manifest's."""
-        from illia_export.exporters.manifest import SAMPLE_DIM, batch_multiple
+        from illia_export.artifact.manifest import SAMPLE_DIM, batch_multiple
 
         torch = self._torch
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from illia_export.artifact.manifest import read_manifest
 from illia_export.cli import main
-from illia_export.exporters.jax_export import save_jax_weights
-from illia_export.exporters.manifest import read_manifest
+from illia_export.exporters.jax.export import save_jax_weights
 from tests.exporters.jax import _runners, models
 
 

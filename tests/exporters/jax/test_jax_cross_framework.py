@@ -2,7 +2,7 @@
 
 The torch side is the eager illia_export.nn.torch model with ``dist.set_noise(eps)`` on each
 distribution (sample-major folded batch for a sample axis); the JAX side is the pure function
-of :mod:`illia_export.exporters.jax_noise` and the ONNX artifact exported from it.
+of :mod:`illia_export.exporters.jax.noise` and the ONNX artifact exported from it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from illia_export.exporters.jax_export import export_jax
-from illia_export.exporters.jax_noise import make_pure_function, model_distributions
+from illia_export.exporters.jax.export import export_jax
+from illia_export.exporters.jax.noise import make_pure_function, model_distributions
 from tests.exporters.jax import _runners, models
 
 torch = pytest.importorskip("torch")

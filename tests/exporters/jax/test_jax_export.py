@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from illia_export.artifact.manifest import read_manifest, sidecar_path
 from illia_export.errors import ArtifactError, ExportError, ShapeError, ToleranceError
-from illia_export.exporters import jax_export
-from illia_export.exporters.jax_export import export_jax, load_jax_model, save_jax_weights, tflite_ops
-from illia_export.exporters.jax_noise import make_pure_function, model_distributions
-from illia_export.exporters.manifest import read_manifest, sidecar_path
+from illia_export.exporters.jax import export as jax_export
+from illia_export.exporters.jax.export import export_jax, load_jax_model, save_jax_weights, tflite_ops
+from illia_export.exporters.jax.noise import make_pure_function, model_distributions
 from illia_export.nn.jax import LSTM, BatchEnsembleLinear, Conv1d, Conv2d, Embedding, Linear
 from tests.exporters.jax import _runners, models
 

@@ -24,7 +24,7 @@ from flax import nnx  # noqa: E402
 
 import illia_export  # noqa: E402
 from illia_export.errors import ExportError  # noqa: E402
-from illia_export.exporters.jax_noise import model_distributions  # noqa: E402
+from illia_export.exporters.jax.noise import model_distributions  # noqa: E402
 from illia_export.nn.jax import Linear  # noqa: E402
 from illia_export.runtime import load  # noqa: E402
 

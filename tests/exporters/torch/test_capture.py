@@ -16,8 +16,8 @@ from torch.nn import functional as F
 import illia_export
 from illia_export import runtime
 from illia_export.errors import ExportError, StrategyError, ToleranceError
-from illia_export.exporters import distribution_check
-from illia_export.exporters.torch_draws import DrawMode, classify
+from illia_export.exporters.torch.draws import DrawMode, classify
+from illia_export.exporters.verify import distribution as distribution_check
 from illia_export.nn.torch import Linear
 
 

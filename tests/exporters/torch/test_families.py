@@ -16,8 +16,8 @@ import torch
 
 import illia_export
 from illia_export import runtime
-from illia_export.exporters.torch_registry import FAMILIES, family_of
-from illia_export.exporters.torch_writers import ArtifactRunner, all_nodes
+from illia_export.exporters.torch.registry import FAMILIES, family_of
+from illia_export.exporters.torch.writers import ArtifactRunner, all_nodes
 
 from .families import CASES, FamilyCase
 

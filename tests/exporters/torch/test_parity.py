@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import illia_export
-from illia_export.exporters.manifest import read_manifest
-from illia_export.exporters.torch_export import TORCH_FORMATS
-from illia_export.exporters.torch_registry import LAYER_NOISE, NOISELESS_LAYERS
-from illia_export.exporters.torch_writers import ArtifactRunner
+from illia_export.artifact.manifest import read_manifest
+from illia_export.exporters.torch.export import TORCH_FORMATS
+from illia_export.exporters.torch.registry import LAYER_NOISE, NOISELESS_LAYERS
+from illia_export.exporters.torch.writers import ArtifactRunner
 
 from .cases import AOTI_CASES, CASES, NOT_TORCHSCRIPT, Case
 

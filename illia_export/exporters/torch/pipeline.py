@@ -20,14 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from illia_export.artifact import manifest as mf
+from illia_export.artifact.atomic import atomic_output, check_output_path
+from illia_export.artifact.digest import stamp_digest, verify_digest
 from illia_export.errors import ExportError, IlliaExportError
-from illia_export.exporters import manifest as mf
-from illia_export.exporters import torch_inputs as ti
-from illia_export.exporters.atomic import atomic_output, check_output_path
-from illia_export.exporters.digest import stamp_digest, verify_digest
-from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
-from illia_export.exporters.distribution_check import compare as compare_distributions
-from illia_export.exporters.torch_capture import (
+from illia_export.exporters.torch import inputs as ti
+from illia_export.exporters.torch.capture import (
     BatchTooSmall,
     CaptureWrapper,
     Discovery,
@@ -40,10 +38,12 @@ from illia_export.exporters.torch_capture import (
     select_dropout,
     vectorizable,
 )
-from illia_export.exporters.torch_draws import DrawMode
-from illia_export.exporters.torch_registry import family_adapters
-from illia_export.exporters.torch_writers import ArtifactRunner, embed_manifest, write
-from illia_export.exporters.validation import Comparison, check_deterministic, noise_draws
+from illia_export.exporters.torch.draws import DrawMode
+from illia_export.exporters.torch.registry import family_adapters
+from illia_export.exporters.torch.writers import ArtifactRunner, embed_manifest, write
+from illia_export.exporters.verify.distribution import DEFAULT_SAMPLES
+from illia_export.exporters.verify.distribution import compare as compare_distributions
+from illia_export.exporters.verify.same_noise import Comparison, check_deterministic, noise_draws
 from illia_export.nn.torch.module import sample_blocks
 
 #: Sample count of the captured example (validation uses others).

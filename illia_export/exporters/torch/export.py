@@ -1,7 +1,7 @@
 """Export PyTorch models with every random draw as a graph input: the entry point and the legacy path.
 
 :func:`export_torch` sends live modules (and state dict + factory sources) to the torch.export
-pipeline (:mod:`torch_pipeline`: ONNX, ``.pt2``, AOTInductor), and TorchScript archives, or the
+pipeline (:mod:`.pipeline`: ONNX, ``.pt2``, AOTInductor), and TorchScript archives, or the
 ``torchscript`` format, to the legacy path below: source -> ``torch.jit.script`` -> generated
 wrapper (:mod:`torch_wrapper`) -> TorchScript, or ONNX through the TorchScript-based exporter
 (the only exporter that accepts an archive) -> validated -> manifest -> renamed into place. The
@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from illia_export.artifact import manifest as mf
+from illia_export.artifact.atomic import atomic_output
 from illia_export.errors import ExportError, ShapeError
-from illia_export.exporters import manifest as mf
-from illia_export.exporters.atomic import atomic_output
-from illia_export.exporters.distribution_check import DEFAULT_SAMPLES
 from illia_export.exporters.likelihood import resolve_likelihood
-from illia_export.exporters.torch_inputs import (
+from illia_export.exporters.torch.inputs import (
     as_inputs,
     check_names,
     default_names,
@@ -37,12 +36,13 @@ from illia_export.exporters.torch_inputs import (
     resize,
     spec_shape,
 )
-from illia_export.exporters.torch_registry import BATCH_MIXING_LAYERS, ModelNoise, discover
-from illia_export.exporters.torch_source import TorchSource, load_torch_source
-from illia_export.exporters.torch_traced import export_traced_onnx, is_traced
-from illia_export.exporters.torch_wrapper import OutputPath, build_wrapper, wrapper_source
-from illia_export.exporters.torch_writers import check_onnx_graph, name_dims
-from illia_export.exporters.validation import (
+from illia_export.exporters.torch.registry import BATCH_MIXING_LAYERS, ModelNoise, discover
+from illia_export.exporters.torch.source import TorchSource, load_torch_source
+from illia_export.exporters.torch.traced import export_traced_onnx, is_traced
+from illia_export.exporters.torch.wrapper import OutputPath, build_wrapper, wrapper_source
+from illia_export.exporters.torch.writers import check_onnx_graph, name_dims
+from illia_export.exporters.verify.distribution import DEFAULT_SAMPLES
+from illia_export.exporters.verify.same_noise import (
     DEFAULT_RTOL,
     DEFAULT_TOLERANCE,
     Comparison,
@@ -282,7 +282,7 @@ def _write(
 
 def _finalize(fmt: str, path: Path, manifest: mf.Manifest) -> None:
     """Stamp the digest and embed the final manifest in the artifact at `path` (rewritten in place)."""
-    from illia_export.exporters.digest import stamp_digest, verify_digest
+    from illia_export.artifact.digest import stamp_digest, verify_digest
 
     _embed(fmt, path, manifest)  # the first TorchScript re-save rewrites data.pkl too: settle it first
     stamp_digest(path, manifest)
@@ -415,7 +415,7 @@ def export_torch(
             likelihood=resolve, sources=sources,
         )
         return manifest
-    from illia_export.exporters.torch_pipeline import export_capture
+    from illia_export.exporters.torch.pipeline import export_capture
 
     return export_capture(
         source.module, example_inputs, path, format=format, samples=samples, task=task, opset=opset,
@@ -571,8 +571,8 @@ def _export_legacy(
 
 def _distribution(prep: _Prepared, reference, path: Path, manifest: mf.Manifest, strategy: str) -> dict:
     """The distribution check (:mod:`distribution_check`) of a legacy-path artifact."""
-    from illia_export.exporters.distribution_check import compare
-    from illia_export.exporters.torch_pipeline import source_samples
+    from illia_export.exporters.torch.pipeline import source_samples
+    from illia_export.exporters.verify.distribution import compare
     from illia_export.runtime.predictor import Predictor
 
     torch = _torch()

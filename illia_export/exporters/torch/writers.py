@@ -1,7 +1,7 @@
 """Writers of the torch.export capture: ONNX (dynamo exporter), ``.pt2`` ExportedProgram, AOTInductor.
 
-Each writer takes the ExportedProgram of :mod:`torch_capture` and a path (a temporary one from
-:func:`~illia_export.exporters.atomic.atomic_output`); :func:`embed_manifest` stores the final
+Each writer takes the ExportedProgram of :mod:`.capture` and a path (a temporary one from
+:func:`~illia_export.artifact.atomic.atomic_output`); :func:`embed_manifest` stores the final
 manifest after validation, and :class:`ArtifactRunner` runs a written artifact for validation.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from illia_export.artifact import manifest as mf
 from illia_export.errors import ExportError, require
-from illia_export.exporters import manifest as mf
 
 #: Metadata key of the manifest in an AOTInductor package (``AOTIModelPackageLoader::get_metadata``).
 AOTI_METADATA_KEY = mf.ONNX_METADATA_KEY

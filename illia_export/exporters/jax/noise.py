@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from illia_export.artifact.manifest import check_unique_names, noise_input_name
 from illia_export.distributions.jax import GaussianDistribution
 from illia_export.errors import ExportError, ShapeError
-from illia_export.exporters.manifest import check_unique_names, noise_input_name
 from illia_export.nn.jax.module import portable_ops
 
 #: jaxpr primitives that mean randomness is drawn inside the graph.

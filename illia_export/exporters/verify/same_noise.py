@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from illia_export.artifact.manifest import Validation
 from illia_export.errors import ToleranceError
-from illia_export.exporters.manifest import Validation
 
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_RTOL = 1e-4

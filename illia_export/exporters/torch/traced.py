@@ -14,9 +14,9 @@ import io
 
 import numpy as np
 
+from illia_export.artifact import manifest as mf
 from illia_export.errors import ExportError
-from illia_export.exporters import manifest as mf
-from illia_export.exporters.validation import Comparison
+from illia_export.exporters.verify.same_noise import Comparison
 
 RHO_SUFFIX = ".rho"
 

@@ -3,7 +3,7 @@
 Stages (docs/architecture.md, "Capture pipeline"):
 
 1. :func:`discover` runs the eager model twice, at two batch sizes, under a recording
-   :class:`~illia_export.exporters.torch_draws.DrawMode`: every random draw is listed with the
+   :class:`~illia_export.exporters.torch.draws.DrawMode`: every random draw is listed with the
    module that made it, its shape and its transform. Dims that follow the batch (dropout masks,
    Flipout signs, ``k×`` the batch for models that repeat their batch) become ``"batch"`` /
    ``"k*batch"``; a different number of draws between the runs is refused.
@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
+from illia_export.artifact import manifest as mf
 from illia_export.errors import ExportError
-from illia_export.exporters import manifest as mf
-from illia_export.exporters.torch_draws import DrawMode, ModuleTracker, RecordedDraw
+from illia_export.exporters.torch.draws import DrawMode, ModuleTracker, RecordedDraw
 from illia_export.nn.torch.module import sample_blocks
 
 #: Dropout module types that ``mc_dropout`` can switch on.

@@ -710,7 +710,7 @@ def _read_pt2_manifest(p: Path, fmt: str) -> bytes | str | None:
 
 def write_sidecar(manifest: Manifest, artifact: str | os.PathLike) -> Path:
     """Write ``<artifact>.manifest.json`` atomically and return its path."""
-    from illia_export.exporters.atomic import atomic_write_text
+    from illia_export.artifact.atomic import atomic_write_text
 
     path = sidecar_path(artifact)
     atomic_write_text(path, manifest.to_json())
@@ -725,3 +725,12 @@ def embed_in_onnx(model: Any, manifest: Manifest) -> None:
     prop = model.metadata_props.add()
     prop.key = ONNX_METADATA_KEY
     prop.value = manifest.to_json(indent=None)
+
+
+FROZEN_KEY = "frozen_bank"
+"""The manifest ``extra`` key that marks a frozen-bank artifact (``illia-export freeze``)."""
+
+
+def is_frozen(manifest: Manifest) -> bool:
+    """Whether `manifest` describes a frozen-bank artifact (noise baked in, summary outputs)."""
+    return FROZEN_KEY in manifest.extra

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from illia_export.artifact import manifest as mf
 from illia_export.errors import ExportError, ShapeError
-from illia_export.exporters import manifest as mf
 
 DTYPES = {"float32", "float64", "int64", "int32"}
 

@@ -110,7 +110,7 @@ def _without_manifest(data: bytes) -> bytes:
     """An AOTInductor metadata file minus the manifest entry (the manifest lives there)."""
     import json
 
-    from illia_export.exporters.manifest import ONNX_METADATA_KEY
+    from illia_export.artifact.manifest import ONNX_METADATA_KEY
 
     meta = json.loads(data)
     if isinstance(meta, dict):
@@ -124,7 +124,7 @@ def compute_digest(path: str | os.PathLike, format: str) -> str:
     Raises:
         ArtifactError: when the file cannot be read as that format.
     """
-    from illia_export.exporters.manifest import EMBEDDED_NAME
+    from illia_export.artifact.manifest import EMBEDDED_NAME
 
     p = Path(path)
     h = hashlib.sha256()

@@ -22,7 +22,7 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 
-from illia_export.exporters.torch_registry import LayerSite, ModelNoise
+from illia_export.exporters.torch.registry import LayerSite, ModelNoise
 
 MODES = ("vectorized", "per-call", "local")
 OutputPath = tuple[int, ...]

@@ -1,6 +1,6 @@
 """Export Flax-NNX Bayesian models: TF SavedModel, TFLite (jax2tf) and ONNX (jax2onnx).
 
-Pipeline: model -> :class:`~illia_export.exporters.jax_noise.PureFunction` (noise as explicit
+Pipeline: model -> :class:`~illia_export.exporters.jax.noise.PureFunction` (noise as explicit
 inputs) -> convert (jax2tf or jax2onnx) into a temporary path -> validate against the nnx
 model on several noise draws and zero noise at two batch sizes -> embed the manifest -> move
 into place. A failed conversion or validation leaves nothing at the output path.
@@ -34,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from illia_export.artifact import manifest as mf
+from illia_export.artifact.atomic import atomic_output
+from illia_export.artifact.digest import stamp_digest
 from illia_export.errors import ArtifactError, ExportError, ShapeError
-from illia_export.exporters import manifest as mf
-from illia_export.exporters.atomic import atomic_output
-from illia_export.exporters.digest import stamp_digest
 from illia_export.exporters.likelihood import resolve_likelihood
-from illia_export.exporters.validation import DEFAULT_RTOL, DEFAULT_TOLERANCE
+from illia_export.exporters.verify.same_noise import DEFAULT_RTOL, DEFAULT_TOLERANCE
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 SAMPLE_MODES = ("vectorized", "per-call")
@@ -137,7 +137,7 @@ class _Prepared:
     ) -> None:
         import jax
 
-        from illia_export.exporters.jax_noise import find_random_primitives, make_pure_function, zeros_noise
+        from illia_export.exporters.jax.noise import find_random_primitives, make_pure_function, zeros_noise
 
         _check_exportable(model, fmt)
         self.vectorized = samples == "vectorized"
@@ -464,7 +464,7 @@ def _validate(
 ):
     import jax
 
-    from illia_export.exporters.validation import Comparison
+    from illia_export.exporters.verify.same_noise import Comparison
 
     run = artifact_runner(fmt, path)
     order = getattr(run, "order", None)
