@@ -21,7 +21,6 @@ from illia_export.artifact.manifest import (
     Manifest,
     TensorSpec,
     batch_multiple,
-    is_frozen,
 )
 from illia_export.errors import ArtifactError, InputError, StrategyError
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from illia_export.artifact.manifest import (
     BATCH_DIM,
+    FROZEN_KEY,
     SAMPLE_DIM,
     Manifest,
     NoiseSpec,
