@@ -24,7 +24,7 @@ from illia_export.nn.jax.module import (
 )
 from illia_export.nn.jax.weight_bias import WeightBiasLayer
 
-IntOrPair = Union[int, tuple[int, int]]
+IntOrPair = int | tuple[int, int]
 
 
 def _pair(value: IntOrPair, name: str, allow_zero: bool = False) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from illia_export.distributions.torch import GaussianDistribution
 from illia_export.nn.torch.module import check_positive
 from illia_export.nn.torch.weight_bias import WeightBiasLayer
 
-IntOrPair = Union[int, tuple[int, int]]
+IntOrPair = int | tuple[int, int]
 
 
 def _pair(value: IntOrPair, name: str, allow_zero: bool = False) -> list[int]:
