@@ -8,7 +8,7 @@ Eagerly the layers call ``lax.conv_general_dilated``; under
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -6,7 +6,7 @@ runs as im2col (``F.unfold``) + one batched matmul: exact, exportable to ONNX wi
 sample axis (ONNX ``Conv`` needs a static group count, which rules out the grouped-conv trick).
 """
 
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
