@@ -20,10 +20,6 @@ _spec.loader.exec_module(mutants)
 ALL = mutants.load_mutants()
 
 
-def test_mutant_list_is_not_empty():
-    assert len(ALL) >= 20, "the guard mutants of issue #21 are recorded in tests/mutants/*.json"
-
-
 @pytest.mark.parametrize("mutant", ALL, ids=[m["id"] for m in ALL])
 def test_mutant_applies_and_names_real_tests(mutant):
     mutated = mutants.check_applicable(mutant)
