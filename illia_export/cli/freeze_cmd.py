@@ -10,10 +10,12 @@ def register(sub) -> None:
         "freeze",
         help="bake S posterior samples and the summaries into one plain ONNX graph (any ONNX server)",
         description="Write a frozen-bank ONNX model: the noise of strategy 'bank' with this seed and S "
-        "is baked in, the only inputs are the model's, and the outputs are batch-first Monte Carlo "
-        "summaries (probabilities, predicted_class, predictive_entropy, mutual_information; or mean, "
-        "std). Any ONNX server (Triton, ONNX Runtime server, KServe) serves it unchanged, with "
-        "dynamic batching: a row's answer does not depend on its batch.",
+        "is baked in, the inputs are the model's (plus row_id, int64 [batch], when the model has "
+        "per-example noise such as MC-dropout masks: the graph generates each row's noise from its id), "
+        "and the outputs are batch-first Monte Carlo summaries (probabilities, predicted_class, "
+        "predictive_entropy, mutual_information; or mean, std). Any ONNX server (Triton, ONNX Runtime "
+        "server, KServe) serves it unchanged, with dynamic batching: a row's answer does not depend on "
+        "its batch.",
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="a vectorized ONNX artifact")
     p.add_argument("--output", "-o", required=True, metavar="OUT.onnx", help="the frozen model to write")

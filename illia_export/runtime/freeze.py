@@ -20,15 +20,19 @@ from illia_export.artifact.manifest import (
     SAMPLE_DIM,
     Manifest,
     TensorSpec,
-    batch_multiple,
 )
 from illia_export.errors import ArtifactError, InputError, StrategyError
+from illia_export.runtime.noise import GENERATOR_V2
 
 #: Key of ``manifest.extra`` that marks a frozen-bank artifact.
 #: Highest ONNX IR version written (onnxruntime refuses newer ones).
 MAX_IR_VERSION = 10
 #: Prefix of the original graph's tensors inside the frozen graph.
 PREFIX = "bnn/"
+#: The frozen graph's input of row ids (int64 ``[batch]``) when the model has per-example noise.
+ROW_ID_INPUT = "row_id"
+#: Opset needed to generate per-example noise in the graph (unsigned BitwiseXor/BitwiseAnd).
+MIN_ROW_OPSET = 18
 _CLASSIFICATION_OUTPUTS = ("probabilities", "predicted_class", "predictive_entropy", "mutual_information")
 _REGRESSION_OUTPUTS = ("mean", "std")
 
@@ -83,11 +87,7 @@ def freeze_bank(
             f"{src.name} is a per-call artifact (one sample per graph call); freeze_bank needs a vectorized "
             "one (export with samples='vectorized', the default) so that the S samples run in one graph"
         )
-    for spec in m.noise:
-        if any(d != SAMPLE_DIM and (d == BATCH_DIM or batch_multiple(d) is not None) for d in spec.shape):
-            raise StrategyError(
-                f"noise {spec.name!r} depends on the batch ({spec.shape}); a frozen bank needs weight noise only"
-            )
+    row_keyed = _row_keyed_noise(m, src.name)
     if m.likelihood is not None and m.task == "regression":
         raise StrategyError(
             f"{src.name} has a regression likelihood; freeze_bank writes sample mean/std only and does not "
@@ -99,24 +99,51 @@ def freeze_bank(
     if not first.shape or first.shape[0] != SAMPLE_DIM:
         raise ArtifactError(f"output {first.name!r} must be [samples, batch, ...], the manifest says {first.shape}")
     generator = pred._generator(generator)
+    if row_keyed and generator != GENERATOR_V2:
+        raise StrategyError(
+            f"{src.name} has per-example noise ({sorted(row_keyed)}), which a frozen graph generates from each "
+            f"row's id with {GENERATOR_V2}; the generator asked for is {generator}. Freeze with "
+            f"generator={GENERATOR_V2!r} (the numbers then match predict(..., generator={GENERATOR_V2!r}))"
+        )
     noise = pred.noise(num_samples, seed, strategy="bank", batch_size=1, generator=generator)
 
     model = onnx.load(str(src))
     if model.graph.input and any(i.name.startswith(PREFIX) for i in model.graph.input):
         raise ArtifactError(f"{src.name}: input names may not start with {PREFIX!r}")
-    noise_names = {n.name for n in m.noise}
-    graph = add_prefix_graph(model.graph, PREFIX, rename_inputs=False)
-    # noise inputs -> initializers holding the bank
-    kept = [i for i in graph.input if i.name not in noise_names]
-    del graph.input[:]
-    graph.input.extend(kept)
-    for name in noise_names:
-        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(noise[name], dtype=np.float32), name))
-    y = PREFIX + first.name
-    del graph.output[:]
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     if opset < 13:
         raise ArtifactError(f"{src.name} uses ONNX opset {opset}; freeze_bank needs opset >= 13")
+    if row_keyed and opset < MIN_ROW_OPSET:
+        raise ArtifactError(
+            f"{src.name} uses ONNX opset {opset}; generating its per-example noise in the graph needs opset >= "
+            f"{MIN_ROW_OPSET} (unsigned bitwise ops): re-export it with opset={MIN_ROW_OPSET} or newer"
+        )
+    if row_keyed and any(t.name == ROW_ID_INPUT for t in m.inputs):
+        raise ArtifactError(f"{src.name} has an input named {ROW_ID_INPUT!r}, the frozen graph's row-id input")
+    noise_names = {n.name for n in m.noise}
+    graph = add_prefix_graph(model.graph, PREFIX, rename_inputs=False)
+    # noise inputs -> initializers holding the bank, or (per-example noise) the row-keyed generator
+    kept = [i for i in graph.input if i.name not in noise_names]
+    del graph.input[:]
+    graph.input.extend(kept)
+    if row_keyed:
+        from illia_export.runtime.frozen_rows import RowNoiseBuilder
+
+        graph.input.append(helper.make_tensor_value_info(ROW_ID_INPUT, TensorProto.INT64, [BATCH_DIM]))
+        rows = RowNoiseBuilder(ROW_ID_INPUT, seed, num_samples)
+        for k, spec in enumerate(m.noise):
+            if spec.name in row_keyed:
+                dims = spec.shape[1:]
+                pos = dims.index(BATCH_DIM)
+                out = rows.noise(k, [int(d) for i, d in enumerate(dims) if i != pos], pos)
+                rows.nodes.append(helper.make_node("Identity", [out], [spec.name]))
+        graph.initializer.extend(rows.initializers)
+        for i, n in enumerate(rows.nodes):
+            graph.node.insert(i, n)
+    for name in noise_names - set(row_keyed):
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(noise[name], dtype=np.float32), name))
+    y = PREFIX + first.name
+    del graph.output[:]
 
     nodes: list[Any] = []
     consts: list[Any] = []
@@ -193,7 +220,7 @@ def freeze_bank(
     manifest = Manifest(
         format="onnx",
         source=m.source,
-        inputs=list(m.inputs),
+        inputs=list(m.inputs) + ([TensorSpec(ROW_ID_INPUT, [BATCH_DIM], "int64")] if row_keyed else []),
         noise=[],
         outputs=specs,
         sample_axis=None,
@@ -207,6 +234,7 @@ def freeze_bank(
                 "noise_generator": generator,
                 "output": first.name,
                 "source_digest": m.digest,
+                "row_keyed_noise": sorted(row_keyed),
             },
         },
         noise_generator=m.noise_generator,
@@ -220,3 +248,23 @@ def freeze_bank(
 
 
 __all__ = ["freeze_bank"]
+
+
+def _row_keyed_noise(m: Manifest, name: str) -> list[str]:
+    """Names of the noise inputs a frozen graph generates per row (one ``"batch"`` dim, the other dims
+    fixed); other per-example noise cannot be frozen and is refused with the reason."""
+    keyed = []
+    for spec in m.noise:
+        dims = spec.shape[1:]
+        symbolic = [d for d in dims if isinstance(d, str)]
+        if not symbolic:
+            continue
+        if symbolic != [BATCH_DIM]:
+            raise StrategyError(
+                f"{name}: noise {spec.name!r} has dims {spec.shape}; a frozen graph can generate per-example noise "
+                f"only when its one symbolic dim is {BATCH_DIM!r} (a batch folded with other axes, or a dim that "
+                "follows another input size, cannot be keyed by row). Serve this artifact with `illia-export serve` "
+                "instead (docs/scaling.md)"
+            )
+        keyed.append(spec.name)
+    return keyed

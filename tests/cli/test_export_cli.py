@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from illia_export.artifact.manifest import read_manifest
 from illia_export.cli import main
 from illia_export.nn.torch import Conv2d, Linear
 
@@ -243,10 +244,20 @@ def test_frozen_bank_bad_options_fail_before_export(capsys, tmp_path, extra, exp
     _no_leftovers(tmp_path, {"mlp.pt"})
 
 
+def test_frozen_bank_of_mc_dropout_takes_row_ids(capsys, dropout_state, tmp_path):
+    """Dropout masks are per-example noise: the frozen graph generates them from a row_id input."""
+    out = tmp_path / "drop.onnx"
+    args = [str(dropout_state), "--factory", "user_models:make_net", "--input-shape", "2,6", "--mc-dropout",
+            "-o", str(out), "--frozen-bank", "4"]
+    assert main(args) == 0
+    frozen = read_manifest(tmp_path / "drop.frozen.onnx")
+    assert [t.name for t in frozen.inputs] == ["input", "row_id"]
+
+
 def test_frozen_bank_refused_after_export_leaves_nothing(capsys, dropout_state, tmp_path):
-    """Dropout masks are per-example noise: a frozen bank cannot hold them. The export that
-    preceded the refusal is removed too (all or nothing)."""
+    """Generating dropout masks in the graph needs opset 18: the refusal comes after the export,
+    and the export that preceded it is removed too (all or nothing)."""
     out = tmp_path / "drop.onnx"
     _error_case(capsys, [str(dropout_state), "--factory", "user_models:make_net", "--input-shape", "2,6",
-                         "--mc-dropout", "-o", str(out), "--frozen-bank", "4"], "batch")
+                         "--mc-dropout", "--opset", "17", "-o", str(out), "--frozen-bank", "4"], "opset >= 18")
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".onnx") == []

@@ -113,3 +113,107 @@ def test_cli_freeze_refuses_bad_counts(artifacts, tmp_path, capsys, extra, messa
     err = capsys.readouterr().err
     assert message in err and "\n" not in err.strip()
     assert not (tmp_path / "f.onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def dropout_onnx(tmp_path_factory):
+    """The MC-dropout classifier of the runtime tests (masks: per-example noise [S, batch, 16])."""
+    import torch
+
+    import illia_export
+
+    from .conftest import DropoutNet
+
+    path = tmp_path_factory.mktemp("frozen_dropout") / "dropout.onnx"
+    illia_export.export(DropoutNet().eval(), torch.zeros(2, 6), path, task="classification", mc_dropout=True)
+    return path
+
+
+def _run_rows(path, x, row_id) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input", "row_id"]
+    feeds = {"input": x, "row_id": np.asarray(row_id, dtype=np.int64)}
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+
+
+def test_mc_dropout_freezes_with_row_keyed_masks(dropout_onnx, tmp_path):
+    """Dropout masks are generated in the graph from each row's id with illia-noise-v2: any ONNX server
+    then returns what predict(..., row_ids=ids) returns for those rows, whatever the batching."""
+    out = freeze_bank(dropout_onnx, tmp_path / "frozen.onnx", num_samples=S, seed=SEED)
+    m = read_manifest(out)
+    assert [t.name for t in m.inputs] == ["input", "row_id"]
+    assert m.extra["frozen_bank"]["row_keyed_noise"] == [n.name for n in read_manifest(dropout_onnx).noise]
+    x = _x(7, 6)
+    ids = np.array([5, -3, 0, 2**40, 11, 12, 7])
+    got = _run_rows(out, x, ids)
+    ref = load(dropout_onnx).predict(x, num_samples=S, seed=SEED, strategy="bank", row_ids=ids)
+    np.testing.assert_allclose(got["probabilities"], ref.probabilities, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got["mutual_information"], ref.mutual_information, atol=1e-5, rtol=0)
+    # partition invariance: a row alone, with its id, gets the same answer
+    alone = _run_rows(out, x[3:4], ids[3:4])
+    np.testing.assert_allclose(alone["probabilities"][0], got["probabilities"][3], atol=1e-6, rtol=0)
+    # the id really drives the masks (so the guard above can fail): another id, other numbers
+    moved = _run_rows(out, x[3:4], [ids[3] + 1])
+    assert np.abs(moved["probabilities"][0] - got["probabilities"][3]).max() > 1e-4
+
+
+def test_frozen_row_noise_equals_the_reference_generator(tmp_path):
+    """The in-graph generator against the numpy reference of docs/noise.md, element by element,
+    for a batch axis that is not the first noise dim."""
+    from onnx import TensorProto, helper
+
+    from illia_export.runtime.frozen_rows import MIN_OPSET, RowNoiseBuilder
+    from illia_export.runtime.noise import GENERATOR_V2, row_words, standard_normal_rows
+
+    builder = RowNoiseBuilder("row_id", seed=123, num_samples=3)
+    out = builder.noise(stream=2, row_shape=[4, 5], batch_axis=1)  # noise shape [S, 4, batch, 5]
+    graph = helper.make_graph(
+        builder.nodes, "rows", [helper.make_tensor_value_info("row_id", TensorProto.INT64, ["batch"])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], initializer=builder.initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", MIN_OPSET)], ir_version=9)
+    ids = np.array([0, 1, -1, 987654321012], dtype=np.int64)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"row_id": ids})[0]
+    want = standard_normal_rows(GENERATOR_V2, 123, 2, row_words(ids), [4, 5], 0, 3, use_kernel=False)
+    want = np.moveaxis(want, 1, 2)  # rows at axis 2 of [S, 4, batch, 5]
+    assert got.shape == want.shape == (3, 4, 4, 5)
+    np.testing.assert_allclose(got, want, rtol=0, atol=6e-7 * np.maximum(1, np.abs(want)).max())
+
+
+def test_frozen_rows_refuse_v1_generator(dropout_onnx, tmp_path):
+    with pytest.raises(StrategyError, match="illia-noise-v2"):
+        freeze_bank(dropout_onnx, tmp_path / "f.onnx", num_samples=S, seed=SEED, generator="illia-noise-v1")
+    assert not (tmp_path / "f.onnx").exists()
+
+
+def test_flipout_freezes_weights_and_row_keyed_signs(tmp_path):
+    """bayesian-torch Flipout: weight noise baked in, the per-example signs generated per row."""
+    import torch
+
+    import illia_export
+
+    layers = pytest.importorskip("bayesian_torch.layers")
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = layers.LinearFlipout(6, 16), layers.LinearFlipout(16, 3)
+
+        def forward(self, x):
+            h, _ = self.a(x)
+            y, _ = self.b(torch.relu(h))
+            return y
+
+    torch.manual_seed(0)
+    src = tmp_path / "flip.onnx"
+    illia_export.export(Net().eval(), torch.zeros(2, 6), src, task="classification")
+    out = freeze_bank(src, tmp_path / "frozen.onnx", num_samples=S, seed=SEED)
+    kinds = {n.name: n.kind for n in read_manifest(src).noise}
+    assert sorted(read_manifest(out).extra["frozen_bank"]["row_keyed_noise"]) == sorted(
+        n for n, k in kinds.items() if k == "flipout_sign"
+    )
+    x, ids = _x(5, 6), np.arange(10, 15)
+    got = _run_rows(out, x, ids)
+    ref = load(src).predict(x, num_samples=S, seed=SEED, strategy="bank", row_ids=ids)
+    np.testing.assert_allclose(got["probabilities"], ref.probabilities, atol=1e-5, rtol=0)
