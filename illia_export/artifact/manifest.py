@@ -44,6 +44,7 @@ NOISE_TRANSFORMS = ("affine", "uniform", "bernoulli", "dropout", "sign")
 LIKELIHOODS = ("gaussian", "laplace", "student_t")
 SCALE_PARAMETERIZATIONS = ("variance", "log_variance", "std", "softplus_std")
 _BATCH_MULTIPLE = re.compile(r"^([1-9][0-9]*)\*batch$")
+_NAMED_MULTIPLE = re.compile(r"^(?:([1-9][0-9]{0,8})\*)?([A-Za-z_][A-Za-z0-9_.:-]{0,127})$")
 
 #: Key of the manifest in ONNX ``metadata_props``.
 ONNX_METADATA_KEY = "illia_export.manifest"
@@ -98,6 +99,19 @@ def batch_multiple(dim: Dim) -> int | None:
         if m:
             return int(m.group(1))
     return None
+
+
+def dim_factor(dim: Dim) -> tuple[int, str] | None:
+    """A named noise dim as ``(k, name)``: ``"seq_len"`` -> ``(1, "seq_len")``, ``"2*seq_len"``
+    -> ``(2, "seq_len")``, ``"4*batch"`` -> ``(4, "batch")``; None for integers, ``"samples"``
+    and anything else. The size is ``k`` times the named input dim (docs/noise.md)."""
+    if not isinstance(dim, str) or dim == SAMPLE_DIM:
+        return None
+    m = _NAMED_MULTIPLE.match(dim)
+    if m is None:
+        return None
+    k = int(m.group(1)) if m.group(1) else 1
+    return (k, m.group(2)) if k >= 1 else None
 
 
 def _check_shape(shape: Any, where: str) -> list[Dim]:
