@@ -72,10 +72,8 @@ def split_noise_prefix(path: Path, input_names: list[str], noise_names: list[str
         inferred = shape_inference.infer_shapes(model)
     except Exception:  # inference is best effort; without types we cannot declare inputs
         return None
-    types = {
-        vi.name: vi.type.tensor_type.elem_type
-        for vi in list(inferred.graph.value_info) + list(inferred.graph.input)
-    }
+    infos = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    types = {name: vi.type.tensor_type.elem_type for name, vi in infos.items()}
     if any(not types.get(f) for f in frontier):
         return None
 
@@ -104,7 +102,14 @@ def split_noise_prefix(path: Path, input_names: list[str], noise_names: list[str
         return m.SerializeToString()
 
     by_name = {i.name: i for i in graph.input}
-    frontier_info = [helper.make_tensor_value_info(f, types[f], None) for f in frontier]
+    # typed and, where inference knows it, shaped: later rewrites of the suffix (ort_conv) read
+    # the static dims of these inputs
+    frontier_info = []
+    for f in frontier:
+        info = helper.make_tensor_value_info(f, types[f], None)
+        if infos[f].type.tensor_type.HasField("shape"):
+            info.type.CopyFrom(infos[f].type)
+        frontier_info.append(info)
     prefix = make(
         prefix_nodes, [by_name[n] for n in noise_names if n in by_name], frontier_info, "noise_prefix"
     )

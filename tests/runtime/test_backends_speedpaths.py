@@ -1,0 +1,161 @@
+"""The runtime's speed paths give the original graph's numbers: grouped convolutions on
+onnxruntime (``ort_conv``), fed weights and cached bank weights on ``.pt2``.
+
+Each test checks that the speed path was taken (so a matcher that stops matching fails here)
+and that, fed the same noise, it returns what the artifact's own graph returns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import illia_export  # noqa: E402
+from illia_export.nn.torch import Conv1d, Conv2d, Linear  # noqa: E402
+from illia_export.runtime import load  # noqa: E402
+from illia_export.runtime.backends import ort_conv  # noqa: E402
+from tests.exporters.torch import families  # noqa: E402
+
+S, B = 5, 3
+
+
+class SmallCNN(torch.nn.Module):
+    """Two sampled convolutions with ReLU and pooling between them (the W2 shape, smaller)."""
+
+    def __init__(self, stride=1, padding=0, dilation=1, groups=1) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = Conv2d(2, 4, 3)
+        self.conv2 = Conv2d(4, 6, 3, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        self.fc = Linear(6, 3)
+
+    def forward(self, x):
+        x = torch.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = torch.relu(self.conv2(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class SmallConv1d(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = Conv1d(2, 4, 3, stride=2, padding=1)
+        self.fc = Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(x)).mean(dim=2))
+
+
+def _export(model, x, path, **kwargs):
+    illia_export.export(model, x, path, format="onnx", validate=False, **kwargs)
+    return path
+
+
+def _predict_both(path, x, strategy):
+    """Predictions of the grouped-convolution path and of the original graph, same seed."""
+    fast = load(path, threads=1)
+    slow = load(path, threads=1, grouped_conv=False)
+    got = fast.predict(x, num_samples=S, seed=7, strategy=strategy).samples
+    again = fast.predict(x, num_samples=S, seed=7, strategy=strategy).samples  # the checked session
+    want = slow.predict(x, num_samples=S, seed=7, strategy=strategy).samples
+    return fast, got, again, want
+
+
+def _verified_runners(backend) -> list:
+    runners = [r for r in backend._conv.values() if r is not None]
+    return [r for r in runners if any(e and e[1] for e in r._sessions.values())]
+
+
+@pytest.mark.parametrize("strategy", ["fresh", "bank"])
+@pytest.mark.parametrize(
+    "conv_args", [{}, {"stride": 2, "padding": 1}, {"dilation": 2, "padding": 2}, {"groups": 2}]
+)
+def test_grouped_conv_same_numbers(tmp_path, strategy, conv_args):
+    model = SmallCNN(**conv_args).eval()
+    x = torch.randn(B, 2, 14, 14)
+    path = _export(model, torch.randn(2, 2, 14, 14), tmp_path / "cnn.onnx")
+    fast, got, again, want = _predict_both(path, x.numpy(), strategy)
+    assert _verified_runners(fast.backend), "the grouped-convolution rewrite was not used"
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(again, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_sites_read_the_parameters(tmp_path):
+    path = _export(
+        SmallCNN(stride=2, padding=1, dilation=2).eval(), torch.randn(2, 2, 14, 14), tmp_path / "c.onnx"
+    )
+    sites = ort_conv.find_conv_sites(onnx.load(str(path)))
+    assert [(s.channels, s.out_channels, s.kernel, s.strides, s.pads, s.dilations) for s in sites] == [
+        (2, 4, (3, 3), (1, 1), (0, 0), (1, 1)),
+        (4, 6, (3, 3), (2, 2), (1, 1), (2, 2)),
+    ]
+    assert sites[0].shared is not None  # the first layer convolves the model input once
+    assert sites[1].shared is None
+
+
+def test_grouped_conv_chains_channel_local_ops(tmp_path):
+    """ReLU and pooling between two sampled convolutions run on the grouped layout: the
+    rewritten graph transposes activations only after the last convolution."""
+    path = _export(SmallCNN().eval(), torch.randn(2, 2, 14, 14), tmp_path / "c.onnx")
+    model = onnx.load(str(path))
+    rewritten = onnx.load_from_string(ort_conv.rewrite(model, ort_conv.find_conv_sites(model), S))
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ops.count("Conv") == 2 and "Gather" not in ops
+    first, second = (k for k, n in enumerate(rewritten.graph.node) if n.op_type == "Conv")
+    between = ops[first:second]
+    assert "Transpose" not in between and "Relu" in between and "MaxPool" in between
+
+
+def test_conv1d_same_numbers(tmp_path):
+    path = _export(SmallConv1d().eval(), torch.randn(2, 2, 11), tmp_path / "c1.onnx")
+    fast, got, _, want = _predict_both(
+        path, np.random.default_rng(0).standard_normal((B, 2, 11)).astype("float32"), "fresh"
+    )
+    assert _verified_runners(fast.backend)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["bt_hand_conv", "torchbnn_cnn", "bt_flipout"])
+def test_grouped_conv_foreign_families(tmp_path, case):
+    model, x = getattr(families, case)()
+    path = _export(model.eval(), x, tmp_path / f"{case}.onnx")
+    for strategy in ("fresh", "bank"):
+        fast, got, _, want = _predict_both(path, x.numpy(), strategy)
+        assert _verified_runners(fast.backend), f"{case}/{strategy}: the rewrite was not used"
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_wrong_rewrite_falls_back_to_the_original_graph(tmp_path, monkeypatch):
+    """A rewrite that computes something else is caught on its first call and never used."""
+    path = _export(SmallCNN().eval(), torch.randn(2, 2, 14, 14), tmp_path / "c.onnx")
+    real = ort_conv.rewrite
+
+    def off_by_one(model, sites, num_samples):
+        # the wrong sample count: reshapes that fit, numbers that do not
+        return real(model, sites, num_samples + 1) if num_samples > 1 else real(model, sites, num_samples)
+
+    monkeypatch.setattr(ort_conv, "rewrite", off_by_one)
+    x = np.random.default_rng(0).standard_normal((B, 2, 14, 14)).astype("float32")
+    fast, got, again, want = _predict_both(path, x, "fresh")
+    assert not _verified_runners(fast.backend)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(again, want)
+
+
+def test_grouped_conv_leaves_mlp_graphs_alone(tmp_path):
+    class MLP(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    path = _export(MLP().eval(), torch.randn(2, 4), tmp_path / "m.onnx")
+    p = load(path, threads=1)
+    p.predict(np.ones((2, 4), "float32"), num_samples=3, seed=0)
+    assert all(r is None for r in p.backend._conv.values())
