@@ -71,12 +71,13 @@ def freeze_bank(
 
     from illia_export.artifact.atomic import atomic_output
     from illia_export.artifact.manifest import embed_in_onnx
-    from illia_export.runtime.predictor import _check_seed, load
+    from illia_export.runtime.inputs import check_seed
+    from illia_export.runtime.predictor import load
 
     if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
         raise InputError(f"`num_samples` (={num_samples!r}) must be a positive integer")
     num_samples = int(num_samples)
-    seed = _check_seed(seed, allow_none=False)
+    seed = check_seed(seed, allow_none=False)
     src = Path(artifact_path)
     pred = load(src)
     m = pred.manifest

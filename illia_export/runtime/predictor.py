@@ -53,7 +53,6 @@ from illia_export.runtime.strategies import (
 from illia_export.runtime.threads import THREAD_OPTIONS, _resolve_threads, default_threads  # noqa: F401
 
 #: Kept for callers of the old private name (freeze.py).
-_check_seed = checks.check_seed
 SEED_LIMIT = checks.SEED_LIMIT
 
 InputLike = Any  # an array, a sequence of arrays (manifest order) or {name: array}
