@@ -59,6 +59,8 @@ DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16"
 #: Largest fixed dim a manifest may declare (anything larger is a corrupt manifest).
 MAX_DIM = 2**31 - 1
 _DIGEST_OK = re.compile(r"^sha256:[0-9a-f]{64}$")
+#: Largest embedded manifest read (a corrupt size field must not make us allocate gigabytes).
+MAX_MANIFEST_BYTES = 16 << 20
 #: Digest schemes this illia-export reads (docs/formats.md, "Integrity digest").
 DIGEST_SCHEMES = (1, 2)
 
@@ -710,27 +712,40 @@ def _read_torchscript_manifest(p: Path) -> bytes | None:
                 parts = name.split("/")
                 if len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME:
                     return zf.read(name)
-    except zipfile.BadZipFile as exc:
-        raise ManifestError(f"{p} is not a TorchScript archive (not a zip file)") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as exc:
+        raise ManifestError(f"{p} is not a readable TorchScript archive: {type(exc).__name__}: {exc}") from exc
     return None
 
 
 def _read_pt2_manifest(p: Path, fmt: str) -> bytes | str | None:
     """From a ``.pt2``: the ``extra/`` file of an ExportedProgram, the metadata of an AOTI package."""
     import zipfile
+    import zlib
 
-    with zipfile.ZipFile(p) as zf:
-        for name in zf.namelist():
-            parts = name.split("/")
-            if fmt == "pt2" and len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME:
-                return zf.read(name)
-            if fmt == "aoti" and name.endswith("_metadata.json") and "/data/aotinductor/" in name:
+    from illia_export.errors import ArtifactError
+
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                parts = name.split("/")
+                wanted = (fmt == "pt2" and len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME) or (
+                    fmt == "aoti" and name.endswith("_metadata.json") and "/data/aotinductor/" in name
+                )
+                if not wanted:
+                    continue
+                if info.file_size > MAX_MANIFEST_BYTES:
+                    raise ManifestError(f"{p}: {name!r} is {info.file_size} bytes; a manifest is at most 16 MiB")
+                if fmt == "pt2":
+                    return zf.read(name)
                 try:
                     meta = json.loads(zf.read(name))
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise ManifestError(f"{p}: the AOTInductor metadata is not valid JSON") from exc
                 if isinstance(meta, dict) and isinstance(meta.get(ONNX_METADATA_KEY), str):
                     return meta[ONNX_METADATA_KEY]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
+        raise ArtifactError(f"{p} is a damaged .pt2 archive: {type(exc).__name__}: {exc}") from exc
     return None
 
 

@@ -99,8 +99,11 @@ class TrustVerdict:
         return text + ("; trusted by the caller" if self.vouched else "")
 
 
-def check_trust(path: str | os.PathLike, manifest, policy: TrustPolicy) -> TrustVerdict:
+def check_trust(path: str | os.PathLike, manifest, policy: TrustPolicy, *, opening: bool = True) -> TrustVerdict:
     """Verify the digest and apply `policy`; raise before anything from the file is run.
+
+    `opening`: the caller is about to open the graph (``load``); ``inspect`` passes False to
+    check the digest of a native-code package it will not open.
 
     Raises:
         ArtifactError: a digest mismatch; an expected digest that the artifact does not carry;
@@ -115,7 +118,7 @@ def check_trust(path: str | os.PathLike, manifest, policy: TrustPolicy) -> Trust
         )
     scheme = verify_digest(p, manifest)
     vouched = policy.trust_native_code or bool(policy.expected_digests)
-    if manifest.format in NATIVE_CODE_FORMATS and not vouched:
+    if opening and manifest.format in NATIVE_CODE_FORMATS and not vouched:
         raise ArtifactError(
             f"{p} is an AOTInductor package: loading it runs compiled code from the file, and its own digest "
             "only shows it was not damaged, not who wrote it. Load it only if you trust its origin: pass "

@@ -126,7 +126,7 @@ def check_integrity(path: Path, manifest: Manifest, **load_options) -> str:
     if manifest.digest is None and not ort_format:
         compute_digest(path, manifest.format)  # parses the container (protobuf fields, zip CRCs)
     options = dict(load_options, allow_unverified=True)
-    verdict = check_trust(path, manifest, TrustPolicy.from_options(dict(options)))
+    verdict = check_trust(path, manifest, TrustPolicy.from_options(dict(options)), opening=False)
     if manifest.format in NATIVE_CODE_FORMATS and not verdict.vouched:
         graph = (
             "graph not opened: an AOTInductor package runs compiled code when loaded "
