@@ -30,11 +30,22 @@ def _export(root: Path, fmt: str) -> Path:
     return path
 
 
+class _Exports(dict):
+    """Exports a format the first time a test asks for it (mutant runs stay fast)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, fmt: str) -> Path:
+        self[fmt] = _export(self.root, fmt)
+        return self[fmt]
+
+
 @pytest.fixture(scope="session")
 def bare(tmp_path_factory) -> dict[str, Path]:
-    """``export(Linear(4, 3), x, ...)`` as ONNX, TorchScript and .pt2."""
-    root = tmp_path_factory.mktemp("bare")
-    return {fmt: _export(root, fmt) for fmt in ("onnx", "torchscript", "pt2")}
+    """``export(Linear(4, 3), x, ...)`` as ONNX, TorchScript and .pt2 (exported on first use)."""
+    return _Exports(tmp_path_factory.mktemp("bare"))
 
 
 @pytest.fixture(scope="session")
