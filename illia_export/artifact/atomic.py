@@ -17,6 +17,14 @@ Guards (:func:`check_output_path`, also run by :func:`atomic_output` before any 
 * the parent folder must be a folder (it is created when missing, unless
   ``create_parents=False``) and writable.
 
+* the output may not be a file that belongs to another artifact: a manifest sidecar
+  (``<artifact>.manifest.json`` beside an existing artifact) or the local-reparameterization
+  variant an existing artifact's manifest names (``mlp.local.onnx`` of ``mlp.onnx``) -- unless
+  the writer is writing that artifact (``part_of=``).
+
+Temporary names are ``.<name>.illia-<pid>-<random>.tmp<suffix>``: a run killed with SIGKILL
+leaves one behind, and the next write to the same target removes those whose process is gone.
+
 Files and folders get the permissions a plain ``open()``/``mkdir`` would give them
 (``0o666``/``0o777`` minus the process umask), not ``mkstemp``'s ``0o600``.
 """
@@ -38,6 +46,8 @@ from illia_export.errors import ArtifactError
 INTERRUPT_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
 
 _umask_lock = threading.Lock()
+#: Marks our temporary names (``.<name>.illia-<pid>-<random>.tmp``).
+TMP_TAG = "illia"
 
 
 class ExportInterrupted(KeyboardInterrupt):
@@ -78,6 +88,57 @@ def _holds(out: Path, src: Path) -> bool:
     return out == src or out in src.parents
 
 
+def _owner_artifact(final: Path) -> Path | None:
+    """The existing artifact `final` belongs to (as its sidecar or its local variant), or None."""
+    from illia_export.artifact.manifest import SIDECAR_SUFFIX, read_manifest
+
+    name = final.name
+    if name.endswith(SIDECAR_SUFFIX) and len(name) > len(SIDECAR_SUFFIX):
+        owner = final.with_name(name[: -len(SIDECAR_SUFFIX)])
+        if owner.exists():
+            return owner
+    stem = final.stem
+    if stem.endswith(".local") and len(stem) > len(".local"):
+        owner = final.with_name(stem[: -len(".local")] + final.suffix)
+        if owner.is_file():
+            try:
+                local = read_manifest(owner).local
+            except Exception:  # not an artifact (or unreadable): nothing of ours to protect
+                return None
+            if local is not None and local.file == name:
+                return owner
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(final: Path) -> list[Path]:
+    """Remove the temporary files and folders an earlier, killed write to `final` left behind
+    (``.<name>.illia-<pid>-*`` whose process is gone); return what was removed."""
+    removed = []
+    prefix = f".{final.name}.{TMP_TAG}-"
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        pid_text = entry.name[len(prefix):].partition("-")[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            _remove(entry)
+            removed.append(entry)
+    return removed
+
+
 def check_output_path(
     path: str | os.PathLike,
     *,
@@ -85,6 +146,7 @@ def check_output_path(
     sources: Iterable[str | os.PathLike] = (),
     create_parents: bool = True,
     what: str = "output",
+    part_of: str | os.PathLike | None = None,
 ) -> Path:
     """Refuse an output path that would destroy user data; return it as a Path.
 
@@ -95,6 +157,8 @@ def check_output_path(
             not be one of them nor a folder holding one (after resolving symlinks).
         create_parents: create a missing parent folder (else refuse it).
         what: how the path is named in messages (``"output"``, ``"--output"``).
+        part_of: the artifact this file is a part of (its local variant, its sidecar), when the
+            writer is writing that artifact; any other writer may not replace such a file.
 
     Raises:
         ArtifactError: with a one-line explanation.
@@ -113,6 +177,13 @@ def check_output_path(
                 if resolved == src_resolved
                 else f"{what} {final} is a folder holding the input {src}; choose another output path"
             )
+    owner = _owner_artifact(final)
+    if owner is not None and (part_of is None or Path(part_of).resolve() != owner.resolve()):
+        role = "manifest" if final.name.endswith(".manifest.json") else "local-reparameterization variant"
+        raise ArtifactError(
+            f"{what} {final} is the {role} of the artifact {owner}; refusing to replace it (choose another "
+            "output path, or re-export that artifact)"
+        )
     if final.is_dir():
         if not directory:
             raise ArtifactError(
@@ -180,6 +251,7 @@ def atomic_output(
     *,
     directory: bool = False,
     sources: Iterable[str | os.PathLike] = (),
+    part_of: str | os.PathLike | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on normal exit move it to `path`, else delete it.
 
@@ -188,32 +260,33 @@ def atomic_output(
         directory: the temporary path is an (empty, existing) folder (SavedModel).
         sources: paths the export reads (source model, weights): the output may not be one of
             them (see :func:`check_output_path`).
+        part_of: the artifact this file belongs to (see :func:`check_output_path`).
 
     SIGTERM and SIGHUP raise :class:`ExportInterrupted` (a ``KeyboardInterrupt``) inside the
     body, so the temporary artifact is removed and the previous one stays in place.
     """
     sources = list(sources)
-    final = check_output_path(path, directory=directory, sources=sources)
+    final = check_output_path(path, directory=directory, sources=sources, part_of=part_of)
+    remove_stale_temporaries(final)
+    prefix = f".{final.name}.{TMP_TAG}-{os.getpid()}-"
     with _signals_interrupt():
         if directory:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=final.parent))
         else:
-            fd, name = tempfile.mkstemp(
-                prefix=f".{final.name}.", suffix=".tmp" + final.suffix, dir=final.parent
-            )
+            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + final.suffix, dir=final.parent)
             os.close(fd)
             tmp = Path(name)
         try:
             yield tmp
             # The body may have taken minutes: check again what is at the target now.
-            check_output_path(final, directory=directory, sources=sources)
+            check_output_path(final, directory=directory, sources=sources, part_of=part_of)
             _fix_mode(tmp, directory)
             if tmp.is_dir():
                 for sub in tmp.rglob("*"):
                     _fix_mode(sub, sub.is_dir())
             if directory and final.is_dir():
                 # Replace an earlier SavedModel: move it aside, move the new one in, drop the old.
-                backup = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+                backup = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=final.parent))
                 backup.rmdir()
                 os.replace(final, backup)
                 try:
@@ -230,10 +303,14 @@ def atomic_output(
 
 
 def atomic_write_text(
-    path: str | os.PathLike, text: str, *, sources: Iterable[str | os.PathLike] = ()
+    path: str | os.PathLike,
+    text: str,
+    *,
+    sources: Iterable[str | os.PathLike] = (),
+    part_of: str | os.PathLike | None = None,
 ) -> None:
     """Write `text` to `path` atomically."""
-    with atomic_output(path, sources=sources) as tmp:
+    with atomic_output(path, sources=sources, part_of=part_of) as tmp:
         tmp.write_text(text)
 
 

@@ -1,38 +1,50 @@
-"""Integrity digest of an artifact's graph bytes (manifest field ``digest``).
+"""Integrity digest of an artifact (manifest fields ``digest`` and ``digest_scheme``).
 
-``compute_digest(path, format)`` returns ``"sha256:<hex>"`` of everything that defines the
-graph and its weights, *excluding the embedded manifest* (so the manifest can carry the digest):
+Scheme 2 (written since contract 2 artifacts carry ``digest_scheme: 2``) covers everything that
+changes the numbers an artifact gives for a seed: the graph bytes, the local variant's graph
+bytes (through ``local.digest``) and every manifest field except ``digest``, ``validation`` and
+``extra`` -- the noise list and its order, the generator, the dims, the transforms,
+``sample_axis``, ``task``, ``likelihood``, the inputs and outputs. docs/formats.md ("Integrity
+digest") states the algorithm byte for byte for other runtimes (the C++ one):
+
+``graph_digest(path, format)`` -- the scheme-1 digest, ``sha256:<hex>`` of the graph bytes without
+the embedded manifest:
 
 * ``onnx``: the ``ModelProto`` bytes without its ``metadata_props`` (field 14), read from the
-  protobuf wire format directly: every other top-level field is hashed as written, in file
-  order. No protobuf library is needed, so other runtimes can check it too.
-* ``torchscript``: every member of the zip archive except ``extra/illia_manifest.json``,
-  ``.data/serialization_id`` (a random id torch writes on every save) and the ``*.debug_pkl``
-  source-range files (debug info that a re-save rewrites), as ``name`` (without
-  the archive's top-level folder, which is the file name at save time) and content, sorted by
-  name. Reading a member checks its CRC. Re-saving the loaded module with another manifest
-  (``torch.jit.save(m, path, _extra_files=...)``) keeps the digest.
-* ``pt2`` / ``aoti``: as TorchScript (zip members by name); an AOTInductor package's
-  ``*_metadata.json`` is hashed without its manifest entry.
-* ``tflite``: the whole file (the manifest is a sidecar).
-* ``savedmodel``: ``saved_model.pb`` and every file under ``variables/``, as relative path and
-  content, sorted (``assets/``, where the manifest lives, and ``fingerprint.pb`` are not hashed).
+  protobuf wire format directly: every other top-level field is hashed as written, in file order.
+* ``torchscript``, ``pt2``, ``aoti``: every member of the zip archive except
+  ``extra/illia_manifest.json``, ``.data/serialization_id`` (random per save) and ``*.debug_pkl``,
+  sorted by name without the archive's top-level folder, each hashed as
+  ``u64le(len(name)) name u64le(len(data)) data``; an AOTInductor package's ``*_metadata.json`` is
+  hashed as ``json.dumps(meta minus the manifest entry, sort_keys=True)``. Members are read
+  streaming (CRC checked), and compressed members expanding more than :data:`MAX_EXPANSION`
+  times are refused before they are read (a zip bomb).
+* ``tflite``: the whole file. ``savedmodel``: ``saved_model.pb`` and every file under
+  ``variables/``, as relative path and content, sorted.
 
-``verify_digest(path, manifest)`` recomputes it and raises :class:`ArtifactError` when it
-differs. A manifest without ``digest`` (artifacts written before the field existed) is not
-checked, nor are ORT-format (``.ort``) conversions, which keep the ``.onnx`` file's manifest. The
-runtime calls it in :func:`illia_export.runtime.load`.
+``compute_digest(path, format, manifest)`` -- scheme 2: ``"sha256:" + sha256(b"illia-digest-v2\n"
++ graph_digest + b"\n" + canonical_manifest(manifest))``, where ``graph_digest`` is the
+scheme-1 string in ASCII and ``canonical_manifest`` is the manifest's JSON object without
+``digest``, ``validation`` and ``extra``, written with sorted keys, no whitespace and ASCII
+escapes (``json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``).
 
-Exporters stamp it last: write the graph, ``manifest.digest = compute_digest(tmp, fmt)``, embed
-the manifest, and (ideally) ``verify_digest(tmp, manifest)`` before the atomic rename.
+Reading rule: a scheme-2 digest is checked as above; a scheme-1 digest (``digest_scheme`` absent
+or 1) vouches for the graph only, so the runtime treats its manifest as unverified (see
+:mod:`illia_export.artifact.trust`); an ORT-format (``.ort``) conversion keeps the ``.onnx``
+file's manifest, not its bytes, and is checked by the caller's trust choices alone.
+
+Exporters stamp it last (:func:`stamp_digest`): write the graph (and the local variant), stamp,
+embed the manifest, :func:`verify_digest`, then the atomic rename.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 from illia_export.errors import ArtifactError, ManifestError
@@ -42,6 +54,18 @@ DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 #: Field number of ``ModelProto.metadata_props`` (where the ONNX manifest lives).
 _ONNX_METADATA_FIELD = 14
 _CHUNK = 1 << 20
+#: The digest scheme new artifacts record (``manifest.digest_scheme``).
+SCHEME = 2
+#: Manifest fields the scheme-2 digest leaves out (export figures, exporter details, itself).
+UNCOVERED_FIELDS = ("digest", "validation", "extra")
+_V2_TAG = b"illia-digest-v2\n"
+#: A compressed zip member may expand at most this many times (torch stores members uncompressed).
+MAX_EXPANSION = 64
+#: Members that are parsed in memory (AOTInductor metadata JSON) may be at most this large.
+MAX_PARSED_MEMBER = 16 << 20
+#: Errors a damaged zip archive raises from the standard library while it is read.
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, NotImplementedError,
+              RuntimeError)
 
 
 def _varint(data: memoryview, pos: int) -> tuple[int, int]:
@@ -106,26 +130,66 @@ def _update_named(h, name: str, data: bytes) -> None:
     h.update(data)
 
 
-def _without_manifest(data: bytes) -> bytes:
+def _without_manifest(data: bytes, path: Path) -> bytes:
     """An AOTInductor metadata file minus the manifest entry (the manifest lives there)."""
-    import json
-
     from illia_export.artifact.manifest import ONNX_METADATA_KEY
 
-    meta = json.loads(data)
+    try:
+        meta = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: the AOTInductor metadata is not valid JSON") from exc
     if isinstance(meta, dict):
         meta.pop(ONNX_METADATA_KEY, None)
     return json.dumps(meta, sort_keys=True).encode()
 
 
-def compute_digest(path: str | os.PathLike, format: str) -> str:
-    """``"sha256:<hex>"`` of the graph bytes of the artifact at `path` (manifest excluded).
+def check_member_sizes(zf: zipfile.ZipFile, path: Path) -> None:
+    """Refuse a zip whose compressed members claim to expand more than :data:`MAX_EXPANSION` times.
 
     Raises:
-        ArtifactError: when the file cannot be read as that format.
+        ArtifactError: naming the member, its sizes and the file.
     """
+    for info in zf.infolist():
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_EXPANSION * max(info.compress_size, 1 << 16):
+            raise ArtifactError(
+                f"{path}: zip member {info.filename!r} expands from {info.compress_size} to {info.file_size} bytes "
+                f"(more than {MAX_EXPANSION}x); illia-export archives store their members uncompressed, so this is "
+                "not an artifact it wrote (refused before reading it)"
+            )
+
+
+def _hash_member(h, zf: zipfile.ZipFile, name: str, short: str) -> None:
+    info = zf.getinfo(name)
+    encoded = short.encode()
+    h.update(len(encoded).to_bytes(8, "little") + encoded + info.file_size.to_bytes(8, "little"))
+    with zf.open(info) as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+
+
+def _hashed_members(zf: zipfile.ZipFile) -> list[tuple[str, str]]:
+    """``(name without the top-level folder, archive name)`` of the members the digest covers, sorted."""
     from illia_export.artifact.manifest import EMBEDDED_NAME
 
+    names = []
+    for name in zf.namelist():
+        parts = name.split("/")
+        if len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME:
+            continue
+        if parts[-2:] == [".data", "serialization_id"]:  # random per save
+            continue
+        if name.endswith(".debug_pkl"):  # source-range debug info, rewritten per save
+            continue
+        names.append((name.partition("/")[2] or name, name))
+    return sorted(names)
+
+
+def graph_digest(path: str | os.PathLike, format: str) -> str:
+    """The scheme-1 digest: ``"sha256:<hex>"`` of the graph bytes of the artifact at `path`.
+
+    Raises:
+        ArtifactError: when the file cannot be read as that format (naming the file and the cause).
+    """
     p = Path(path)
     h = hashlib.sha256()
     try:
@@ -135,23 +199,16 @@ def compute_digest(path: str | os.PathLike, format: str) -> str:
         elif format in ("torchscript", "pt2", "aoti"):
             try:
                 with zipfile.ZipFile(p) as zf:
-                    names = []
-                    for name in zf.namelist():
-                        parts = name.split("/")
-                        if len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME:
-                            continue
-                        if parts[-2:] == [".data", "serialization_id"]:  # random per save
-                            continue
-                        if name.endswith(".debug_pkl"):  # source-range debug info, rewritten per save
-                            continue
-                        names.append((name.partition("/")[2] or name, name))
-                    for short, name in sorted(names):
-                        data = zf.read(name)
+                    check_member_sizes(zf, p)
+                    for short, name in _hashed_members(zf):
                         if format == "aoti" and name.endswith("_metadata.json"):
-                            data = _without_manifest(data)
-                        _update_named(h, short, data)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
-                raise ArtifactError(f"{p} is not a readable {format} archive: {exc}") from exc
+                            if zf.getinfo(name).file_size > MAX_PARSED_MEMBER:
+                                raise ArtifactError(f"{p}: the AOTInductor metadata {name!r} is larger than 16 MiB")
+                            _update_named(h, short, _without_manifest(zf.read(name), p))
+                        else:
+                            _hash_member(h, zf, name, short)
+            except ZIP_ERRORS as exc:
+                raise ArtifactError(f"{p} is not a readable {format} archive: {type(exc).__name__}: {exc}") from exc
         elif format == "tflite":
             _hash_file(h, p)
         elif format == "savedmodel":
@@ -168,31 +225,96 @@ def compute_digest(path: str | os.PathLike, format: str) -> str:
     return f"{ALGORITHM}:{h.hexdigest()}"
 
 
-def verify_digest(path: str | os.PathLike, manifest) -> None:
-    """Check the artifact's graph bytes against ``manifest.digest`` (no-op when it has none).
+def canonical_manifest(manifest) -> bytes:
+    """The manifest fields the scheme-2 digest covers, as canonical JSON bytes."""
+    obj = {k: v for k, v in manifest.to_dict().items() if k not in UNCOVERED_FIELDS}
+    try:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except ValueError as exc:
+        raise ManifestError(f"the manifest holds a non-finite number: {exc}") from exc
+    return text.encode("ascii")
+
+
+def compute_digest(path: str | os.PathLike, format: str, manifest=None) -> str:
+    """The scheme-2 digest of the artifact at `path` with `manifest` (scheme 1 when `manifest` is None).
+
+    Raises:
+        ArtifactError: when the file cannot be read as that format.
+    """
+    graph = graph_digest(path, format)
+    if manifest is None:
+        return graph
+    h = hashlib.sha256(_V2_TAG + graph.encode("ascii") + b"\n" + canonical_manifest(manifest))
+    return f"{ALGORITHM}:{h.hexdigest()}"
+
+
+def scheme_of(manifest) -> int | None:
+    """The digest scheme of `manifest`: 2, 1 (a digest of the graph only), or None (no digest)."""
+    if getattr(manifest, "digest", None) is None:
+        return None
+    return getattr(manifest, "digest_scheme", None) or 1
+
+
+def verify_digest(path: str | os.PathLike, manifest) -> int | None:
+    """Check the artifact at `path` against ``manifest.digest``; return the scheme checked.
+
+    Returns:
+        2 (graph, local variant and sampling fields checked), 1 (graph bytes only, an older
+        artifact) or None (no digest recorded, or an ORT-format conversion, which keeps the
+        ``.onnx`` file's manifest and not its bytes). What the runtime accepts of these is
+        decided in :mod:`illia_export.artifact.trust`.
 
     Raises:
         ManifestError: the recorded digest is malformed.
-        ArtifactError: the graph bytes differ from what the exporter wrote (corrupted or
-            modified file), or the file cannot be read.
+        ArtifactError: the bytes or the manifest differ from what the exporter wrote (corrupted
+            or modified file), or the file cannot be read.
     """
     want = getattr(manifest, "digest", None)
     if want is None:
-        return
+        return None
     if manifest.format == "onnx" and Path(path).suffix.lower() == ".ort":
-        # An ORT-format conversion keeps the ONNX file's manifest (and its digest), not its bytes.
-        return
+        return None
     if not isinstance(want, str) or not DIGEST_PATTERN.match(want):
         raise ManifestError(f"manifest.digest must look like 'sha256:<64 hex digits>', got {want!r}")
-    got = compute_digest(path, manifest.format)
+    scheme = scheme_of(manifest)
+    got = compute_digest(path, manifest.format, manifest if scheme == 2 else None)
+    if got != want:
+        covered = "the graph bytes or the manifest's sampling fields" if scheme == 2 else "the graph bytes"
+        raise ArtifactError(
+            f"{path}: {covered} do not match the digest in the manifest (recorded {want[:19]}..., "
+            f"file has {got[:19]}...): the artifact was corrupted or modified after export; re-export it"
+        )
+    return scheme
+
+
+def verify_local_digest(path: str | os.PathLike, manifest) -> None:
+    """Check the local variant at `path` against ``manifest.local.digest`` (when recorded).
+
+    Raises:
+        ArtifactError: the local graph's bytes differ from what the exporter wrote.
+    """
+    local = getattr(manifest, "local", None)
+    want = getattr(local, "digest", None)
+    if want is None:
+        return
+    got = graph_digest(path, manifest.format)
     if got != want:
         raise ArtifactError(
-            f"{path}: the graph bytes do not match the digest in the manifest (recorded {want[:19]}..., "
-            f"file has {got[:19]}...): the artifact was corrupted or modified after export; re-export it"
+            f"{path}: the local variant's graph bytes do not match the digest in the manifest (recorded "
+            f"{want[:19]}..., file has {got[:19]}...): it was corrupted or replaced after export; re-export it"
         )
 
 
 def stamp_digest(path: str | os.PathLike, manifest) -> str:
-    """Compute the digest of the (not yet renamed) artifact at `path` and store it in `manifest`."""
-    manifest.digest = compute_digest(path, manifest.format)
+    """Stamp the scheme-2 digest of the (not yet renamed) artifact at `path` into `manifest`.
+
+    The local variant (``manifest.local.file``, already beside `path`) gets its graph digest in
+    ``manifest.local.digest`` first, so the main digest covers it.
+    """
+    if manifest.local is not None:
+        local_file = Path(path).parent / manifest.local.file
+        manifest.local.digest = graph_digest(local_file, manifest.format) if local_file.exists() else None
+    manifest.digest_scheme = SCHEME
+    manifest.digest = None
+    manifest.digest = compute_digest(path, manifest.format, manifest)
     return manifest.digest

@@ -60,6 +60,10 @@ DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16"
 #: Largest fixed dim a manifest may declare (anything larger is a corrupt manifest).
 MAX_DIM = 2**31 - 1
 _DIGEST_OK = re.compile(r"^sha256:[0-9a-f]{64}$")
+#: Largest embedded manifest read (a corrupt size field must not make us allocate gigabytes).
+MAX_MANIFEST_BYTES = 16 << 20
+#: Digest schemes this illia-export reads (docs/formats.md, "Integrity digest").
+DIGEST_SCHEMES = (1, 2)
 
 
 def noise_input_name(parameter: str) -> str:
@@ -252,7 +256,9 @@ class NoiseSpec:
         return [d for d in self.shape if isinstance(d, int)]
 
     @classmethod
-    def from_dict(cls, obj: Any, where: str) -> NoiseSpec:
+    def from_dict(cls, obj: Any, where: str, root_allowed: bool = False) -> NoiseSpec:
+        """`root_allowed`: an empty `parameter` names the model itself (local-variant noise of a
+        model that is one Linear layer); weight noise always names a distribution."""
         if not isinstance(obj, dict):
             raise ManifestError(f"{where}: expected an object, got {type(obj).__name__}")
         _no_unknown(obj, ("name", "parameter", "shape", "distribution", "kind", "transform"), where)
@@ -280,7 +286,11 @@ class NoiseSpec:
             )
         return cls(
             name=_string(_require(obj, "name", where), f"{where}.name"),
-            parameter=_string(_require(obj, "parameter", where), f"{where}.parameter"),
+            parameter=(
+                _require(obj, "parameter", where)
+                if root_allowed and _require(obj, "parameter", where) == ""
+                else _string(_require(obj, "parameter", where), f"{where}.parameter")
+            ),
             shape=shape,
             distribution=dist,
             kind=kind,
@@ -347,6 +357,9 @@ class LocalVariant:
 
     file: str
     noise: list[NoiseSpec]
+    #: ``sha256:<hex>`` of the local graph's bytes (the v1 graph digest of that file, see
+    #: :mod:`illia_export.artifact.digest`); covered by the main artifact's scheme-2 digest.
+    digest: str | None = None
 
 
 @dataclass
@@ -410,8 +423,11 @@ class Manifest:
     dropout: list[DropoutSite] = field(default_factory=list)
     #: Why there is no local variant (None when there is one, or when none was asked for).
     local_unavailable: str | None = None
-    #: ``sha256:<hex>`` of the graph bytes, written at export and checked at load.
+    #: ``sha256:<hex>``, written at export and checked at load (:mod:`illia_export.artifact.digest`).
     digest: str | None = None
+    #: What `digest` covers: 2 = the graph bytes and every manifest field but ``digest``,
+    #: ``validation`` and ``extra``; 1 (or absent) = the graph bytes only (older artifacts).
+    digest_scheme: int | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -450,9 +466,11 @@ class Manifest:
             out["validation"] = None
         if self.local is None:
             out.pop("local")
-        for key in ("likelihood", "local_unavailable", "digest"):
+        for key in ("likelihood", "local_unavailable", "digest", "digest_scheme"):
             if out.get(key) is None:
                 out.pop(key, None)
+        if out.get("local") is not None and out["local"].get("digest") is None:
+            out["local"].pop("digest", None)
         for key in ("inputs", "outputs"):
             for spec in out[key]:
                 if spec.get("range") is None:
@@ -514,7 +532,12 @@ class Manifest:
         local = None
         if obj.get("local") is not None:
             loc = _object(obj["local"], f"{where}.local")
-            _no_unknown(loc, ("file", "noise"), f"{where}.local")
+            _no_unknown(loc, ("file", "noise", "digest"), f"{where}.local")
+            local_digest = loc.get("digest")
+            if local_digest is not None and (not isinstance(local_digest, str) or not _DIGEST_OK.match(local_digest)):
+                raise ManifestError(
+                    f"{where}.local.digest must look like 'sha256:<64 hex digits>', got {_short(local_digest)}"
+                )
             file = _string(_require(loc, "file", f"{where}.local"), f"{where}.local.file")
             if "/" in file or "\\" in file or file in (".", "..") or "\x00" in file:
                 raise ManifestError(
@@ -523,9 +546,10 @@ class Manifest:
             local = LocalVariant(
                 file=file,
                 noise=[
-                    NoiseSpec.from_dict(o, f"{where}.local.noise[{i}]")
+                    NoiseSpec.from_dict(o, f"{where}.local.noise[{i}]", root_allowed=True)
                     for i, o in enumerate(_list(_require(loc, "noise", f"{where}.local"), f"{where}.local.noise"))
                 ],
+                digest=local_digest,
             )
         likelihood = None
         if obj.get("likelihood") is not None:
@@ -561,6 +585,9 @@ class Manifest:
         digest = obj.get("digest")
         if digest is not None and (not isinstance(digest, str) or not _DIGEST_OK.match(digest)):
             raise ManifestError(f"{where}.digest must look like 'sha256:<64 hex digits>', got {_short(digest)}")
+        scheme = obj.get("digest_scheme")
+        if scheme is not None and (isinstance(scheme, bool) or scheme not in DIGEST_SCHEMES):
+            raise ManifestError(f"{where}.digest_scheme must be one of {DIGEST_SCHEMES}, got {_short(scheme)}")
         return cls(
             contract=_require(obj, "contract", where),
             format=obj["format"],
@@ -578,6 +605,7 @@ class Manifest:
             dropout=dropout,
             local_unavailable=local_unavailable,
             digest=digest,
+            digest_scheme=scheme,
         )
 
     @classmethod
@@ -698,27 +726,40 @@ def _read_torchscript_manifest(p: Path) -> bytes | None:
                 parts = name.split("/")
                 if len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME:
                     return zf.read(name)
-    except zipfile.BadZipFile as exc:
-        raise ManifestError(f"{p} is not a TorchScript archive (not a zip file)") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as exc:
+        raise ManifestError(f"{p} is not a readable TorchScript archive: {type(exc).__name__}: {exc}") from exc
     return None
 
 
 def _read_pt2_manifest(p: Path, fmt: str) -> bytes | str | None:
     """From a ``.pt2``: the ``extra/`` file of an ExportedProgram, the metadata of an AOTI package."""
     import zipfile
+    import zlib
 
-    with zipfile.ZipFile(p) as zf:
-        for name in zf.namelist():
-            parts = name.split("/")
-            if fmt == "pt2" and len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME:
-                return zf.read(name)
-            if fmt == "aoti" and name.endswith("_metadata.json") and "/data/aotinductor/" in name:
+    from illia_export.errors import ArtifactError
+
+    try:
+        with zipfile.ZipFile(p) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                parts = name.split("/")
+                wanted = (fmt == "pt2" and len(parts) >= 2 and parts[-2] == "extra" and parts[-1] == EMBEDDED_NAME) or (
+                    fmt == "aoti" and name.endswith("_metadata.json") and "/data/aotinductor/" in name
+                )
+                if not wanted:
+                    continue
+                if info.file_size > MAX_MANIFEST_BYTES:
+                    raise ManifestError(f"{p}: {name!r} is {info.file_size} bytes; a manifest is at most 16 MiB")
+                if fmt == "pt2":
+                    return zf.read(name)
                 try:
                     meta = json.loads(zf.read(name))
-                except ValueError as exc:
+                except (ValueError, RecursionError) as exc:
                     raise ManifestError(f"{p}: the AOTInductor metadata is not valid JSON") from exc
                 if isinstance(meta, dict) and isinstance(meta.get(ONNX_METADATA_KEY), str):
                     return meta[ONNX_METADATA_KEY]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, NotImplementedError) as exc:
+        raise ArtifactError(f"{p} is a damaged .pt2 archive: {type(exc).__name__}: {exc}") from exc
     return None
 
 
@@ -727,7 +768,7 @@ def write_sidecar(manifest: Manifest, artifact: str | os.PathLike) -> Path:
     from illia_export.artifact.atomic import atomic_write_text
 
     path = sidecar_path(artifact)
-    atomic_write_text(path, manifest.to_json())
+    atomic_write_text(path, manifest.to_json(), part_of=artifact)
     return path
 
 

@@ -109,6 +109,9 @@ def register(sub) -> None:
     )
     p.add_argument("--device", default="cpu", help="runtime device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print the metrics as exactly one JSON object")
+    from illia_export.cli.trust_options import add_trust_arguments
+
+    add_trust_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -194,7 +197,7 @@ def _run_regression(args, x, y) -> int:
 
         raise ArtifactError("--ood is for classifiers; this artifact is a regressor (task 'regression')")
     report = evaluate_regression(
-        args.artifact,
+        args.predictor,
         x,
         y,
         levels=args.levels or DEFAULT_LEVELS,
@@ -211,13 +214,18 @@ def run(args) -> int:
     from illia_export.artifact.manifest import read_manifest
     from illia_export.evaluation import evaluate
 
+    from illia_export.cli.trust_options import trust_options
+    from illia_export.runtime import load
+
     x = _load(args.input, "--input")
     y = _load(args.labels, "--labels")
-    if read_manifest(args.artifact).task == "regression":
+    read_manifest(args.artifact)  # a clear error for a non-artifact before anything is loaded
+    args.predictor = load(args.artifact, device=args.device, **trust_options(args))
+    if args.predictor.manifest.task == "regression":
         return _run_regression(args, x, y)
     x_ood = _load(args.ood, "--ood") if args.ood else None
     report = evaluate(
-        args.artifact,
+        args.predictor,
         x,
         y,
         x_ood=x_ood,

@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--output", "-o", required=True, metavar="OUT.onnx", help="the frozen model to write")
     p.add_argument("--samples", "-S", type=int, required=True, metavar="S", help="posterior samples baked in")
     p.add_argument("--seed", type=int, required=True, help="the bank's seed (reproduces predict --strategy bank)")
+    from illia_export.cli.trust_options import add_trust_arguments
+
+    add_trust_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -31,7 +34,9 @@ def run(args) -> int:
         raise InputError(f"--samples (={args.samples}) must be a positive integer")
     if not 0 <= args.seed < 2**64:
         raise InputError(f"--seed (={args.seed}) must be an integer in [0, 2**64)")
-    out = freeze_bank(args.artifact, args.output, num_samples=args.samples, seed=args.seed)
+    from illia_export.cli.trust_options import trust_options
+
+    out = freeze_bank(args.artifact, args.output, num_samples=args.samples, seed=args.seed, **trust_options(args))
     size = out.stat().st_size / 2**20
     print(f"wrote {out} ({size:.1f} MiB): {args.samples} samples of seed {args.seed} baked in")
     return 0

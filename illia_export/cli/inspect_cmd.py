@@ -16,6 +16,9 @@ def register(sub) -> None:
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="exported file or SavedModel folder")
     p.add_argument("--json", action="store_true", help="print the manifest as one JSON object")
+    from illia_export.cli.trust_options import add_trust_arguments
+
+    add_trust_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,7 @@ def graph_signature(path: Path, fmt: str) -> list[str]:
         lines += [f"  out {o.name} {dims(o)}" for o in model.graph.output]
         lines.append(f"  opset {model.opset_import[0].version}, {len(model.graph.node)} nodes")
         return lines
-    if fmt == "torchscript":
+    if fmt == "torchscript" and path.is_file():
         import warnings
 
         import torch
@@ -96,22 +99,24 @@ def _noise_kind(n) -> str:
     return f"{kind.get(n.kind, n.kind)}, {n.transform}{extra}"
 
 
-def check_integrity(path: Path, manifest: Manifest) -> str:
+def check_integrity(path: Path, manifest: Manifest, **load_options) -> str:
     """Check the model file itself, not only its manifest; return a one-line verdict.
 
-    The manifest's ``format`` must match the file; without a digest the container must parse
-    (the ONNX protobuf walked field by field, the TorchScript zip read member by member with its
-    CRCs); then the artifact is opened as :func:`illia_export.runtime.load` does: the digest
-    (when recorded) must match the graph bytes, a TFLite flatbuffer is bounds-checked (and,
-    without a digest, opened by the interpreter in a child process first), and the graph's own
-    signature must agree with the manifest. Where the format's runtime library is not
-    installed, the checks that need it are skipped and the verdict says so.
+    Nothing from the file is run that ``runtime.load`` would not run: the manifest is read
+    without loading code, the digest is checked (streaming), an AOTInductor package is not opened
+    unless the caller trusts it (`load_options` ``trust_native_code`` / ``expected_digest``), a
+    ``.pt2`` ExportedProgram is scanned before torch reads it. The artifact is then opened as
+    ``runtime.load`` does (TFLite flatbuffer bounds-checked, graph signature against the
+    manifest). Unlike ``load``, an artifact whose manifest no digest covers is shown, with a
+    verdict that says ``load`` refuses it without ``--allow-unverified``.
 
     Raises:
-        ArtifactError / ManifestError: the file is corrupt or does not match its manifest.
+        ArtifactError / ManifestError: the file is corrupt, does not match its manifest, or its
+            digest is not an expected one.
     """
-    from illia_export.artifact.digest import compute_digest, verify_digest
+    from illia_export.artifact.digest import compute_digest
     from illia_export.artifact.manifest import detect_format
+    from illia_export.artifact.trust import NATIVE_CODE_FORMATS, TrustPolicy, check_trust
     from illia_export.errors import ManifestError, MissingBackendError
 
     fmt = detect_format(path)
@@ -120,31 +125,45 @@ def check_integrity(path: Path, manifest: Manifest) -> str:
     ort_format = path.suffix.lower() == ".ort"
     if manifest.digest is None and not ort_format:
         compute_digest(path, manifest.format)  # parses the container (protobuf fields, zip CRCs)
-    try:
-        from illia_export.runtime import load
-
-        load(path)  # digest, TFLite verification, graph signature vs manifest
-        graph = "graph signature matches the manifest"
-    except MissingBackendError as exc:
-        verify_digest(path, manifest)
-        if manifest.format == "tflite":
-            from illia_export.runtime.backends.tflite_verify import verify_flatbuffer
-
-            verify_flatbuffer(path.read_bytes(), str(path))
-        graph = f"graph signature not checked ({exc.package} is not installed)"
-    if ort_format:
-        digest = "ORT-format conversion (the digest covers the .onnx it came from)"
-    elif manifest.digest is not None:
-        digest = f"digest {manifest.digest[:19]}... verified"
+    options = dict(load_options, allow_unverified=True)
+    verdict = check_trust(path, manifest, TrustPolicy.from_options(dict(options)), opening=False)
+    if manifest.format in NATIVE_CODE_FORMATS and not verdict.vouched:
+        graph = (
+            "graph not opened: an AOTInductor package runs compiled code when loaded "
+            "(pass --trust-native-code or --expect-digest to open it)"
+        )
     else:
-        digest = "no digest recorded (older artifact), file structure checked"
+        try:
+            from illia_export.runtime import load
+
+            load(path, **options)  # TFLite verification, .pt2 scan, graph signature vs manifest
+            graph = "graph signature matches the manifest"
+        except MissingBackendError as exc:
+            if manifest.format == "tflite":
+                from illia_export.runtime.backends.tflite_verify import verify_flatbuffer
+
+                verify_flatbuffer(path.read_bytes(), str(path))
+            graph = f"graph signature not checked ({exc.package} is not installed)"
+    if ort_format:
+        digest = "ORT-format conversion (the digest covers the .onnx it came from; loaded unverified)"
+    elif verdict.scheme == 2:
+        digest = f"digest {manifest.digest} verified (graph, weights and sampling fields)"
+    elif verdict.scheme == 1:
+        digest = (
+            f"digest {manifest.digest} verified for the graph only (older scheme): the manifest is "
+            "unverified, runtime.load refuses it without --allow-unverified"
+        )
+    else:
+        digest = "no digest recorded, file structure checked: runtime.load refuses it without --allow-unverified"
     return f"integrity: {digest}; {graph}"
 
 
 def run(args) -> int:
+    from illia_export.cli.trust_options import trust_options
+
     path = Path(args.artifact)
     manifest = read_manifest(path)
-    verdict = check_integrity(path, manifest)
+    verdict = check_integrity(path, manifest, **trust_options(args))
     if args.json:
         print(manifest.to_json())
         return 0

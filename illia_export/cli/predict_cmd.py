@@ -83,6 +83,9 @@ def register(sub) -> None:
         "--allow-nonfinite", action="store_true", help="accept NaN/inf inputs (refused by default)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    from illia_export.cli.trust_options import add_trust_arguments
+
+    add_trust_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -167,7 +170,11 @@ def _run_arrays(args, out: Path | None) -> int:
         # Before the Monte Carlo run: never overwrite the inputs or the artifact, nor a folder,
         # and fail now (not after the run) when the folder is missing.
         check_output_path(out, sources=[args.input, args.artifact], create_parents=False, what="--output")
-    predictor = load(args.artifact, device=args.device, **({"threads": args.threads} if args.threads else {}))
+    from illia_export.cli.trust_options import trust_options
+
+    predictor = load(
+        args.artifact, device=args.device, **({"threads": args.threads} if args.threads else {}), **trust_options(args)
+    )
     arrays = load_inputs(args.input, [t.name for t in predictor.manifest.inputs])
     rows = len(next(iter(arrays.values())))
     step = args.batch_size or rows

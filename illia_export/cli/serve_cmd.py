@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from illia_export.cli.trust_options import trust_options
 from illia_export.errors import InputError
 
 #: Model names go into URLs (/v2/models/NAME/infer).
@@ -42,6 +43,9 @@ def register(sub) -> None:
     )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="backend CPU threads (default: the usable cores)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    from illia_export.cli.trust_options import add_trust_arguments
+
+    add_trust_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -82,6 +86,7 @@ def options_from_args(args):
         max_latency_ms=args.max_latency_ms,
         threads=args.threads,
         device=args.device,
+        backend_options=trust_options(args),
     )
 
 

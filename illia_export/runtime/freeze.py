@@ -43,6 +43,7 @@ def freeze_bank(
     num_samples: int,
     seed: int,
     generator: str | None = None,
+    **load_options,
 ) -> Path:
     """Write an ONNX graph with the noise bank of (`seed`, `num_samples`) baked in.
 
@@ -53,6 +54,8 @@ def freeze_bank(
         seed: the bank's seed: the frozen graph computes what
             ``load(artifact).predict(x, num_samples=S, seed=seed, strategy="bank")`` summarizes.
         generator: the noise generator (default: the one the manifest names).
+        **load_options: passed to :func:`illia_export.runtime.load` when the artifact is opened
+            (``allow_unverified``, ``expected_digest``, ``threads``...).
 
     Returns:
         `out_path`. Its inputs are the model's inputs; its outputs, batch-first, are
@@ -79,7 +82,10 @@ def freeze_bank(
     num_samples = int(num_samples)
     seed = check_seed(seed, allow_none=False)
     src = Path(artifact_path)
-    pred = load(src)
+    from illia_export.artifact.atomic import check_output_path
+
+    check_output_path(out_path, sources=[src])  # before the work: not an input, not a part of another artifact
+    pred = load(src, **load_options)
     m = pred.manifest
     if m.format != "onnx" or src.suffix.lower() != ".onnx":
         raise ArtifactError(f"freeze_bank needs an ONNX artifact (.onnx); {src.name} is {m.format}")

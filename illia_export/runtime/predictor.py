@@ -161,10 +161,11 @@ class Predictor:
         self.memory_budget = int(budget) if budget is not None else DEFAULT_CHUNK_BYTES
         self._backend_options = backend_options
         self._noise_impl = noise_impl
-        from illia_export.artifact.digest import verify_digest
+        from illia_export.artifact.trust import TrustPolicy, check_trust
 
-        # The graph bytes must be the ones the exporter wrote (no-op for manifests without digest).
-        verify_digest(self.path, manifest)
+        # The graph, weights and sampling fields must be the ones the exporter wrote, and formats
+        # that run code from the file need the caller's trust (artifact/trust.py), before any backend opens.
+        self.trust = check_trust(self.path, manifest, TrustPolicy.from_options(backend_options))
 
         #: The noise generator the manifest names (``noise_generator``); ``predict(generator=...)``
         #: overrides it per call.
@@ -234,6 +235,8 @@ class Predictor:
         options = dict(self._backend_options)
         if self.manifest.format == "tflite":
             options["verified_digest"] = path == self.path and self.manifest.digest is not None
+        if self.manifest.format in ("pt2", "aoti"):
+            options["trusted"] = self.trust.vouched
         backend = open_backend(
             self.manifest.format,
             path,
@@ -283,6 +286,9 @@ class Predictor:
                 raise ArtifactError(f"the manifest's local variant {local.file!r} is not beside the artifact")
             if self.manifest.format == "tflite":
                 raise ArtifactError("a TFLite artifact has no local-reparameterization variant")
+            from illia_export.artifact.digest import verify_local_digest
+
+            verify_local_digest(file, self.manifest)
             self._local_backend = self._open(file, local.noise, vectorized=True)
         return self._local_backend
 

@@ -19,7 +19,7 @@ pytest.importorskip("onnxruntime")
 
 import illia_export  # noqa: E402
 from illia_export.artifact import manifest as mf  # noqa: E402
-from illia_export.artifact.digest import compute_digest  # noqa: E402
+from illia_export.artifact.digest import compute_digest, stamp_digest  # noqa: E402
 from illia_export.nn.torch import Embedding, Linear  # noqa: E402
 from tests.runtime.conftest import MLP  # noqa: E402
 
@@ -73,12 +73,13 @@ def write_raw_manifest(path: Path, fmt: str, obj: dict) -> None:
 
 
 def stamp(path: Path, fmt: str, **changes) -> Path:
-    """Record the artifact's digest (what the exporters do) and apply manifest `changes`."""
+    """Apply manifest `changes` and record the artifact's (scheme-2) digest, as the exporters do."""
     obj = read_raw_manifest(path)
     obj.update(changes)
-    obj["digest"] = compute_digest(path, fmt)
-    write_raw_manifest(path, fmt, obj)
-    assert compute_digest(path, fmt) == obj["digest"]
+    manifest = mf.Manifest.from_dict(obj)
+    stamp_digest(path, manifest)
+    write_raw_manifest(path, fmt, manifest.to_dict())
+    assert compute_digest(path, fmt, mf.read_manifest(path)) == manifest.digest
     return path
 
 

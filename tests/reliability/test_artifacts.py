@@ -17,7 +17,7 @@ from illia_export.artifact.manifest import read_manifest
 from illia_export.errors import ArtifactError, IlliaExportError, ManifestError
 from illia_export.runtime import load
 
-from .conftest import assert_one_line_error, cli, copy_artifact, read_raw_manifest, write_raw_manifest
+from .conftest import assert_one_line_error, cli, copy_artifact, read_raw_manifest, stamp, write_raw_manifest
 
 X = np.ones((3, 6), np.float32)
 
@@ -64,13 +64,18 @@ def test_flipped_onnx_weight_byte_is_refused_at_load(art, tmp_path):
     assert_one_line_error(cli("predict", str(p), "--input", _npy(tmp_path, X)), "digest")
 
 
-def test_artifact_without_digest_still_loads(art, tmp_path):
+def test_artifact_without_digest_is_refused_unless_allowed(art, tmp_path):
     p = copy_artifact(art["mlp_onnx_vectorized"], tmp_path / "m.onnx")
     obj = read_raw_manifest(p)
     obj.pop("digest")
     write_raw_manifest(p, "onnx", obj)
     assert read_manifest(p).digest is None
-    load(p).predict(X, num_samples=2, seed=0)
+    with pytest.raises(ArtifactError, match="records no digest.*allow_unverified=True"):
+        load(p)
+    load(p, allow_unverified=True).predict(X, num_samples=2, seed=0)
+    x = _npy(tmp_path, X)
+    assert_one_line_error(cli("predict", str(p), "--input", x), "records no digest", "--allow-unverified")
+    assert cli("predict", str(p), "--input", x, "--allow-unverified").returncode == 0
 
 
 def test_flipped_torchscript_member_is_refused(art, tmp_path):
@@ -133,7 +138,7 @@ def test_manifest_that_disagrees_with_the_graph_is_refused_at_load(art, tmp_path
     edit(obj)
     write_raw_manifest(p, fmt, obj)
     with pytest.raises(ArtifactError, match=words):
-        load(p)
+        load(p, allow_unverified=True)  # the graph signature check, behind the digest
 
 
 def test_emptied_noise_list_and_bogus_dtype_are_one_line_errors(art, tmp_path):
@@ -147,6 +152,8 @@ def test_emptied_noise_list_and_bogus_dtype_are_one_line_errors(art, tmp_path):
         obj = read_raw_manifest(p)
         edit(obj)
         write_raw_manifest(p, "onnx", obj)
+        if words == "does not list":  # an attacker who also rewrites the digest: the graph check catches it
+            stamp(p, "onnx")
         with pytest.raises((ManifestError, ArtifactError), match=words):
             load(p)
         assert_one_line_error(cli("predict", str(p), "--input", x), words)
@@ -159,7 +166,7 @@ import sys
 from illia_export.errors import IlliaExportError
 from illia_export.runtime import load
 try:
-    load(sys.argv[1])
+    load(sys.argv[1], allow_unverified=len(sys.argv) > 2)
 except IlliaExportError as exc:
     print("REFUSED:", exc)
     sys.exit(3)
@@ -167,12 +174,12 @@ print("LOADED")
 """
 
 
-def _load_in_child(path: Path) -> subprocess.CompletedProcess:
+def _load_in_child(path: Path, allow_unverified: bool = False) -> subprocess.CompletedProcess:
     """Load in a child process, so that a segfault fails this test instead of killing pytest."""
     from .conftest import ROOT
 
     return subprocess.run(
-        [sys.executable, "-c", _LOAD_IN_CHILD, str(path)],
+        [sys.executable, "-c", _LOAD_IN_CHILD, str(path)] + (["allow"] if allow_unverified else []),
         capture_output=True,
         text=True,
         timeout=300,
@@ -198,7 +205,7 @@ def test_corrupt_tflite_is_refused_not_a_segfault(tf_art, tmp_path, damage, dige
         for i in range(len(data) // 2, len(data) // 2 + 64):
             data[i] ^= 0xA5
     p.write_bytes(bytes(data))
-    result = _load_in_child(p)
+    result = _load_in_child(p, allow_unverified=not digest)
     assert result.returncode == 3, (result.returncode, result.stdout[-500:], result.stderr[-2000:])
     assert "REFUSED" in result.stdout
     assert_one_line_error(cli("inspect", str(p)))
@@ -238,8 +245,12 @@ def test_tf_manifest_disagreeing_with_the_graph_is_refused(tf_art, tmp_path, fmt
     obj = read_raw_manifest(p)
     edit(obj)
     write_raw_manifest(p, fmt, obj)
+    with pytest.raises(ArtifactError, match="do not match the digest"):
+        load(p)  # the digest covers the manifest
+    obj.pop("digest")
+    write_raw_manifest(p, fmt, obj)
     with pytest.raises(ArtifactError, match=words):
-        load(p)
+        load(p, allow_unverified=True)  # and behind it, the graph signature check
 
 
 def _npy(tmp_path: Path, arr: np.ndarray, name: str = "x.npy") -> str:

@@ -1,4 +1,5 @@
-"""Any JSON gives either a Manifest or a ManifestError -- never another exception."""
+"""Any JSON gives either a valid Manifest or a ManifestError naming the offending field -- never
+another exception, and never a manifest that holds a value the contract does not allow."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from illia_export.artifact.manifest import Manifest
+from illia_export.artifact.manifest import (
+    DISTRIBUTION,
+    FORMATS,
+    NOISE_KINDS,
+    NOISE_TRANSFORMS,
+    READABLE_CONTRACTS,
+    SOURCES,
+    TASKS,
+    Manifest,
+)
 from illia_export.errors import ManifestError
 
 VALID = {
@@ -49,11 +59,26 @@ json_values = st.recursive(
 )
 
 
-def _load(obj) -> None:
+def _check_valid(m: Manifest) -> None:
+    """What a manifest that loaded must satisfy (the contract's closed sets), and it round-trips."""
+    assert m.contract in READABLE_CONTRACTS and not isinstance(m.contract, bool)
+    assert m.format in FORMATS and m.source in SOURCES and m.task in TASKS
+    assert m.sample_axis in (0, None) and not isinstance(m.sample_axis, bool)
+    for n in m.noise:
+        assert n.distribution == DISTRIBUTION and n.kind in NOISE_KINDS and n.transform in NOISE_TRANSFORMS
+    assert Manifest.from_json(m.to_json()).to_dict() == m.to_dict()
+
+
+def _load(obj, field: str | None = None) -> None:
+    """Either a valid manifest, or a ManifestError that names `field` (the top-level field changed)."""
     try:
-        Manifest.from_dict(obj)
-    except ManifestError:
-        pass
+        m = Manifest.from_dict(obj)
+    except ManifestError as exc:
+        text = str(exc)
+        if field is not None:
+            assert field in text or "both named" in text, (field, text)
+        return
+    _check_valid(m)
 
 
 def test_the_valid_manifest_loads():
@@ -88,7 +113,7 @@ def test_any_field_replaced_by_any_json_is_a_manifest_or_a_manifest_error(path, 
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
-    _load(obj)
+    _load(obj, path[0])
 
 
 @settings(max_examples=200, deadline=None)
@@ -99,7 +124,7 @@ def test_any_field_removed_is_a_manifest_or_a_manifest_error(path):
     for key in path[:-1]:
         target = target[key]
     del target[path[-1]]
-    _load(obj)
+    _load(obj, path[0])
 
 
 @settings(max_examples=200, deadline=None)
@@ -125,6 +150,12 @@ def test_any_bytes_are_a_manifest_or_a_manifest_error(data):
         (("digest",), "md5:abc", "digest"),
         (("extra",), [], "extra must be an object"),
         (("dropout", 0, "p"), 2, "[0, 1]"),
+        (("sample_axis",), 1, "sample_axis must be 0 or null"),
+        (("contract",), 3, "contract version 3 is not supported"),
+        (("noise", 0, "distribution"), "normal", "unsupported noise distribution 'normal'"),
+        (("surprise",), 1, "unknown fields ['surprise']"),
+        (("digest_scheme",), 3, "digest_scheme must be one of"),
+        (("local",), {"file": "m.local.onnx", "noise": [], "digest": "md5:x"}, "local.digest"),
     ],
 )
 def test_wrong_fields_are_named(path, value, words):
@@ -133,9 +164,19 @@ def test_wrong_fields_are_named(path, value, words):
     for key in path[:-1]:
         target = target[key]
     target[path[-1]] = value
-    with pytest.raises(ManifestError, match=r".*") as info:
+    with pytest.raises(ManifestError) as info:
         Manifest.from_dict(obj)
     assert words in str(info.value)
+
+
+def test_local_noise_may_name_the_model_itself():
+    """A model that is one Linear layer: its local-variant noise feeds the root (parameter "")."""
+    obj = copy.deepcopy(VALID)
+    obj["local"] = {"file": "m.local.onnx", "noise": [dict(VALID["noise"][0], parameter="", name="eps_local_")]}
+    assert Manifest.from_dict(obj).local.noise[0].parameter == ""
+    obj["noise"][0]["parameter"] = ""
+    with pytest.raises(ManifestError, match=r"noise\[0\]\.parameter must be a non-empty string"):
+        Manifest.from_dict(obj)
 
 
 def test_deeply_nested_json_is_a_manifest_error():

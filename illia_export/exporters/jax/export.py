@@ -702,8 +702,8 @@ def load_jax_model(spec: str, weights: str | os.PathLike | None = None, **factor
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ArtifactError(f"cannot import {module_name!r} (from {spec!r}): {exc}") from exc
+    except Exception as exc:  # ImportError, or the user's module raising while it imports
+        raise ArtifactError(f"cannot import {module_name!r} (from {spec!r}): {type(exc).__name__}: {exc}") from exc
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)

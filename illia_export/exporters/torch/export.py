@@ -579,7 +579,8 @@ def _distribution(prep: _Prepared, reference, path: Path, manifest: mf.Manifest,
     xs = _resize_batch(prep, min(int(prep.inputs[0].shape[0]), 4))
     with torch.random.fork_rng(devices=[]):
         source = source_samples(reference, xs, DEFAULT_SAMPLES, seed=4321)
-    pred = Predictor(path, manifest).predict(
+    # our own file, being written: not yet stamped, and ours (an AOTI package included)
+    pred = Predictor(path, manifest, allow_unverified=True, trust_native_code=True).predict(
         [x.numpy() for x in xs], num_samples=DEFAULT_SAMPLES, seed=4321, strategy=strategy
     )
     what = "the local-reparameterization variant" if strategy == "local" else "the artifact"
@@ -605,7 +606,8 @@ def _export_local(
     args = list(prep.inputs) + [torch.zeros(2, batch, o) for o in outs]
     local_dyn = {k: v for k, v in dyn.items() if not k.startswith("eps_")}
     local_dyn.update({n: {0: mf.SAMPLE_DIM, 1: mf.BATCH_DIM} for n in names})
-    with atomic_output(local_file) as tmp:
+    main = local_file.with_name(local_file.stem.removesuffix(".local") + local_file.suffix)
+    with atomic_output(local_file, part_of=main) as tmp:
         try:
             _write(format, wrapper, prep, prep.input_names + names, args, local_dyn, tmp, opset)
             if validate:

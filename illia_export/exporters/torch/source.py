@@ -48,6 +48,10 @@ def import_factory(spec: str) -> Callable[[], Any]:
         module = importlib.import_module(mod_name)
     except ImportError as exc:
         raise ExportError(f"cannot import {mod_name!r} for factory {spec!r}: {exc}") from exc
+    except Exception as exc:  # the user's module raised while importing: their error, not ours
+        raise ExportError(
+            f"importing {mod_name!r} for factory {spec!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     try:
         fn = getattr(module, attr)
     except AttributeError as exc:
@@ -55,6 +59,23 @@ def import_factory(spec: str) -> Callable[[], Any]:
     if not callable(fn):
         raise ExportError(f"factory {spec!r} is not callable")
     return fn
+
+
+def call_factory(spec: str) -> Any:
+    """Import and call the factory `spec` with no arguments; its failures are the user's errors.
+
+    Raises:
+        ExportError: the module does not import, the factory is missing, needs arguments or
+            raises (its message included).
+    """
+    fn = import_factory(spec)
+    try:
+        return fn()
+    except Exception as exc:  # user code
+        raise ExportError(
+            f"calling the factory {spec!r} failed: {type(exc).__name__}: {exc} (a factory is called with no "
+            "arguments and must return the model)"
+        ) from exc
 
 
 def load_torch_source(
@@ -73,8 +94,11 @@ def load_torch_source(
     if p.is_dir():
         raise ArtifactError(f"{p} is a folder, expected a TorchScript archive (.pt)")
     if zipfile.is_zipfile(p):
-        with zipfile.ZipFile(p) as zf:
-            names = zf.namelist()
+        try:
+            with zipfile.ZipFile(p) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as exc:
+            raise ArtifactError(f"{p} is a damaged zip archive: {type(exc).__name__}: {exc}") from exc
         is_script = any(n.endswith("constants.pkl") or "/code/" in n for n in names)
         if is_script:
             try:
@@ -109,9 +133,9 @@ def load_torch_source(
             raise ArtifactError(
                 f"{p} is a state dict; name the model that it belongs to with --factory package.module:function"
             )
-        model = import_factory(factory)()
+        model = call_factory(factory)
         if not isinstance(model, torch.nn.Module):
-            raise ExportError(f"factory {factory!r} returned {type(obj).__name__}, not a torch.nn.Module")
+            raise ExportError(f"factory {factory!r} returned {type(model).__name__}, not a torch.nn.Module")
         try:
             model.load_state_dict(obj)
         except RuntimeError as exc:

@@ -2,14 +2,54 @@
 
 Both take ``(*inputs, *noise)`` positionally and return the outputs in manifest order, like
 the TorchScript backend they extend; only loading differs.
+
+Loading runs nothing from an untrusted file (docs/formats.md, "Trust"): an ExportedProgram's
+bytes are read once, checked by :mod:`.pt2_safety` (no pickles, no code in shapes or guards)
+and loaded from memory; an AOTInductor package (compiled code) opens only when the caller
+vouched for it (option ``trusted``, set by ``runtime.load`` from ``trust_native_code`` /
+``expected_digest``), and is extracted into a temporary folder of ours that is removed when the
+load fails or the runner is released.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import threading
+import weakref
 from pathlib import Path
 
 from illia_export.errors import ArtifactError
 from illia_export.runtime.backends.torchscript import TorchScriptBackend
+
+#: Prefix of the folders AOTInductor packages are extracted into (removed on failure and release).
+AOTI_TMP_PREFIX = "illia-export-aoti-"
+_TMPDIR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _extraction_folder():
+    """A fresh folder of ours as ``TMPDIR`` while torch extracts a package (its C++ loader
+    extracts under the system temp folder and leaves it there when loading fails)."""
+    folder = tempfile.mkdtemp(prefix=AOTI_TMP_PREFIX)
+    with _TMPDIR_LOCK:
+        old = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = folder
+        tempfile.tempdir = None
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            if old is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = old
+            tempfile.tempdir = None
 
 
 class ExportedProgramBackend(TorchScriptBackend):
@@ -18,11 +58,19 @@ class ExportedProgramBackend(TorchScriptBackend):
     name = "pt2"
 
     def _load(self, path: Path):
+        from illia_export.runtime.backends.pt2_safety import scan_exported_program
+
         torch = self._torch
         try:
-            program = torch.export.load(str(path))
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if not self.options.get("trusted", False):
+            scan_exported_program(data, Path(path))  # the bytes loaded below are the ones checked
+        try:
+            program = torch.export.load(io.BytesIO(data))
         except Exception as exc:
-            raise ArtifactError(f"torch.export.load cannot load {path}: {exc}") from exc
+            raise ArtifactError(f"torch.export.load cannot load {path}: {type(exc).__name__}: {exc}") from exc
         self._program = program
         module = program.module()
         if self._device.type != "cpu":
@@ -72,10 +120,19 @@ class AOTInductorBackend(TorchScriptBackend):
 
     def _load(self, path: Path):
         torch = self._torch
+        if not self.options.get("trusted", False):
+            raise ArtifactError(
+                f"{path} is an AOTInductor package: loading it runs compiled code from the file. Pass "
+                "trust_native_code=True (CLI --trust-native-code) or expected_digest='sha256:...' (CLI --expect-digest)"
+            )
         try:
-            runner = torch._inductor.aoti_load_package(str(path))
+            with _extraction_folder() as folder:
+                runner = torch._inductor.aoti_load_package(str(path))
         except Exception as exc:
-            raise ArtifactError(f"torch._inductor.aoti_load_package cannot load {path}: {exc}") from exc
+            raise ArtifactError(
+                f"torch._inductor.aoti_load_package cannot load {path}: {type(exc).__name__}: {exc}"
+            ) from exc
+        weakref.finalize(self, shutil.rmtree, folder, True)
         device = runner.get_metadata().get("AOTI_DEVICE_KEY", "cpu")
         if device.split(":")[0] != self._device.type:
             raise ArtifactError(
