@@ -162,6 +162,7 @@ Manifest parse_manifest(const std::string& text) {
   // illia::noise_generator() (src/noise_generators.cpp), when a Predictor is made.
   m.noise_generator = optional_string(root, "noise_generator", kDefaultNoiseGenerator, "manifest");
   m.source = optional_string(root, "source", "", "manifest");
+  m.digest = optional_string(root, "digest", "", "manifest");
   m.task = optional_string(root, "task", "raw", "manifest");
   if (m.task != "classification" && m.task != "regression" && m.task != "raw")
     throw ManifestError("unknown task '" + m.task + "'; expected classification, regression or raw");

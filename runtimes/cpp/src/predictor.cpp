@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #endif
 
+#include "illia/digest.h"
 #include "illia/error.h"
 #include "zip.h"
 
@@ -180,7 +181,7 @@ ArtifactKind detect_artifact(const std::string& path) {
   return ArtifactKind::TorchScript;
 }
 
-Predictor Predictor::load(const std::string& path) {
+Predictor Predictor::load(const std::string& path, const LoadOptions& options) {
   std::unique_ptr<Backend> backend;
   const char* expected_format = "";
   switch (detect_artifact(path)) {
@@ -211,6 +212,7 @@ Predictor Predictor::load(const std::string& path) {
   if (manifest.format != expected_format)
     throw ManifestError(path + " is a" + (expected_format[0] == 'a' || expected_format[0] == 'o' ? "n " : " ") +
                         expected_format + " artifact but its manifest says format='" + manifest.format + "'");
+  if (options.check_digest) verify_digest(path, manifest);  // unchecked only on request
   return Predictor(std::move(backend), std::move(manifest));
 }
 

@@ -76,6 +76,9 @@ struct Manifest {
   /// The generator the noise must come from for a seed to reproduce (v2; v1: illia-noise-v1).
   /// Checked against the runtime's generators by Predictor (src/noise_generators.cpp).
   std::string noise_generator = kDefaultNoiseGenerator;
+  /// "sha256:<hex>" of the graph bytes (v2, optional): checked by Predictor::load
+  /// (illia/digest.h); "" when the manifest records none.
+  std::string digest;
   std::vector<TensorSpec> inputs;
   std::vector<NoiseSpec> noise;
   std::vector<TensorSpec> outputs;

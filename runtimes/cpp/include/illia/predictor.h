@@ -57,13 +57,20 @@ struct Prediction {
   std::vector<OutputSummary> outputs;
 };
 
+struct LoadOptions {
+  /// Check the artifact's bytes against manifest.digest (illia/digest.h) and refuse an artifact
+  /// whose manifest records none. false: run it unchecked (illia-mc --no-digest-check).
+  bool check_digest = true;
+};
+
 class Predictor {
  public:
   /// Load an artifact (detect_artifact): ONNX Runtime for .onnx / .ort, AOTInductor for a .pt2
   /// package, TorchScript otherwise; each needs its backend in the build. The manifest is read
   /// from the artifact or from the sidecar `<path>.manifest.json` and must name this kind of
-  /// artifact and a noise generator this runtime has. Throws ArtifactError / ManifestError.
-  static Predictor load(const std::string& path);
+  /// artifact and a noise generator this runtime has, and (unless options.check_digest is
+  /// false) a digest that the file's bytes match. Throws ArtifactError / ManifestError.
+  static Predictor load(const std::string& path, const LoadOptions& options = LoadOptions());
 
   /// Throws ManifestError when manifest.noise_generator is not one this runtime has.
   Predictor(std::unique_ptr<Backend> backend, Manifest manifest);
