@@ -2,8 +2,14 @@
 // as the Python and C++ runtimes. Java's long/int arithmetic wraps like uint64/uint32; >>> is the
 // unsigned shift. Use the generator the artifact's manifest names (`noise_generator`, v1 when
 // absent).
+// Per-example noise (dropout masks, Flipout signs: every noise input with a "batch" dim) is
+// row-keyed in every illia runtime: row b is the generator's stream under
+// rowKey(streamKey(seed, k), id_b), with ids 0..B-1 unless the caller has stable ids
+// (docs/noise.md, "Row-keyed noise"); standardNormalRows draws it.
 // `java IlliaNoise SEED STREAM N SAMPLE_START NUM_SAMPLES [illia-noise-v1|illia-noise-v2]` prints
-// the float bits, one a line (tests/mobile checks them against numpy).
+// the float bits, one a line; `java IlliaNoise rows SEED STREAM IDS PRE POST SAMPLE_START
+// NUM_SAMPLES [GENERATOR]` (IDS comma-separated) prints standardNormalRows' (tests/mobile checks
+// both against numpy).
 public final class IlliaNoise {
     private static final long GOLDEN = 0x9E3779B97F4A7C15L;
 
@@ -20,9 +26,18 @@ public final class IlliaNoise {
         return mix64(seed + GOLDEN * (stream + 1L));
     }
 
+    /** Key of one row's noise in a stream: its id (an integer id is its own 64-bit word) mixed into the stream key. */
+    public static long rowKey(long streamKey, long rowId) {
+        return mix64(streamKey + GOLDEN * (rowId + 1));
+    }
+
     /** illia-noise-v1: samples [sampleStart, sampleStart + numSamples) of one stream, n elements each (row-major). */
     public static float[] standardNormal(long seed, int stream, int n, long sampleStart, int numSamples) {
-        long key = streamKey(seed, stream);
+        return standardNormalKeyed(streamKey(seed, stream), n, sampleStart, numSamples);
+    }
+
+    /** illia-noise-v1 under a given key (a stream key or a row key). */
+    public static float[] standardNormalKeyed(long key, int n, long sampleStart, int numSamples) {
         int m = (n + 1) / 2;  // counters (element pairs) per sample
         float[] out = new float[numSamples * n];
         for (int s = 0; s < numSamples; s++) {
@@ -65,7 +80,11 @@ public final class IlliaNoise {
 
     /** illia-noise-v2: samples [sampleStart, sampleStart + numSamples) of one stream, n elements each (row-major). */
     public static float[] standardNormalV2(long seed, int stream, int n, long sampleStart, int numSamples) {
-        long key = streamKey(seed, stream);
+        return standardNormalV2Keyed(streamKey(seed, stream), n, sampleStart, numSamples);
+    }
+
+    /** illia-noise-v2 under a given key (a stream key or a row key). */
+    public static float[] standardNormalV2Keyed(long key, int n, long sampleStart, int numSamples) {
         int k0 = (int) key, k1 = (int) (key >>> 32);
         float[] out = new float[numSamples * n];
         for (int e = 0; e < numSamples * n; e++) {
@@ -77,7 +96,53 @@ public final class IlliaNoise {
         return out;
     }
 
+    /**
+     * Row-keyed noise of stream {@code stream} (a noise input with a "batch" dim), as every illia
+     * runtime feeds it: the input's per-sample shape is [pre..., rows, post...] ({@code pre} and
+     * {@code post} the element counts of the dims before and after "batch"); the result is
+     * [numSamples, pre, rows, post], row b holding samples [sampleStart, sampleStart + numSamples)
+     * of the stream keyed rowKey(streamKey(seed, stream), rowIds[b]), pre * post elements each.
+     * rowIds: 0..B-1 for a plain batch (the default everywhere), or the rows' stable ids.
+     */
+    public static float[] standardNormalRows(boolean v2, long seed, int stream, long[] rowIds, int pre, int post,
+                                             long sampleStart, int numSamples) {
+        long key = streamKey(seed, stream);
+        int rows = rowIds.length, nRow = pre * post;
+        float[] out = new float[numSamples * pre * rows * post];
+        for (int b = 0; b < rows; b++) {
+            long rk = rowKey(key, rowIds[b]);
+            float[] block = v2 ? standardNormalV2Keyed(rk, nRow, sampleStart, numSamples)
+                               : standardNormalKeyed(rk, nRow, sampleStart, numSamples);
+            for (int s = 0; s < numSamples; s++)
+                for (int a = 0; a < pre; a++)
+                    System.arraycopy(block, s * nRow + a * post, out, ((s * pre + a) * rows + b) * post, post);
+        }
+        return out;
+    }
+
+    private static boolean isV2(String[] args, int at) {
+        boolean v2 = args.length > at && args[at].equals("illia-noise-v2");
+        if (args.length > at && !v2 && !args[at].equals("illia-noise-v1"))
+            throw new IllegalArgumentException("unknown noise generator " + args[at]);
+        return v2;
+    }
+
+    private static void print(float[] v) {
+        StringBuilder sb = new StringBuilder();
+        for (float f : v) sb.append(Float.floatToRawIntBits(f)).append('\n');
+        System.out.print(sb);
+    }
+
     public static void main(String[] args) {
+        if (args.length > 0 && args[0].equals("rows")) {
+            String[] parts = args[3].split(",");
+            long[] ids = new long[parts.length];
+            for (int i = 0; i < parts.length; i++) ids[i] = Long.parseLong(parts[i]);
+            print(standardNormalRows(isV2(args, 8), Long.parseLong(args[1]), Integer.parseInt(args[2]), ids,
+                    Integer.parseInt(args[4]), Integer.parseInt(args[5]), Long.parseLong(args[6]),
+                    Integer.parseInt(args[7])));
+            return;
+        }
         boolean v2 = args.length > 5 && args[5].equals("illia-noise-v2");
         if (args.length > 5 && !v2 && !args[5].equals("illia-noise-v1"))
             throw new IllegalArgumentException("unknown noise generator " + args[5]);

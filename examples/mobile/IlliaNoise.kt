@@ -21,8 +21,13 @@ object IlliaNoise {
     fun streamKey(seed: Long, stream: Int): ULong = mix64(seed.toULong() + GOLDEN * (stream + 1).toULong())
 
     /** illia-noise-v1: samples [sampleStart, sampleStart + numSamples) of one stream, [n] elements each (row-major). */
-    fun standardNormal(seed: Long, stream: Int, n: Int, sampleStart: Long, numSamples: Int): FloatArray {
-        val key = streamKey(seed, stream)
+    fun standardNormal(seed: Long, stream: Int, n: Int, sampleStart: Long, numSamples: Int): FloatArray =
+        standardNormalKeyed(streamKey(seed, stream), n, sampleStart, numSamples)
+
+    /** Key of one row's noise in a stream (an integer row id is its own 64-bit word). */
+    fun rowKey(streamKey: ULong, rowId: Long): ULong = mix64(streamKey + GOLDEN * (rowId.toULong() + 1uL))
+
+    fun standardNormalKeyed(key: ULong, n: Int, sampleStart: Long, numSamples: Int): FloatArray {
         val m = (n + 1) / 2                       // counters (element pairs) per sample
         val out = FloatArray(numSamples * n)
         for (s in 0 until numSamples) {
@@ -65,8 +70,31 @@ object IlliaNoise {
     }
 
     /** illia-noise-v2: samples [sampleStart, sampleStart + numSamples) of one stream, [n] elements each (row-major). */
-    fun standardNormalV2(seed: Long, stream: Int, n: Int, sampleStart: Long, numSamples: Int): FloatArray {
+    fun standardNormalV2(seed: Long, stream: Int, n: Int, sampleStart: Long, numSamples: Int): FloatArray =
+        standardNormalV2Keyed(streamKey(seed, stream), n, sampleStart, numSamples)
+
+    /**
+     * Row-keyed noise (every noise input with a "batch" dim), as every illia runtime feeds it:
+     * per-sample shape [pre..., rows, post...] -> [numSamples, pre, rows, post]; row b is the
+     * stream keyed rowKey(streamKey(seed, stream), rowIds[b]) (rowIds 0..B-1 by default).
+     */
+    fun standardNormalRows(v2: Boolean, seed: Long, stream: Int, rowIds: LongArray, pre: Int, post: Int,
+                           sampleStart: Long, numSamples: Int): FloatArray {
         val key = streamKey(seed, stream)
+        val rows = rowIds.size
+        val nRow = pre * post
+        val out = FloatArray(numSamples * pre * rows * post)
+        for (b in 0 until rows) {
+            val rk = rowKey(key, rowIds[b])
+            val block = if (v2) standardNormalV2Keyed(rk, nRow, sampleStart, numSamples)
+                        else standardNormalKeyed(rk, nRow, sampleStart, numSamples)
+            for (s in 0 until numSamples) for (a in 0 until pre)
+                System.arraycopy(block, s * nRow + a * post, out, ((s * pre + a) * rows + b) * post, post)
+        }
+        return out
+    }
+
+    fun standardNormalV2Keyed(key: ULong, n: Int, sampleStart: Long, numSamples: Int): FloatArray {
         val k0 = key.toUInt()
         val k1 = (key shr 32).toUInt()
         val out = FloatArray(numSamples * n)

@@ -20,7 +20,37 @@ enum IlliaNoise {
 
     /// illia-noise-v1: samples [sampleStart, sampleStart + numSamples) of one stream, `n` elements each (row-major).
     static func standardNormal(seed: UInt64, stream: Int, n: Int, sampleStart: Int, numSamples: Int) -> [Float] {
+        standardNormalKeyed(key: streamKey(seed: seed, stream: stream), n: n, sampleStart: sampleStart, numSamples: numSamples)
+    }
+
+    /// Key of one row's noise in a stream (an integer row id is its own 64-bit word).
+    static func rowKey(streamKey: UInt64, rowId: Int64) -> UInt64 {
+        mix64(streamKey &+ golden &* (UInt64(bitPattern: rowId) &+ 1))
+    }
+
+    /// Row-keyed noise (every noise input with a "batch" dim), as every illia runtime feeds it:
+    /// per-sample shape [pre..., rows, post...] -> [numSamples, pre, rows, post]; row b is the
+    /// stream keyed rowKey(streamKey(seed, stream), rowIds[b]) (rowIds 0..B-1 by default).
+    static func standardNormalRows(v2: Bool, seed: UInt64, stream: Int, rowIds: [Int64], pre: Int, post: Int,
+                                   sampleStart: Int, numSamples: Int) -> [Float] {
         let key = streamKey(seed: seed, stream: stream)
+        let rows = rowIds.count, nRow = pre * post
+        var out = [Float](repeating: 0, count: numSamples * pre * rows * post)
+        for b in 0..<rows {
+            let rk = rowKey(streamKey: key, rowId: rowIds[b])
+            let block = v2 ? standardNormalV2Keyed(key: rk, n: nRow, sampleStart: sampleStart, numSamples: numSamples)
+                           : standardNormalKeyed(key: rk, n: nRow, sampleStart: sampleStart, numSamples: numSamples)
+            for s in 0..<numSamples {
+                for a in 0..<pre {
+                    let src = s * nRow + a * post, dst = ((s * pre + a) * rows + b) * post
+                    out[dst..<dst + post] = block[src..<src + post]
+                }
+            }
+        }
+        return out
+    }
+
+    static func standardNormalKeyed(key: UInt64, n: Int, sampleStart: Int, numSamples: Int) -> [Float] {
         let m = (n + 1) / 2  // counters (element pairs) per sample
         var out = [Float](repeating: 0, count: numSamples * n)
         for s in 0..<numSamples {
@@ -64,7 +94,10 @@ enum IlliaNoise {
 
     /// illia-noise-v2: samples [sampleStart, sampleStart + numSamples) of one stream, `n` elements each (row-major).
     static func standardNormalV2(seed: UInt64, stream: Int, n: Int, sampleStart: Int, numSamples: Int) -> [Float] {
-        let key = streamKey(seed: seed, stream: stream)
+        standardNormalV2Keyed(key: streamKey(seed: seed, stream: stream), n: n, sampleStart: sampleStart, numSamples: numSamples)
+    }
+
+    static func standardNormalV2Keyed(key: UInt64, n: Int, sampleStart: Int, numSamples: Int) -> [Float] {
         let k0 = UInt32(truncatingIfNeeded: key), k1 = UInt32(truncatingIfNeeded: key >> 32)
         var out = [Float](repeating: 0, count: numSamples * n)
         for e in 0..<(numSamples * n) {

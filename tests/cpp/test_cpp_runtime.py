@@ -110,7 +110,7 @@ def test_lstm_int64_tokens_and_several_outputs(cpp_build, artifacts, tmp_path, s
     proc = cpp_build.run(
         cpp_build.illia_mc, art.path, "--input", floats, "--samples", 2, "--seed", 0, "--out", tmp_path / "c"
     )
-    assert proc.returncode == 1 and "dtype float32, the artifact needs int64" in proc.stderr
+    assert proc.returncode == 2 and "dtype float32, the artifact needs int64" in proc.stderr
 
 
 def test_regression_task_summarizes_raw_outputs(cpp_build, artifacts, reference, tmp_path):
@@ -203,7 +203,7 @@ def test_error_wrong_input_shape(cpp_build, artifacts, tmp_path):
     proc = cpp_build.run(
         cpp_build.illia_mc, art.path, "--input", wrong, "--samples", 2, "--seed", 0, "--out", tmp_path / "o"
     )
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # the user's input is refused
     assert "dim 1 is 783, the artifact needs 784" in proc.stderr
     assert not (tmp_path / "o").exists()
 
@@ -215,13 +215,13 @@ def test_error_unreadable_npy(cpp_build, artifacts, tmp_path):
     proc = cpp_build.run(
         cpp_build.illia_mc, art.path, "--input", junk, "--samples", 2, "--seed", 0, "--out", tmp_path
     )
-    assert proc.returncode == 1 and "junk.npy" in proc.stderr
+    assert proc.returncode == 2 and "junk.npy" in proc.stderr
     texts = tmp_path / "s.npy"
     np.save(texts, np.array(["a", "b"]))
     proc = cpp_build.run(
         cpp_build.illia_mc, art.path, "--input", texts, "--samples", 2, "--seed", 0, "--out", tmp_path
     )
-    assert proc.returncode == 1 and "unsupported dtype" in proc.stderr
+    assert proc.returncode == 2 and "unsupported dtype" in proc.stderr
 
 
 def test_usage_errors(cpp_build, artifacts, tmp_path):

@@ -1,35 +1,50 @@
 #include "illia/manifest.h"
 #include "illia/noise.h"
 
+#include <climits>
 #include <iomanip>
+#include <set>
 #include <sstream>
+#include <tuple>
 
 #include "illia/error.h"
 #include "illia/json.h"
 
 namespace illia {
 
-std::vector<int64_t> NoiseSpec::event_shape(int64_t batch) const {
+std::vector<int64_t> NoiseSpec::event_shape(const DimSizes& sizes) const {
   std::vector<int64_t> out;
-  for (const Dim& d : shape) {
-    if (d.is_static())
+  for (size_t i = 0; i < shape.size(); ++i) {
+    const Dim& d = shape[i];
+    if (d.is_static()) {
       out.push_back(d.value);
-    else if (d.batch_multiple > 0)
-      out.push_back(d.batch_multiple * batch);
+    } else if (d.multiple > 0) {
+      auto it = sizes.find(d.name);
+      if (it == sizes.end())  // parse_manifest makes sure an input has it
+        throw ShapeError("noise '" + name + "': no input gives the size of dim '" + d.name + "'");
+      if (it->second > 0 && d.multiple > INT64_MAX / it->second)
+        throw ShapeError("noise '" + name + "': dim '" + d.symbol + "' overflows for " + d.name + " = " +
+                         std::to_string(it->second));
+      out.push_back(d.multiple * it->second);
+    }
     // else: the sample axis, which parse_manifest allows only first
   }
   return out;
 }
 
-int64_t NoiseSpec::event_numel(int64_t batch) const {
-  int64_t n = 1;
-  for (int64_t d : event_shape(batch)) n *= d;
-  return n;
+int NoiseSpec::batch_axis() const {
+  int axis = 0;
+  for (const Dim& d : shape) {
+    if (d.symbol == kSampleDim) continue;
+    if (d.is_batch()) return axis;
+    ++axis;
+  }
+  return -1;
 }
 
-bool NoiseSpec::per_example() const {
+bool NoiseSpec::folds_batch() const {
   for (const Dim& d : shape)
-    if (d.batch_multiple > 0) return true;
+    if (d.name == kBatchDim && d.multiple > 1) return true;
   return false;
 }
 
@@ -51,23 +66,20 @@ std::string number_str(double v) {
 }
 
 const char* const kFormats[] = {"onnx", "torchscript", "savedmodel", "tflite", "pt2", "aoti"};
-const char* const kSampleDim = "samples";
-const char* const kBatchDim = "batch";
-
-/// "batch" -> 1, "<k>*batch" (k >= 1, no leading zero) -> k, anything else -> 0.
-int64_t batch_multiple(const std::string& symbol) {
-  if (symbol == kBatchDim) return 1;
-  const std::string suffix = std::string("*") + kBatchDim;
-  if (symbol.size() <= suffix.size() || symbol.compare(symbol.size() - suffix.size(), suffix.size(), suffix) != 0)
-    return 0;
-  const std::string k = symbol.substr(0, symbol.size() - suffix.size());
-  if (k.empty() || k.size() > 12 || k[0] == '0') return 0;
+/// Split "<k>*<name>" (k >= 1 without a leading zero, at most 12 digits) into (name, k), and a
+/// plain "<name>" into (name, 1); (symbol, 0) when the text is neither (e.g. "2*", "0*batch").
+std::pair<std::string, int64_t> split_multiple(const std::string& symbol) {
+  const size_t star = symbol.find('*');
+  if (star == std::string::npos) return {symbol, 1};
+  const std::string k = symbol.substr(0, star), name = symbol.substr(star + 1);
+  if (k.empty() || k.size() > 12 || k[0] == '0' || name.empty() || name.find('*') != std::string::npos)
+    return {symbol, 0};
   int64_t v = 0;
   for (char c : k) {
-    if (c < '0' || c > '9') return 0;
+    if (c < '0' || c > '9') return {symbol, 0};
     v = v * 10 + (c - '0');
   }
-  return v;
+  return {name, v};
 }
 
 const json::Value& require(const json::Value& obj, const std::string& key, const std::string& where) {
@@ -98,7 +110,7 @@ std::vector<Dim> parse_shape(const json::Value& obj, const std::string& where) {
     Dim dim;
     if (d.kind == json::Value::Kind::String) {
       dim.symbol = d.string.empty() ? "?" : d.string;
-      dim.batch_multiple = batch_multiple(dim.symbol);
+      if (dim.symbol != kSampleDim) std::tie(dim.name, dim.multiple) = split_multiple(dim.symbol);
     } else if (d.kind == json::Value::Kind::Number && d.is_integer && d.number >= 0) {
       dim.value = static_cast<int64_t>(d.number);
     } else {
@@ -150,6 +162,7 @@ Manifest parse_manifest(const std::string& text) {
   // illia::noise_generator() (src/noise_generators.cpp), when a Predictor is made.
   m.noise_generator = optional_string(root, "noise_generator", kDefaultNoiseGenerator, "manifest");
   m.source = optional_string(root, "source", "", "manifest");
+  m.digest = optional_string(root, "digest", "", "manifest");
   m.task = optional_string(root, "task", "raw", "manifest");
   if (m.task != "classification" && m.task != "regression" && m.task != "raw")
     throw ManifestError("unknown task '" + m.task + "'; expected classification, regression or raw");
@@ -171,6 +184,15 @@ Manifest parse_manifest(const std::string& text) {
     m.outputs.push_back(parse_tensor(outputs[i], "manifest.outputs[" + std::to_string(i) + "]"));
   if (m.outputs.empty()) throw ManifestError("manifest.outputs is empty");
 
+  // The symbolic dims the inputs name: the only ones a noise dim may follow (dims.md item 1).
+  std::set<std::string> input_dims;
+  for (const TensorSpec& t : m.inputs)
+    for (const Dim& d : t.shape)
+      if (!d.is_static()) input_dims.insert(d.symbol);
+  std::string input_dims_text;
+  for (const std::string& d : input_dims) input_dims_text += (input_dims_text.empty() ? "'" : ", '") + d + "'";
+  if (input_dims_text.empty()) input_dims_text = "the inputs have none";
+
   const auto& noise = require_list(root, "noise");
   for (size_t i = 0; i < noise.size(); ++i) {
     std::string where = "manifest.noise[" + std::to_string(i) + "]";
@@ -187,11 +209,14 @@ Manifest parse_manifest(const std::string& text) {
     n.transform = optional_string(noise[i], "transform", "affine", where);
     if (m.vectorized && (n.shape.empty() || n.shape[0].symbol != kSampleDim))
       throw ManifestError(where + ": a vectorized graph needs noise shape ['samples', ...], got " + dims_str(n.shape));
-    for (size_t d = m.vectorized ? 1 : 0; d < n.shape.size(); ++d)
-      if (!n.shape[d].is_static() && n.shape[d].batch_multiple == 0)
-        throw ManifestError(where + ": noise dim '" + n.shape[d].symbol + "' in " + dims_str(n.shape) +
-                            " is not allowed; after the sample axis a noise dim is an integer, 'batch' or "
-                            "'<k>*batch'");
+    for (size_t d = m.vectorized ? 1 : 0; d < n.shape.size(); ++d) {
+      const Dim& dim = n.shape[d];
+      if (dim.is_static()) continue;
+      if (dim.multiple == 0 || !input_dims.count(dim.name))
+        throw ManifestError(where + ": noise dim '" + dim.symbol + "' in " + dims_str(n.shape) +
+                            " is not allowed; after the sample axis a noise dim is an integer, '<name>' or "
+                            "'<k>*<name>' with <name> a symbolic dim of an input (" + input_dims_text + ")");
+    }
     m.noise.push_back(n);
   }
   return m;

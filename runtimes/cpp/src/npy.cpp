@@ -1,5 +1,6 @@
 #include "illia/npy.h"
 
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -11,6 +12,11 @@ namespace illia {
 namespace {
 
 const char kMagic[] = "\x93NUMPY";
+
+// Bounds checked before anything is allocated from a header's claims (a hostile or corrupt
+// file must give an NpyError, never bad_alloc): numpy itself refuses headers over 10000 bytes
+// unless told otherwise; the data must be in the file.
+constexpr uint32_t kMaxHeaderLen = 65536;
 
 // The value of `key` in the header dict, e.g. "'<f4'" or "(64, 784)" (raw text).
 std::string header_field(const std::string& header, const std::string& key, const std::string& path) {
@@ -31,6 +37,14 @@ std::string header_field(const std::string& header, const std::string& key, cons
   return header.substr(start, end - start);
 }
 
+int64_t file_size(std::ifstream& in) {
+  const auto here = in.tellg();
+  in.seekg(0, std::ios::end);
+  const int64_t size = static_cast<int64_t>(in.tellg());
+  in.seekg(here);
+  return size;
+}
+
 std::vector<int64_t> parse_shape_tuple(const std::string& tuple, const std::string& path) {
   std::vector<int64_t> shape;
   std::string inner = tuple.substr(1, tuple.size() - 2);
@@ -42,9 +56,13 @@ std::vector<int64_t> parse_shape_tuple(const std::string& tuple, const std::stri
     if (a != std::string::npos) {
       size_t b = tok.find_last_not_of(' ');
       tok = tok.substr(a, b - a + 1);
-      if (tok.empty() || tok.find_first_not_of("0123456789") != std::string::npos)
+      if (tok.empty() || tok.size() > 19 || tok.find_first_not_of("0123456789") != std::string::npos)
         throw NpyError(path + ": bad dim '" + tok + "' in .npy shape " + tuple);
-      shape.push_back(std::stoll(tok));
+      try {
+        shape.push_back(std::stoll(tok));
+      } catch (const std::out_of_range&) {
+        throw NpyError(path + ": dim " + tok + " in .npy shape " + tuple + " does not fit in 64 bits");
+      }
     }
     if (comma == std::string::npos) break;
     pos = comma + 1;
@@ -74,6 +92,14 @@ Array read_npy(const std::string& path) {
   } else {
     throw NpyError(path + ": unsupported .npy version " + std::to_string(version[0]));
   }
+  const int64_t total_size = file_size(in);
+  const int64_t data_start = static_cast<int64_t>(in.tellg()) + static_cast<int64_t>(header_len);
+  if (header_len > kMaxHeaderLen)
+    throw NpyError(path + ": .npy header length " + std::to_string(header_len) + " exceeds " +
+                   std::to_string(kMaxHeaderLen) + " bytes (corrupt or not written by numpy)");
+  if (data_start > total_size)
+    throw NpyError(path + ": truncated .npy header (" + std::to_string(header_len) + " bytes claimed, the file has " +
+                   std::to_string(total_size) + ")");
   std::string header(header_len, '\0');
   if (!in.read(&header[0], header_len)) throw NpyError(path + ": truncated .npy header");
 
@@ -81,9 +107,24 @@ Array read_npy(const std::string& path) {
   std::string fortran = header_field(header, "fortran_order", path);
   if (fortran.find("True") != std::string::npos)
     throw NpyError(path + ": Fortran-order arrays are not supported; save with np.ascontiguousarray(x)");
+  if (descr != "'<f4'" && descr != "'<f8'" && descr != "'<i8'" && descr != "'<i4'")
+    throw NpyError(path + ": unsupported dtype " + descr + " (expected little-endian float32, float64, int64 or int32)");
   Array a;
   a.shape = parse_shape_tuple(header_field(header, "shape", path), path);
-  size_t n = static_cast<size_t>(a.numel());
+  // element count and bytes, overflow-checked, against what the file holds
+  int64_t count = 1;
+  for (int64_t d : a.shape) {
+    if (d != 0 && count > INT64_MAX / d)
+      throw NpyError(path + ": .npy shape " + shape_str(a.shape) + " has more elements than fit in 64 bits");
+    count *= d;
+  }
+  const int64_t itemsize = descr == "'<f4'" || descr == "'<i4'" ? 4 : 8;
+  const int64_t available = total_size - data_start;
+  if (count > available / itemsize)
+    throw NpyError(path + ": .npy header claims shape " + shape_str(a.shape) + " (" + std::to_string(count) +
+                   " elements of " + std::to_string(itemsize) + " bytes) but the file holds " +
+                   std::to_string(available) + " data bytes (truncated or corrupt)");
+  size_t n = static_cast<size_t>(count);
 
   auto read_raw = [&](void* dst, size_t bytes) {
     if (!in.read(static_cast<char*>(dst), static_cast<std::streamsize>(bytes)))

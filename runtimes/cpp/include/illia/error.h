@@ -31,6 +31,20 @@ class ShapeError : public Error {
   using Error::Error;
 };
 
+/// An input's values are refused (NaN/inf without allow_nonfinite, row ids not matching the
+/// batch).
+class InputError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A prediction would need more memory than the process may use (sized before allocating),
+/// or sizes overflow.
+class ResourceError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// A .npy file cannot be read or written.
 class NpyError : public Error {
  public:

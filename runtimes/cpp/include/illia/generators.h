@@ -1,27 +1,20 @@
 // The noise generators this runtime has, by the name a manifest gives (manifest.noise_generator).
 // A seed reproduces only with the generator the artifact was exported for, so a Predictor
-// refuses a manifest naming one it lacks. Adding a generator (say illia-noise-v2, once ported
-// next to illia-noise-v1 in noise.h) is one entry in src/noise_generators.cpp.
+// refuses a manifest naming one it lacks. Adding a generator is its arithmetic in
+// illia/noise_core.h and one entry in src/noise_generators.cpp.
 #pragma once
 
-#include <cstdint>
-#include <functional>
 #include <string>
 #include <vector>
 
-namespace illia {
+#include "illia/noise.h"
 
-/// Splits [0, n) into disjoint ranges with at least `grain` per range and calls fn(begin, end)
-/// on each, possibly in parallel (Backend::parallel_for).
-using ParallelFor = std::function<void(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn)>;
+namespace illia {
 
 struct NoiseGenerator {
   const char* name;
-  /// Samples [sample_start, sample_start + num_samples) of stream `stream` (the noise input's
-  /// position in the manifest) for `seed`, `n` standard normals each, into `out`
-  /// (num_samples * n floats, row-major). Same numbers however `parallel_for` splits the work.
-  void (*fill)(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start, int64_t num_samples, float* out,
-               const ParallelFor& parallel_for);
+  /// The arithmetic (fill_stream / fill_rows in illia/noise.h).
+  Generator id;
 };
 
 /// The generator called `name`; throws ManifestError naming the generators this runtime has.

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,14 +22,26 @@ constexpr const char* kEmbeddedName = "illia_manifest.json";
 constexpr const char* kOnnxMetadataKey = "illia_export.manifest";
 constexpr const char* kAotiMetadataKey = "illia_export.manifest";
 
-/// One dim: an integer, or a symbolic name ("batch", "samples", "4*batch") when `symbol` is
-/// non-empty. `batch_multiple` is k for "batch" (1) and "<k>*batch" (k), else 0.
+/// The symbolic dim name of the batch (row-keyed per-example noise follows it).
+constexpr const char* kBatchDim = "batch";
+/// The symbolic dim name of the sample axis (axis 0 of vectorized noise only).
+constexpr const char* kSampleDim = "samples";
+
+/// One dim: an integer, or a symbolic one when `symbol` is non-empty: "samples", a name
+/// ("batch", "seq_len", ...) or "<k>*<name>" (docs/noise.md, "Noise dims"). For a name, `name`
+/// is the bare name and `multiple` its k (1 for a plain name).
 struct Dim {
   int64_t value = -1;
   std::string symbol;
-  int64_t batch_multiple = 0;
+  std::string name;      ///< "seq_len" for "seq_len" and "4*seq_len"; "" for integers
+  int64_t multiple = 0;  ///< k of "<k>*<name>", 1 for "<name>", 0 for integers
   bool is_static() const { return symbol.empty(); }
+  /// "batch" itself (multiple 1): the dim a row-keyed noise input is drawn along.
+  bool is_batch() const { return name == kBatchDim && multiple == 1; }
 };
+
+/// Sizes of the symbolic dims of a call, from its input arrays ("batch" -> 8, "seq_len" -> 12).
+using DimSizes = std::map<std::string, int64_t>;
 
 struct TensorSpec {
   std::string name;
@@ -42,12 +55,16 @@ struct NoiseSpec {
   std::vector<Dim> shape;        ///< with a leading "samples" dim when the graph is vectorized
   std::string kind = "weight";   ///< v2: weight | dropout | flipout_sign | draw (informative)
   std::string transform = "affine";  ///< v2: what the graph does with the normals (informative)
-  /// One sample's noise shape for a batch of `batch` rows: the integer dims, with "batch" /
-  /// "<k>*batch" dims sized k * batch (the sample axis left out).
-  std::vector<int64_t> event_shape(int64_t batch) const;
-  int64_t event_numel(int64_t batch) const;
-  /// True when a dim is "batch" or "<k>*batch" (per-example noise).
-  bool per_example() const;
+  /// One sample's noise shape for a call whose inputs give the symbolic dims `sizes`: the
+  /// integer dims, with "<k>*<name>" sized k * sizes[name] (the sample axis left out).
+  /// Throws ShapeError when a product overflows.
+  std::vector<int64_t> event_shape(const DimSizes& sizes) const;
+  /// The position of the "batch" dim in event_shape (-1 when none): the axis a row-keyed draw
+  /// follows (docs/noise.md, "Row-keyed noise").
+  int batch_axis() const;
+  /// True when a dim folds the batch with a factor ("<k>*batch", k > 1): drawn stream-wide
+  /// (its rows cannot be keyed).
+  bool folds_batch() const;
 };
 
 struct Manifest {
@@ -59,12 +76,16 @@ struct Manifest {
   /// The generator the noise must come from for a seed to reproduce (v2; v1: illia-noise-v1).
   /// Checked against the runtime's generators by Predictor (src/noise_generators.cpp).
   std::string noise_generator = kDefaultNoiseGenerator;
+  /// "sha256:<hex>" of the graph bytes (v2, optional): checked by Predictor::load
+  /// (illia/digest.h); "" when the manifest records none.
+  std::string digest;
   std::vector<TensorSpec> inputs;
   std::vector<NoiseSpec> noise;
   std::vector<TensorSpec> outputs;
 };
 
-/// Parse and check a manifest's JSON text; throws ManifestError naming the bad field.
+/// Parse and check a manifest's JSON text; throws ManifestError naming the bad field (a noise
+/// dim naming a symbolic dim that no input has is one).
 Manifest parse_manifest(const std::string& text);
 
 /// "[batch, 784]": a manifest shape for messages.

@@ -1,11 +1,12 @@
 // The seeded, counter-based standard normals every illia runtime shares (docs/noise.md is
-// normative; the numpy references are illia_export/runtime/noise.py).
+// normative; the numpy references are illia_export/runtime/noise.py). The arithmetic lives in
+// one header, illia/noise_core.h, which the Python runtime's compiled kernel includes too; this
+// is the library's API around it (threads through a ParallelFor, row keys, generator names).
 //
 // illia-noise-v2 (default of new exports): one normal per element, 32-bit arithmetic.
 //   key = stream_key(seed, stream);  k0 = low 32 bits of key, k1 = high 32 bits
 //   element i of sample s (n elements per sample): counter c = s * n + i (64-bit)
 //   h = lowbias32(lo32(c) ^ k0);  h = lowbias32(h ^ (k1 + 0x9E3779B9 * hi32(c)))   (mod 2^32)
-//   lowbias32(x): x ^= x >> 16; x *= 0x21F0AAAD; x ^= x >> 15; x *= 0x735A2D97; x ^= x >> 15
 //   j = h & 0x7FFFFFFF, p = (j + 0.5) / 2^32; x = PPND7(p) <= 0 (Wichura's AS241);
 //   value = x, negated when h >> 31 is 1.
 //
@@ -17,9 +18,13 @@
 //   r = sqrt(-2 ln u1), t = 2 pi u2 (double); element 2p = r cos t, element 2p+1 = r sin t
 //   (dropped for the last pair when n is odd), rounded to float.
 // mix64 is the SplitMix64 finalizer.
+//
+// Row-keyed noise (per-example draws): row b of stream k is the generator's ordinary stream
+// under row_key(stream_key(seed, k), word_b), word_b the row's id (0..B-1 by default).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace illia {
@@ -40,30 +45,34 @@ uint64_t mix64(uint64_t z);
 /// The key of noise stream `stream` (manifest position) for `seed` (both generators).
 uint64_t stream_key(uint64_t seed, uint64_t stream);
 
-// ------------------------------------------------------------------------------------- v1
-/// Fill pairs [pair_begin, pair_end) of a block of samples starting at `sample_start`, each of
-/// `n` elements (so ceil(n/2) pairs per sample; pair q is pair q % m of block sample q / m).
-/// `block` points at the block's first element (num_samples * n floats). Pair ranges of one
-/// block are independent, so callers may fill disjoint ranges in parallel.
-void fill_normal_pairs(uint64_t key, int64_t n, int64_t sample_start, int64_t pair_begin, int64_t pair_end,
-                       float* block);
+/// The key of one row's noise in a stream: mix64(stream_key + GOLDEN * (word + 1)).
+uint64_t row_key(uint64_t stream_key_value, uint64_t word);
+
+/// Splits [0, n) into disjoint ranges with at least `grain` per range and calls fn(begin, end)
+/// on each, possibly in parallel (Backend::parallel_for).
+using ParallelFor = std::function<void(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn)>;
+
+/// Runs fn(0, n) on the calling thread.
+void serial_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+/// Samples [sample_start, sample_start + num_samples) of the stream with key `key`, `n`
+/// elements each, into `out` (num_samples * n floats, row-major). Same numbers however
+/// `parallel_for` splits the work.
+void fill_stream(Generator g, uint64_t key, int64_t n, int64_t sample_start, int64_t num_samples, float* out,
+                 const ParallelFor& parallel_for = serial_for);
+
+/// Row-keyed noise of a stream whose per-sample shape is [pre..., rows, post...] (`pre` and
+/// `post` the element counts before and after the batch dim): `out` is
+/// [num_samples, pre, rows, post]; row b's block (pre * post elements per sample, C order over
+/// the remaining dims) is samples [sample_start, sample_start + num_samples) of the stream
+/// keyed row_key(key, words[b]).
+void fill_rows(Generator g, uint64_t key, const uint64_t* words, int64_t rows, int64_t pre, int64_t post,
+               int64_t sample_start, int64_t num_samples, float* out, const ParallelFor& parallel_for = serial_for);
 
 /// v1 samples [sample_start, sample_start + num_samples) of stream `stream`, `n` elements each,
 /// written to `out` (num_samples * n floats, row-major). Serial reference entry point.
 void standard_normal(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start, int64_t num_samples,
                      float* out);
-
-// ------------------------------------------------------------------------------------- v2
-/// The 32-bit v2 hash of element counter `counter` under stream key `key`.
-uint32_t v2_hash(uint64_t key, uint64_t counter);
-
-/// The v2 normal of one hash (float32 evaluation, within 6e-7 * max(1, |x|) of the spec).
-float v2_value(uint32_t h);
-
-/// Fill elements [elem_begin, elem_end) of a block of samples starting at `sample_start`, `n`
-/// elements each; `block` points at the block's first element. Element ranges are
-/// independent (any split over threads gives the same numbers); the loop vectorizes.
-void fill_v2(uint64_t key, int64_t n, int64_t sample_start, int64_t elem_begin, int64_t elem_end, float* block);
 
 /// v2 samples [sample_start, sample_start + num_samples) of stream `stream` into `out`.
 void standard_normal_v2(uint64_t seed, uint64_t stream, int64_t n, int64_t sample_start, int64_t num_samples,
