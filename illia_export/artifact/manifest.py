@@ -265,11 +265,11 @@ class NoiseSpec:
         shape = _check_shape(_require(obj, "shape", where), where)
         for axis, dim in enumerate(shape):
             if isinstance(dim, str) and not (
-                (dim == SAMPLE_DIM and axis == 0) or batch_multiple(dim) is not None
+                (dim == SAMPLE_DIM and axis == 0) or dim_factor(dim) is not None
             ):
                 raise ManifestError(
                     f"{where}: symbolic noise dim {_short(dim)} at axis {axis}; only 'samples' (axis 0), "
-                    "'batch' and '<k>*batch' are allowed"
+                    "'<name>' and '<k>*<name>' naming a symbolic input dim ('batch', 'seq_len', ...) are allowed"
                 )
         dist = obj.get("distribution", DISTRIBUTION)
         if dist != DISTRIBUTION:
@@ -451,6 +451,16 @@ class Manifest:
                     raise ManifestError(f"likelihood.{role} names output {out!r}, which the artifact does not have")
         check_unique_names([t.name for t in self.inputs] + [n.name for n in self.noise])
         check_unique_names([t.name for t in self.outputs])
+        input_dims = {d for t in self.inputs for d in t.shape if isinstance(d, str)} | {BATCH_DIM}
+        for where, specs in (("noise", self.noise), ("local.noise", self.local.noise if self.local else [])):
+            for n in specs:
+                for dim in n.shape:
+                    named = dim_factor(dim)
+                    if named is not None and named[1] not in input_dims:
+                        raise ManifestError(
+                            f"{where} {n.name!r}: dim {dim!r} names {named[1]!r}, which no model input's shape has "
+                            f"(input dims: {sorted(input_dims)}); a runtime could not size this noise"
+                        )
         if self.sample_axis == 0:
             for n in self.noise:
                 if not n.shape or n.shape[0] != SAMPLE_DIM:

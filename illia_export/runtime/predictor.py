@@ -345,13 +345,13 @@ class Predictor:
         if row_ids is not None:
             batch_size = len(np.asarray(row_ids))
         batch_size = checks.check_count(batch_size, "batch_size")
-        words = checks.check_row_ids(row_ids, batch_size) if row_ids is not None else None
+        words = checks.check_row_ids(row_ids if row_ids is not None else _row_range(batch_size), batch_size)
         shapes = resolve_noise_shapes(specs, batch_size, sizes or {})
         check_fits(4 * num_samples * elements(shapes), f"the noise of {num_samples} samples")
         gen = self._generator(generator)
         req = NoiseRequest(
             None, NoiseMaker("numpy", "cpu", self._noise_impl), specs, shapes,
-            keyed_streams(specs) if words is not None else [], words,
+            keyed_streams(specs, strict=row_ids is not None), words,
             seed, True, num_samples, gen, True, use_kernel=self._noise_impl == "auto",
         )
         arrays = req.maker.draw(seed, req.drawn, 0, num_samples, generator=gen)
@@ -470,11 +470,9 @@ class Predictor:
         arrays, batch = self.prepare_inputs(x, allow_nonfinite=allow_nonfinite)
         sizes = checks.symbolic_sizes(self.manifest.inputs, [a.shape for a in arrays])
         shapes = resolve_noise_shapes(specs, batch, sizes)
-        keyed: list[int] = []
-        words = None
-        if row_ids is not None:
-            words = checks.check_row_ids(row_ids, batch)
-            keyed = keyed_streams(specs)
+        # Per-example noise is row-keyed; without ids the rows are keyed by their index.
+        keyed = keyed_streams(specs, strict=row_ids is not None)
+        words = checks.check_row_ids(row_ids if row_ids is not None else _row_range(batch), batch)
         source = self._sources[strategy]
         if seed is None and strategy == "bank":
             if source.default_seed is None:
@@ -549,3 +547,8 @@ class Predictor:
         mode = "vectorized" if m.vectorized else "per-call"
         local = ", local variant" if m.local else ""
         return f"Predictor({self.path.name}: {self.backend.describe()}, {mode}, {len(m.noise)} noise inputs{local}, task={m.task})"
+
+
+def _row_range(batch: int) -> np.ndarray:
+    """The default row ids ``0..B-1``: ``predict(x)`` equals ``predict(x, row_ids=range(B))``."""
+    return np.arange(batch, dtype=np.int64)

@@ -109,6 +109,16 @@ class _Call:
         return feed
 
 
+class _Slices:
+    """Chunks of noise drawn for all S samples (row keys included)."""
+
+    def __init__(self, req: NoiseRequest, noise: list[Any]) -> None:
+        self.req, self.noise = req, noise
+
+    def chunk(self, start: int, count: int) -> Feed:
+        return Feed([b[start : start + count] for b in self.noise])
+
+
 @dataclass
 class _Bank:
     noise: list[Any]
@@ -189,25 +199,21 @@ class LocalSource:
 
     @staticmethod
     def key(req: NoiseRequest) -> tuple:
-        return (req.seed, req.num_samples, tuple(req.shapes), req.generator)
+        words = req.words.tobytes() if req.keyed and req.words is not None else None
+        return (req.seed, req.num_samples, tuple(req.shapes), req.generator, tuple(req.keyed), words)
 
     def open(self, req: NoiseRequest) -> _Call:
-        cacheable = (
-            req.explicit_seed
-            and not req.keyed
-            and 4 * req.num_samples * elements(req.shapes) <= LOCAL_CACHE_BYTES
-        )
+        cacheable = req.explicit_seed and 4 * req.num_samples * elements(req.shapes) <= LOCAL_CACHE_BYTES
         if not cacheable:
             return _Call(req, FreshSource._chunk, None)
         key = self.key(req)
         if self._cache is None or self._cache[0] != key:
             self._cache = None  # free the old noise before drawing the new
-            self._cache = (key, req.maker.draw(req.seed, req.shapes, 0, req.num_samples, generator=req.generator))
-        return _Call(req, self._slice, self._cache[1])
-
-    @staticmethod
-    def _slice(req: NoiseRequest, noise: list[Any], start: int, count: int) -> Feed:
-        return Feed([b[start : start + count] for b in noise])
+            noise = req.maker.draw(req.seed, req.drawn, 0, req.num_samples, generator=req.generator)
+            if req.keyed:
+                noise = row_noise(req, 0, req.num_samples, noise)
+            self._cache = (key, noise)
+        return _Slices(req, self._cache[1])
 
     def clear(self) -> None:
         self._cache = None
@@ -221,12 +227,16 @@ def precomputes(backend: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------- row keys
-def keyed_streams(specs: list[NoiseSpec]) -> list[int]:
+def keyed_streams(specs: list[NoiseSpec], strict: bool = True) -> list[int]:
     """Positions of the noise inputs drawn per row: those with a ``batch`` dim.
 
+    Args:
+        strict: refuse noise whose rows cannot be keyed (explicit ``row_ids``); otherwise
+            (the default row keys ``0..B-1``) such noise keeps the batch-wide layout.
+
     Raises:
-        StrategyError: a noise input whose batch dim is folded with another axis (``k*batch``)
-            or appears twice, so its rows cannot be keyed.
+        StrategyError: (strict) a noise input whose batch dim is folded with another axis
+            (``k*batch``) or appears twice, so its rows cannot be keyed.
     """
     from illia_export.artifact.manifest import batch_multiple
     from illia_export.errors import StrategyError
@@ -234,6 +244,9 @@ def keyed_streams(specs: list[NoiseSpec]) -> list[int]:
     keyed = []
     for k, spec in enumerate(specs):
         dims = [d for d in spec.shape if d != SAMPLE_DIM]
+        foldable = any(d != BATCH_DIM and batch_multiple(d) is not None for d in dims) or dims.count(BATCH_DIM) > 1
+        if foldable and not strict:
+            continue
         if any(d != BATCH_DIM and batch_multiple(d) is not None for d in dims):
             raise StrategyError(
                 f"noise input {spec.name!r} has per-example dims {dims} that fold the batch with other "
