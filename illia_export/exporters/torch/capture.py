@@ -392,6 +392,7 @@ def export_program(
     check_noise_used(program, [s.name for s in wrapper.sites], wrapper.num_inputs)
     program.illia_min_sizes = min_sizes
     program.illia_size_constraints = refined
+    program.illia_batch_multiple = multiples.get(mf.BATCH_DIM, 1)
     return program
 
 

@@ -252,11 +252,27 @@ def source_samples(model, inputs: list[torch.Tensor], num: int, seed: int) -> li
     return [np.stack([p[i] for p in per]) for i in range(len(per[0]))]
 
 
+def batch_multiple(cap: Capture) -> int:
+    """The number every batch must be a multiple of: what torch.export asked for, and the
+    member count of each layer that splits its batch into groups (BatchEnsembleLinear)."""
+    import math
+
+    from illia_export.exporters.torch.registry import BATCH_MIXING_LAYERS, class_name
+
+    k = int(getattr(cap.program, "illia_batch_multiple", 1) or 1)
+    for m in cap.model.modules():
+        if class_name(m) in BATCH_MIXING_LAYERS:
+            k = math.lcm(k, int(m.num_members))
+    return k
+
+
 def distribution(cap: Capture, path: Path, manifest: mf.Manifest, num: int, strategy: str = "fresh") -> dict:
     """Distribution check of the artifact at `path` (read with `manifest`) against the source."""
     from illia_export.runtime.predictor import Predictor
 
-    rows = min(cap.batch, 4)
+    # a model that splits its batch into groups (BatchEnsembleLinear) needs a multiple of k rows
+    k = batch_multiple(cap)
+    rows = max(k, k * (min(cap.batch, 4) // k))
     xs = ti.resize(cap.inputs, cap.axes, rows)
     source = source_samples(cap.model, xs, num, seed=4321)
     pred = Predictor(path, manifest).predict([x.numpy() for x in xs], num_samples=num, seed=4321, strategy=strategy)
