@@ -18,8 +18,8 @@ Stages (docs/architecture.md, "Capture pipeline"):
 
 from __future__ import annotations
 
-import contextlib
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,17 +29,9 @@ import torch
 from illia_export.artifact import manifest as mf
 from illia_export.errors import ExportError
 from illia_export.exporters.torch.draws import DrawMode, ModuleTracker, RecordedDraw
+from illia_export.exporters.torch.modes import DROPOUT_TYPES, dropout_modules, inference_modes  # noqa: F401
 from illia_export.nn.torch.module import sample_blocks
 
-#: Dropout module types that ``mc_dropout`` can switch on.
-DROPOUT_TYPES: tuple[type, ...] = (
-    torch.nn.Dropout,
-    torch.nn.Dropout1d,
-    torch.nn.Dropout2d,
-    torch.nn.Dropout3d,
-    torch.nn.AlphaDropout,
-    torch.nn.FeatureAlphaDropout,
-)
 _OUR_DISTRIBUTION = "illia_export.distributions.torch"
 
 
@@ -77,47 +69,6 @@ class Discovery:
     linear_calls: dict[str, list[int]] = field(default_factory=dict)  # own Linear path -> input ranks
     outputs: Any = None  # the model's outputs at the first batch size
     outputs_b: Any = None  # and at the second
-
-
-# ------------------------------------------------------------------------------- training modes
-@contextlib.contextmanager
-def inference_modes(model: torch.nn.Module, sampled_dropout: Sequence[str]):
-    """Eval mode, with the named dropout modules in training mode; restores every flag after."""
-    saved = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        modules = dict(model.named_modules())
-        for path in sampled_dropout:
-            modules[path].train()
-        yield model
-    finally:
-        for m, flag in saved:
-            m.training = flag
-
-
-def dropout_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    return {p: m for p, m in model.named_modules() if isinstance(m, DROPOUT_TYPES)}
-
-
-def select_dropout(model: torch.nn.Module, mc_dropout: bool | Sequence[str] | None) -> list[str]:
-    """The dropout modules to sample: all for True, the named ones for a list, none otherwise."""
-    found = dropout_modules(model)
-    if mc_dropout is None or mc_dropout is False:
-        return []
-    if mc_dropout is True:
-        if not found:
-            raise ExportError("mc_dropout=True, but the model has no dropout module (nn.Dropout*)")
-        return list(found)
-    if isinstance(mc_dropout, str):
-        mc_dropout = [mc_dropout]
-    names = list(mc_dropout)
-    unknown = [n for n in names if n not in found]
-    if unknown:
-        raise ExportError(
-            f"mc_dropout names {unknown}, which are not dropout modules of the model; its dropout modules "
-            f"are {sorted(found) or 'none'}"
-        )
-    return names
 
 
 # ------------------------------------------------------------------------------------- discovery
@@ -184,9 +135,9 @@ def batch_dims(shape1: tuple[int, ...], shape2: tuple[int, ...], b1: int, b2: in
     return dims
 
 
-def _kind(draw: RecordedDraw, dims: list[mf.Dim], module) -> str:
-    if draw.call.kind == "dropout":
-        return "dropout"
+def _kind(draw: RecordedDraw, dims: list[mf.Dim], module, train_only: bool = False) -> str:
+    if draw.call.kind == "dropout" or train_only and draw.call.transform == "bernoulli":
+        return "dropout"  # a mask drawn only in training mode (LockedDropout, DropPath, DropConnect)
     per_example = any(mf.batch_multiple(d) is not None for d in dims)
     if per_example and "flipout" in type(module).__name__.lower() and draw.call.transform == "uniform":
         return "flipout_sign"
@@ -195,11 +146,19 @@ def _kind(draw: RecordedDraw, dims: list[mf.Dim], module) -> str:
     return "draw"
 
 
-def discover(model, inputs_a: list[torch.Tensor], inputs_b: list[torch.Tensor]) -> Discovery:
+def draw_keys(draws: list[RecordedDraw]) -> list[tuple[str, str]]:
+    return [(d.module, d.call.op) for d in draws]
+
+
+def discover(
+    model, inputs_a: list[torch.Tensor], inputs_b: list[torch.Tensor], eval_draws: list[tuple[str, str]] | None = None
+) -> Discovery:
     """Run the eager model at two batch sizes and list its draws (see the module docstring).
 
-    The caller has put the model in its inference modes (:func:`inference_modes`) and forked
-    torch's RNG; draws come from a private generator.
+    The caller has put the model in its inference modes (:mod:`.modes`) and forked torch's
+    RNG; draws come from a private generator. `eval_draws` (``(module, op)`` of each draw in
+    eval mode, when ``mc_dropout`` changed the modes) tells which draws only training mode makes:
+    those are the dropout-like ones of the manifest's ``dropout`` list.
     """
     b1, b2 = int(inputs_a[0].shape[0]), int(inputs_b[0].shape[0])
     modules = dict(model.named_modules())
@@ -232,7 +191,15 @@ def discover(model, inputs_a: list[torch.Tensor], inputs_b: list[torch.Tensor]) 
         )
     counts: dict[str, int] = {}
     sites: list[Site] = []
+    in_eval = Counter(eval_draws or [])
+    owners: dict[str, float | None] = {}
     for a, b in zip(draws_a, draws_b):
+        key = (a.module, a.call.op)
+        train_only = eval_draws is not None and in_eval[key] == 0
+        if not train_only:
+            in_eval[key] -= 1
+        if train_only or a.call.kind == "dropout":
+            owners.setdefault(a.module, a.call.p)
         where = f"module {a.module!r}" if a.module else "the model's forward"
         dims = batch_dims(a.call.shape, b.call.shape, b1, b2, where)
         parameter = _parameter_name(model, a, counts)
@@ -242,17 +209,31 @@ def discover(model, inputs_a: list[torch.Tensor], inputs_b: list[torch.Tensor]) 
                 parameter=parameter,
                 module=a.module,
                 op=a.call.op,
-                kind=_kind(a, dims, modules.get(a.module)),
+                kind=_kind(a, dims, modules.get(a.module), train_only),
                 transform=a.call.transform,
                 dims=dims,
                 example_shape=a.call.shape,
             )
         )
-    dropout = [
-        mf.DropoutSite(path, float(getattr(m, "p", 0.0)), bool(m.training))
-        for path, m in dropout_modules(model).items()
+    return Discovery(sites, dropout_sites(model, sites, owners), calls_a, out_a, out_b)
+
+
+def dropout_sites(model, sites: list[Site], owners: dict[str, float | None]) -> list[mf.DropoutSite]:
+    """The manifest's ``dropout`` list: every ``nn.Dropout*`` module and every module that draws a
+    dropout-like mask; ``sampled`` only where the module owns a noise input of the graph."""
+    drawing = {s.module for s in sites}
+    modules = dict(model.named_modules())
+    out = [
+        mf.DropoutSite(path, float(getattr(m, "p", 0.0)), path in drawing) for path, m in dropout_modules(model).items()
     ]
-    return Discovery(sites, dropout, calls_a, out_a, out_b)
+    listed = {d.path for d in out}
+    for path, p in owners.items():
+        if path in listed:
+            continue
+        module = modules.get(path)
+        attr = next((getattr(module, a) for a in ("p", "drop_prob", "dropout_prob", "dropout") if isinstance(getattr(module, a, None), float)), None)
+        out.append(mf.DropoutSite(path, float(p if p is not None else attr if attr is not None else 0.0), True))
+    return out
 
 
 # ---------------------------------------------------------------------------------- the wrapper
@@ -392,6 +373,7 @@ def export_program(
     check_noise_used(program, [s.name for s in wrapper.sites], wrapper.num_inputs)
     program.illia_min_sizes = min_sizes
     program.illia_size_constraints = refined
+    program.illia_batch_multiple = multiples.get(mf.BATCH_DIM, 1)
     return program
 
 

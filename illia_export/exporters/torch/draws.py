@@ -11,11 +11,16 @@ call                                        in-graph transform of ``z``
 ``normal``, ``Tensor.normal_``              ``mean + std * z``         (``affine``)
 ``rand``, ``rand_like``, ``Tensor.uniform_`` ``low + (high-low) Φ(z)`` (``uniform``)
 ``bernoulli``, ``Tensor.bernoulli_``        ``Φ(z) < p``               (``bernoulli``)
-``F.dropout`` / ``dropout1d/2d/3d``         mask ``Φ(z) >= p``, / (1-p) (``dropout``)
+``F.dropout`` / ``dropout1d/2d/3d``,        mask ``Φ(z) >= p``, / (1-p) (``dropout``)
+``torch.dropout`` / ``feature_dropout`` (+_)
+``F.scaled_dot_product_attention``          reference maths, mask on the weights (``dropout``)
+(``dropout_p > 0``)
+``Tensor.exponential_``, ``F.gumbel_softmax``, ``-log Φ(z)``, Gumbel ``-log(-log Φ(z))``,
+``torch.multinomial``                       Gumbel-max / top-k (``uniform``; :mod:`.transforms`)
 ==========================================  =========================================
 
-Random functions outside this table (``randint``, ``multinomial``, ``poisson``, ...) raise an
-:class:`ExportError` naming the module that called them. In a vectorized capture the mode also
+Random functions outside this table (``randint``, ``poisson``, ``geometric_``, ...) raise an
+:class:`ExportError` naming the module that called them, the op and what to do. In a vectorized capture the mode also
 runs ``F.linear`` / ``F.conv1d`` / ``F.conv2d`` with weights that carry a leading sample axis
 (the result of ``mu + sigma * z`` with ``z: [S, *shape]``) as one batched product per sample
 block of the folded batch, which is what lets foreign Bayesian layers vectorize unchanged.
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from illia_export.errors import ExportError
+from illia_export.exporters.torch import transforms as tf
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 
@@ -41,14 +47,11 @@ _UNSUPPORTED = {
     torch.randint: "randint",
     torch.randint_like: "randint_like",
     torch.randperm: "randperm",
-    torch.multinomial: "multinomial",
     torch.poisson: "poisson",
     torch.Tensor.random_: "Tensor.random_",
-    torch.Tensor.exponential_: "Tensor.exponential_",
     torch.Tensor.geometric_: "Tensor.geometric_",
     torch.Tensor.log_normal_: "Tensor.log_normal_",
     torch.Tensor.cauchy_: "Tensor.cauchy_",
-    torch.Tensor.multinomial: "Tensor.multinomial",
     torch.rrelu: "rrelu",
     F.rrelu: "rrelu",
 }
@@ -69,6 +72,22 @@ class DrawCall:
     shape: tuple[int, ...]
     target: Any = None  # the tensor an in-place draw fills (or None)
     like: Any = None  # the tensor a *_like draw takes its shape from (or None)
+    p: float | None = None  # the drop probability of a dropout-like draw (manifest ``dropout``)
+
+
+#: torch's own dropout functions (``_VF``): (input, p, train); the feature variants mask channels.
+_TORCH_DROPOUT = {
+    torch.dropout: False,
+    torch.dropout_: False,
+    torch.feature_dropout: True,
+    torch.feature_dropout_: True,
+    torch.alpha_dropout: False,
+    torch.alpha_dropout_: False,
+    torch.feature_alpha_dropout: True,
+    torch.feature_alpha_dropout_: True,
+}
+_ALPHA = (F.alpha_dropout, F.feature_alpha_dropout, torch.alpha_dropout, torch.alpha_dropout_,
+          torch.feature_alpha_dropout, torch.feature_alpha_dropout_)
 
 
 def _size_arg(args: Sequence[Any], kwargs: dict) -> tuple[int, ...]:
@@ -117,36 +136,51 @@ def classify(func: Callable, args: Sequence[Any], kwargs: dict) -> DrawCall | No
     if func in (torch.bernoulli, torch.Tensor.bernoulli_, torch.Tensor.bernoulli):
         inplace = func is torch.Tensor.bernoulli_
         name = "Tensor.bernoulli_" if inplace else "bernoulli"
-        return DrawCall(name, "bernoulli", "draw", tuple(args[0].shape), args[0] if inplace else None)
-    if func in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout):
+        prob = args[1] if len(args) > 1 and not isinstance(args[1], torch.Generator) else kwargs.get("p")
+        prob = 0.5 if prob is None and inplace else prob
+        drop = 1.0 - float(prob) if isinstance(prob, (int, float)) else None
+        return DrawCall(name, "bernoulli", "draw", tuple(args[0].shape), args[0] if inplace else None, p=drop)
+    if func in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout) or (
+        func in _TORCH_DROPOUT
+    ):
         p, training = _dropout_args(args, kwargs)
         if not training or p == 0.0:
             return None
         x = args[0]
         spatial = {F.dropout1d: 1, F.dropout2d: 2, F.dropout3d: 3}.get(func)
-        if func is F.feature_alpha_dropout:
+        if func is F.feature_alpha_dropout or _TORCH_DROPOUT.get(func):
             spatial = x.dim() - 2
         shape = tuple(x.shape) if spatial is None else _feature_mask_shape(x, spatial)
-        return DrawCall(func.__name__, "dropout", "dropout", shape)
+        name = f"torch.{func.__name__}" if func in _TORCH_DROPOUT else func.__name__
+        return DrawCall(name, "dropout", "dropout", shape, p=p)
     if func is F.scaled_dot_product_attention:
-        p = args[4] if len(args) > 4 else kwargs.get("dropout_p", 0.0)
-        if p:
-            raise ExportError(
-                "scaled_dot_product_attention draws an attention-dropout mask inside one fused kernel, which "
-                "cannot become a noise input: put the attention module in eval mode (its dropout off)"
-            )
-        return None
+        bound = tf.sdpa_args(args, kwargs)
+        p = float(bound["dropout_p"])
+        if not p:
+            return None
+        return DrawCall("scaled_dot_product_attention", "dropout", "dropout", tf.sdpa_mask_shape(bound), p=p)
+    if func is torch.Tensor.exponential_:
+        return DrawCall("Tensor.exponential_", "uniform", "draw", tuple(args[0].shape), args[0])
+    if func is F.gumbel_softmax:
+        return DrawCall("gumbel_softmax", "uniform", "draw", tuple(tf.gumbel_softmax_args(args, kwargs)["logits"].shape))
+    if func in (torch.multinomial, torch.Tensor.multinomial):
+        weights, num, replacement = tf.multinomial_args(args, kwargs)
+        if not replacement and num > weights.shape[-1]:
+            return None  # torch raises its own error
+        return DrawCall("multinomial", "uniform", "draw", tf.multinomial_shape(weights, num, replacement))
     if func in _UNSUPPORTED:
         raise ExportError(
             f"draws from torch.{_UNSUPPORTED[func]}, which illia-export cannot turn into a standard-normal noise "
-            "input (supported: randn, rand, normal, uniform_, normal_, bernoulli, dropout)"
+            "input (supported: randn, rand, normal, uniform_, normal_, bernoulli, exponential_, multinomial, "
+            "dropout, attention dropout, gumbel_softmax). Draw with one of those (e.g. a uniform turned into the "
+            "distribution you need), or keep this module out of the sampled modules (mc_dropout=[...] without it)"
         )
     return None
 
 
 def _dropout_args(args: Sequence[Any], kwargs: dict) -> tuple[float, bool]:
     p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
-    training = args[2] if len(args) > 2 else kwargs.get("training", True)
+    training = args[2] if len(args) > 2 else kwargs.get("training", kwargs.get("train", True))
     return float(p), bool(training)
 
 
@@ -178,8 +212,16 @@ def apply(call: DrawCall, func: Callable, args: Sequence[Any], kwargs: dict, z: 
             prob = src if p is None else p
         value = (phi(z) < prob).to(src.dtype)
         return _fill(call.target, value)
+    if call.op == "scaled_dot_product_attention":
+        return tf.sdpa(tf.sdpa_args(args, kwargs), z)
     if call.transform == "dropout":
         return _dropout(func, args, kwargs, z)
+    if call.op == "Tensor.exponential_":
+        return _fill(call.target, tf.exponential(args[0], args, kwargs, z))
+    if call.op == "gumbel_softmax":
+        return tf.gumbel_softmax(tf.gumbel_softmax_args(args, kwargs), z)
+    if call.op == "multinomial":
+        return tf.multinomial(*tf.multinomial_args(args, kwargs), z)
     raise AssertionError(f"no transform for {call.op}")
 
 
@@ -200,7 +242,7 @@ def _dropout(func: Callable, args: Sequence[Any], kwargs: dict, z: torch.Tensor)
     x = args[0]
     p, _ = _dropout_args(args, kwargs)
     keep = (phi(z) >= p).to(x.dtype)
-    if func in (F.alpha_dropout, F.feature_alpha_dropout):
+    if func in _ALPHA:
         alpha = -1.7580993408473766  # -scale * alpha of SELU
         a = ((1.0 - p) * (1.0 + p * alpha**2)) ** -0.5
         b = -a * alpha * p

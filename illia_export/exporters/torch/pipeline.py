@@ -1,6 +1,7 @@
 """The torch.export pipeline (capture v2): live module -> ONNX / ``.pt2`` / AOTInductor.
 
-source (live module) -> inference modes (eval; chosen dropout sampled) -> :func:`discover`
+source (live module) -> inference modes (:mod:`.modes`: eval, or ``model.train()`` with
+normalization in eval for ``mc_dropout``) -> :func:`discover`
 the random draws -> :class:`CaptureWrapper` + ``torch.export`` -> writer (temporary file) ->
 same-noise validation (other S and B than captured, every draw, rtol + atol, NaN fails) ->
 distribution validation (source's own RNG vs the runtime's noise) -> optional local variant ->
@@ -33,10 +34,17 @@ from illia_export.exporters.torch.capture import (
     batch_dims,
     discover,
     export_program,
+    draw_keys,
     flatten_outputs,
-    inference_modes,
-    select_dropout,
     vectorizable,
+)
+from illia_export.exporters.torch.modes import (
+    ModePlan,
+    apply_modes,
+    find_hidden_randomness,
+    inference_modes,
+    plan_modes,
+    probe,
 )
 from illia_export.exporters.torch.draws import DrawMode
 from illia_export.exporters.torch.registry import family_adapters
@@ -86,34 +94,108 @@ def validation_batches(batch: int) -> tuple[int, int]:
     return 2 * batch, 3 * batch
 
 
-def _no_draws_error(discovery: Discovery) -> ExportError:
+def _train_draws(model, inputs: list[torch.Tensor]) -> list[tuple[str, str]]:
+    """The (module, op) of each draw the model would make with ``mc_dropout=True``."""
+    from illia_export.exporters.torch.capture import _record
+    from illia_export.exporters.torch.draws import ModuleTracker
+
+    plan = plan_modes(model, True)
+    apply_modes(model, plan.train)
+    try:
+        return draw_keys(_record(model, inputs, ModuleTracker(model), seed=3)[0])
+    except IlliaExportError:
+        return []
+    finally:
+        apply_modes(model, [])
+
+
+def _describe(keys: Sequence[tuple[str, str]]) -> str:
+    seen = list(dict.fromkeys(f"{m!r} ({op})" if m else f"the model's forward ({op})" for m, op in keys))
+    return ", ".join(seen[:8]) + (f" and {len(seen) - 8} more" if len(seen) > 8 else "")
+
+
+def _no_draws_error(model, inputs, discovery: Discovery, plan: ModePlan) -> ExportError:
+    """Why there is nothing to sample, naming what would draw in training mode."""
+    if plan.active:
+        return ExportError(
+            "mc_dropout is set, but no module draws more random numbers in training mode than in eval mode (no "
+            "dropout module, no functional dropout, DropPath or other mask is active): there is nothing to sample; "
+            "export without mc_dropout"
+        )
+    would = _train_draws(model, inputs)
     off = [d.path for d in discovery.dropout if not d.sampled]
-    hint = (
-        f"; its dropout modules {off} are off in eval mode: pass mc_dropout=True (CLI --mc-dropout) to sample them"
-        if off
-        else ""
-    )
+    if would:
+        return ExportError(
+            "the model draws no random numbers in eval mode, so there is nothing to sample (no Bayesian layer, no "
+            f"active dropout); in training mode it draws in {_describe(would)}"
+            + (f" (dropout modules {off})" if off else "")
+            + ": pass mc_dropout=True (CLI --mc-dropout) to sample them as model.train() does"
+        )
+    hint = f"; its dropout modules {off} draw nothing even in training mode (p=0?)" if off else ""
     return ExportError(
-        "the model draws no random numbers in eval mode, so there is nothing to sample (no Bayesian layer, no "
-        f"active dropout){hint}"
+        "the model draws no random numbers, in eval or in training mode, so there is nothing to sample (no Bayesian "
+        f"layer, no dropout){hint}"
     )
 
 
-def prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples: str) -> Capture:
+def prepare(
+    model, example_inputs, input_names, output_names, dynamic_axes, samples: str, plan: ModePlan | None = None
+) -> Capture:
     """Discover the draws and capture the program (the caller holds the modes and RNG fork)."""
     inputs = ti.as_inputs(example_inputs)
+    plan = plan or ModePlan()
     try:
-        return _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples, _capture_batch(inputs))
+        return _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples, _capture_batch(inputs), plan)
     except BatchTooSmall as exc:  # the model splits its batch into groups: capture two of them
-        return _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples, 2 * exc.multiple)
+        return _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples, 2 * exc.multiple, plan)
 
 
-def _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples: str, batch: int) -> Capture:
+def _set_modes(model, inputs_a: list[torch.Tensor], plan: ModePlan) -> list[tuple[str, str]] | None:
+    """Apply the plan (probing flags that change more than randomness); the eval-mode draws."""
+    from illia_export.exporters.torch.capture import _record
+    from illia_export.exporters.torch.draws import ModuleTracker
+
+    if not plan.active:
+        find_hidden_randomness(model, inputs_a)
+        return None
+    tracker = ModuleTracker(model)
+    apply_modes(model, [])
+    eval_draws = draw_keys(_record(model, inputs_a, tracker, seed=5)[0])
+    apply_modes(model, plan.train)
+    find_hidden_randomness(model, inputs_a)
+
+    def run():
+        draws, out = _record(model, inputs_a, tracker, seed=7)
+        return draw_keys(draws), [t.detach() for t in flatten_outputs(out)[0]]
+
+    own = {m for m, _ in run()[0]}
+    probe(model, plan, run, own)
+    return eval_draws
+
+
+def _check_selection(model, discovery: Discovery, plan: ModePlan) -> None:
+    """Each module ``mc_dropout`` names must sample something in training mode."""
+    sampling = {d.path for d in discovery.dropout if d.sampled}
+    if isinstance(plan.requested, list):
+        idle = [n for n in plan.requested if not any(p == n or p.startswith(f"{n}.") or not n for p in sampling)]
+        if idle:
+            from illia_export.exporters.torch.modes import likely_dropout
+
+            raise ExportError(
+                f"mc_dropout names {idle}, which draw nothing in training mode beyond eval mode (they are not dropout "
+                f"modules); the modules that sample in training mode are {sorted(sampling) or likely_dropout(model)}"
+            )
+
+
+def _prepare_at(
+    model, inputs, input_names, output_names, dynamic_axes, samples: str, batch: int, plan: ModePlan
+) -> Capture:
     names = ti.check_names(input_names or ti.default_names("input", len(inputs)), len(inputs), "input")
     axes = ti.input_axes(inputs, names, dynamic_axes)
     inputs_a = ti.resize(inputs, axes, batch)
     try:
-        discovery = discover(model, inputs_a, ti.resize(inputs, axes, 2 * batch))
+        eval_draws = _set_modes(model, inputs_a, plan)
+        discovery = discover(model, inputs_a, ti.resize(inputs, axes, 2 * batch), eval_draws)
     except IlliaExportError:
         raise
     except Exception as exc:
@@ -124,8 +206,9 @@ def _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples:
     tensors, keys = flatten_outputs(discovery.outputs)
     out_names = ti.check_names(output_names or keys or ti.default_names("output", len(tensors)), len(tensors), "output")
     vectorized = samples == "vectorized"
-    if not discovery.sites:
-        raise _no_draws_error(discovery)
+    _check_selection(model, discovery, plan)
+    if not discovery.sites or plan.active and not any(d.sampled for d in discovery.dropout):
+        raise _no_draws_error(model, inputs_a, discovery, plan)
     if vectorized:
         reason = vectorizable(discovery.sites)
         if reason:
@@ -252,11 +335,27 @@ def source_samples(model, inputs: list[torch.Tensor], num: int, seed: int) -> li
     return [np.stack([p[i] for p in per]) for i in range(len(per[0]))]
 
 
+def batch_multiple(cap: Capture) -> int:
+    """The number every batch must be a multiple of: what torch.export asked for, and the
+    member count of each layer that splits its batch into groups (BatchEnsembleLinear)."""
+    import math
+
+    from illia_export.exporters.torch.registry import BATCH_MIXING_LAYERS, class_name
+
+    k = int(getattr(cap.program, "illia_batch_multiple", 1) or 1)
+    for m in cap.model.modules():
+        if class_name(m) in BATCH_MIXING_LAYERS:
+            k = math.lcm(k, int(m.num_members))
+    return k
+
+
 def distribution(cap: Capture, path: Path, manifest: mf.Manifest, num: int, strategy: str = "fresh") -> dict:
     """Distribution check of the artifact at `path` (read with `manifest`) against the source."""
     from illia_export.runtime.predictor import Predictor
 
-    rows = min(cap.batch, 4)
+    # a model that splits its batch into groups (BatchEnsembleLinear) needs a multiple of k rows
+    k = batch_multiple(cap)
+    rows = max(k, k * (min(cap.batch, 4) // k))
     xs = ti.resize(cap.inputs, cap.axes, rows)
     source = source_samples(cap.model, xs, num, seed=4321)
     # our own file, being written: not yet stamped, and ours (an AOTI package included)
@@ -441,13 +540,13 @@ def export_capture(
 ) -> mf.Manifest:
     """Export a live module through torch.export; see :func:`illia_export.export` for the arguments."""
     opset = opset or DEFAULT_CAPTURE_OPSET
-    sampled = select_dropout(model, mc_dropout)
+    plan = plan_modes(model, mc_dropout)
     final = Path(path)
     local_file = final.with_name(f"{final.stem}.local{final.suffix}")
     check_output_path(final, sources=sources)
     with (
         torch.random.fork_rng(devices=[]),
-        inference_modes(model, sampled),
+        inference_modes(model, []),
         family_adapters(model),
         no_distribution_validation(),
         warnings.catch_warnings(),
@@ -455,8 +554,10 @@ def export_capture(
         # torch 2.13's own pytree code (deep copies inside torch.export / the ONNX exporter) trips
         # its deprecation of LeafSpec checks; nothing in this package calls that API
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-        cap = prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples)
+        cap = prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples, plan)
         manifest = build_manifest(cap, format, task, source_kind, opset)
+        if plan.kept:
+            manifest.extra["kept_in_eval"] = dict(plan.kept)
         if getattr(cap.program, "illia_min_sizes", None) and format != "onnx":
             # the torch program asserts these (ONNX graphs run at any size)
             manifest.extra["min_sizes"] = dict(cap.program.illia_min_sizes)
