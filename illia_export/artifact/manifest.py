@@ -44,6 +44,8 @@ NOISE_TRANSFORMS = ("affine", "uniform", "bernoulli", "dropout", "sign")
 LIKELIHOODS = ("gaussian", "laplace", "student_t")
 SCALE_PARAMETERIZATIONS = ("variance", "log_variance", "std", "softplus_std")
 _BATCH_MULTIPLE = re.compile(r"^([1-9][0-9]*)\*batch$")
+#: A noise dim that follows an input dim: ``"<name>"`` or ``"<k>*<name>"`` (docs/formats.md, "Dims").
+_INPUT_DIM = re.compile(r"^(?:[1-9][0-9]*\*)?[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Key of the manifest in ONNX ``metadata_props``.
 ONNX_METADATA_KEY = "illia_export.manifest"
@@ -245,11 +247,11 @@ class NoiseSpec:
         shape = _check_shape(_require(obj, "shape", where), where)
         for axis, dim in enumerate(shape):
             if isinstance(dim, str) and not (
-                (dim == SAMPLE_DIM and axis == 0) or batch_multiple(dim) is not None
+                (dim == SAMPLE_DIM and axis == 0) or (dim != SAMPLE_DIM and _INPUT_DIM.match(dim))
             ):
                 raise ManifestError(
                     f"{where}: symbolic noise dim {_short(dim)} at axis {axis}; only 'samples' (axis 0), "
-                    "'batch' and '<k>*batch' are allowed"
+                    "'<name>' and '<k>*<name>' of an input dim ('batch', 'seq_len', ...) are allowed"
                 )
         dist = obj.get("distribution", DISTRIBUTION)
         if dist != DISTRIBUTION:
