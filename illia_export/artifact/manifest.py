@@ -44,8 +44,7 @@ NOISE_TRANSFORMS = ("affine", "uniform", "bernoulli", "dropout", "sign")
 LIKELIHOODS = ("gaussian", "laplace", "student_t")
 SCALE_PARAMETERIZATIONS = ("variance", "log_variance", "std", "softplus_std")
 _BATCH_MULTIPLE = re.compile(r"^([1-9][0-9]*)\*batch$")
-#: A noise dim that follows an input dim: ``"<name>"`` or ``"<k>*<name>"`` (docs/formats.md, "Dims").
-_INPUT_DIM = re.compile(r"^(?:[1-9][0-9]*\*)?[A-Za-z_][A-Za-z0-9_]*$")
+_NAMED_MULTIPLE = re.compile(r"^(?:([1-9][0-9]{0,8})\*)?([A-Za-z_][A-Za-z0-9_.:-]{0,127})$")
 
 #: Key of the manifest in ONNX ``metadata_props``.
 ONNX_METADATA_KEY = "illia_export.manifest"
@@ -100,6 +99,19 @@ def batch_multiple(dim: Dim) -> int | None:
         if m:
             return int(m.group(1))
     return None
+
+
+def dim_factor(dim: Dim) -> tuple[int, str] | None:
+    """A named noise dim as ``(k, name)``: ``"seq_len"`` -> ``(1, "seq_len")``, ``"2*seq_len"``
+    -> ``(2, "seq_len")``, ``"4*batch"`` -> ``(4, "batch")``; None for integers, ``"samples"``
+    and anything else. The size is ``k`` times the named input dim (docs/noise.md)."""
+    if not isinstance(dim, str) or dim == SAMPLE_DIM:
+        return None
+    m = _NAMED_MULTIPLE.match(dim)
+    if m is None:
+        return None
+    k = int(m.group(1)) if m.group(1) else 1
+    return (k, m.group(2)) if k >= 1 else None
 
 
 def _check_shape(shape: Any, where: str) -> list[Dim]:
@@ -247,11 +259,11 @@ class NoiseSpec:
         shape = _check_shape(_require(obj, "shape", where), where)
         for axis, dim in enumerate(shape):
             if isinstance(dim, str) and not (
-                (dim == SAMPLE_DIM and axis == 0) or (dim != SAMPLE_DIM and _INPUT_DIM.match(dim))
+                (dim == SAMPLE_DIM and axis == 0) or dim_factor(dim) is not None
             ):
                 raise ManifestError(
                     f"{where}: symbolic noise dim {_short(dim)} at axis {axis}; only 'samples' (axis 0), "
-                    "'<name>' and '<k>*<name>' of an input dim ('batch', 'seq_len', ...) are allowed"
+                    "'<name>' and '<k>*<name>' naming a symbolic input dim ('batch', 'seq_len', ...) are allowed"
                 )
         dist = obj.get("distribution", DISTRIBUTION)
         if dist != DISTRIBUTION:
@@ -423,6 +435,16 @@ class Manifest:
                     raise ManifestError(f"likelihood.{role} names output {out!r}, which the artifact does not have")
         check_unique_names([t.name for t in self.inputs] + [n.name for n in self.noise])
         check_unique_names([t.name for t in self.outputs])
+        input_dims = {d for t in self.inputs for d in t.shape if isinstance(d, str)} | {BATCH_DIM}
+        for where, specs in (("noise", self.noise), ("local.noise", self.local.noise if self.local else [])):
+            for n in specs:
+                for dim in n.shape:
+                    named = dim_factor(dim)
+                    if named is not None and named[1] not in input_dims:
+                        raise ManifestError(
+                            f"{where} {n.name!r}: dim {dim!r} names {named[1]!r}, which no model input's shape has "
+                            f"(input dims: {sorted(input_dims)}); a runtime could not size this noise"
+                        )
         if self.sample_axis == 0:
             for n in self.noise:
                 if not n.shape or n.shape[0] != SAMPLE_DIM:

@@ -21,15 +21,17 @@ import numpy as np
 
 from illia_export.runtime import noise as _noise
 
+# Memory sizing lives in runtime/memory.py; these names stay importable from here.
+from illia_export.runtime.memory import (  # noqa: F401
+    ACTIVATION_FACTOR,
+    DEFAULT_CHUNK_BYTES,
+    NOISE_COPIES,
+    available_memory,
+    default_chunk,
+    format_bytes,
+)
+
 STRATEGIES = ("fresh", "bank", "local")
-#: Default memory budget of one vectorized chunk (noise, sampled weights, activations, outputs).
-DEFAULT_CHUNK_BYTES = 512 * 1024 * 1024
-#: Copies of the noise a vectorized graph holds per sample: ``eps`` itself, ``softplus(rho) * eps``
-#: and the sampled weights ``w`` (the temporaries of ``mu + sigma * eps``).
-NOISE_COPIES = 3
-#: Activation bytes per row and sample, as a multiple of the row's input + output bytes, where the
-#: backend does not report intermediate shapes (the ``k`` of docs/runtime.md "Memory bounds").
-ACTIVATION_FACTOR = 32
 NOISE_IMPLS = ("auto", "torch", "numpy")
 
 
@@ -41,47 +43,6 @@ def torch_available() -> bool:
 def random_seed() -> int:
     """A fresh non-negative 63-bit seed from the OS entropy pool."""
     return secrets.randbits(63)
-
-
-def default_chunk(
-    num_samples: int,
-    per_sample_elements: int,
-    max_bytes: int = DEFAULT_CHUNK_BYTES,
-    *,
-    other_bytes_per_sample: int = 0,
-) -> int:
-    """Samples per vectorized call so that one chunk stays under `max_bytes`.
-
-    One sample costs ``4 * NOISE_COPIES * per_sample_elements`` (float32 noise, the scaled
-    noise and the sampled weights) plus `other_bytes_per_sample` (activations and outputs, see
-    :func:`chunk_bytes_per_sample`).
-    """
-    per_sample = max(1, 4 * NOISE_COPIES * per_sample_elements + max(0, other_bytes_per_sample))
-    return max(1, min(num_samples, max_bytes // per_sample))
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (``MemAvailable``), or None when unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return None
-
-
-def format_bytes(n: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.3g} PiB"  # pragma: no cover
 
 
 class NoiseMaker:

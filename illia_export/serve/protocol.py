@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from illia_export.errors import InputError, ShapeError, StrategyError
+from illia_export.runtime import inputs as checks
 
 #: v2 tensor datatypes and their numpy dtypes (``BYTES`` has no numeric meaning here).
 V2_DTYPES: dict[str, np.dtype] = {
@@ -46,7 +47,7 @@ _NUMPY_TO_V2 = {dt: name for name, dt in V2_DTYPES.items()}
 #: ``num_sample`` would otherwise silently give the defaults).
 PARAMETERS = ("num_samples", "seed", "strategy")
 #: Seeds are 64-bit: ``[0, 2**64)``, as in ``Predictor.predict``.
-SEED_LIMIT = 2**64
+SEED_LIMIT = checks.SEED_LIMIT
 
 
 @dataclass(frozen=True)
@@ -190,51 +191,12 @@ def _decode_one(spec, item: Mapping[str, Any], bound: dict[str, int]) -> np.ndar
     if arr.size != count:
         raise ShapeError(f"input {name!r}: shape {shape} needs {count} values, `data` holds {arr.size}")
 
-    if len(shape) != len(spec.shape):
-        raise ShapeError(f"input {name!r} must have shape {expected}, got {shape} (rank {len(shape)})")
-    for axis, (dim, size) in enumerate(zip(spec.shape, shape)):
-        if isinstance(dim, int):
-            if size != dim:
-                raise ShapeError(f"input {name!r} must have shape {expected}, got {shape} (axis {axis})")
-        elif dim in bound and bound[dim] != size:
-            raise ShapeError(
-                f"input {name!r} must have shape {expected}: dim {dim!r} is {bound[dim]} in another input, got {size}"
-            )
-        else:
-            bound[dim] = size
-    if shape and shape[0] == 0:
-        raise ShapeError(f"input {name!r} is empty (batch of 0)")
-
-    if want.kind in "iu":
-        info = np.iinfo(want)
-        if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
-            raise InputError(f"input {name!r}: values do not fit {want}")
+    checks.check_shape(name, shape, spec, bound, expected)
+    checks.check_int_fit(name, arr, want)
     with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
         arr = arr.reshape(shape).astype(want, copy=False)
-    _check_values(spec, arr)
+    checks.check_values(spec, arr, hint=False)  # after the cast: float32 overflow is caught too
     return np.ascontiguousarray(arr)
-
-
-def _check_values(spec, arr: np.ndarray) -> None:
-    """NaN/inf are refused (as ``Predictor.predict`` does without ``allow_nonfinite``), checked
-    after the cast so that a value overflowing float32 is caught too; integers must lie in the
-    manifest's ``range`` (non-negative without one)."""
-    if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            first = np.unravel_index(int(np.argmax(bad)), arr.shape)
-            raise InputError(
-                f"input {spec.name!r} holds {int(bad.sum())} non-finite values (NaN, inf, or beyond {arr.dtype} range), "
-                f"the first at index {list(map(int, first))}"
-            )
-    elif arr.dtype.kind in "iu" and arr.size:
-        low, high = spec.range if spec.range is not None else (0, None)
-        lo_val, hi_val = int(arr.min()), int(arr.max())
-        if lo_val < low or (high is not None and hi_val >= high):
-            bad_val = lo_val if lo_val < low else hi_val
-            where = [int(i) for i in np.argwhere(arr == bad_val)[0]]
-            allowed = f"[{low}, {high})" if high is not None else f">= {low}"
-            raise InputError(f"input {spec.name!r}: value {bad_val} at index {where} is outside the model's values {allowed}")
 
 
 def decode_parameters(parameters: Mapping[str, Any] | None, limits: Limits) -> tuple[int, int | None, str]:
@@ -266,9 +228,7 @@ def decode_parameters(parameters: Mapping[str, Any] | None, limits: Limits) -> t
             seed = int(seed)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise InputError(f"parameter seed (={seed!r}) must be an integer in [0, 2**64) (or its decimal string)")
-        if not 0 <= seed < SEED_LIMIT:
-            raise InputError(f"parameter seed (={seed}) must lie in [0, 2**64) = [0, {SEED_LIMIT - 1}]")
-        seed = int(seed)
+        seed = checks.check_seed(seed, allow_none=False, what="parameter seed")
     strategy = params.get("strategy", limits.default_strategy)
     if strategy not in limits.strategies:
         why = "" if strategy not in ("fresh", "bank", "local") else " (this artifact has no local-reparameterization variant)"

@@ -120,7 +120,7 @@ def test_any_bytes_are_a_manifest_or_a_manifest_error(data):
         (("contract",), 2.0, "contract"),
         (("validation", "max_abs_diff"), "small", "must be a number"),
         (("validation", "num_noise_draws"), -1, "integer >= 0"),
-        (("noise", 0, "shape", 1), "seq", "symbolic noise dim"),
+        (("noise", 0, "shape", 1), "seq", "no model input"),
         (("inputs", 0, "shape", 1), 2**40, "larger than"),
         (("digest",), "md5:abc", "digest"),
         (("extra",), [], "extra must be an object"),

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-import illia_export.runtime.predictor as predictor_module
+import illia_export.runtime.memory as memory_module
 from illia_export.errors import ResourceError
 from illia_export.runtime import load
 from illia_export.runtime.sampling import ACTIVATION_FACTOR, NOISE_COPIES, default_chunk
@@ -18,6 +18,12 @@ from .conftest import assert_one_line_error, cli
 X = np.ones((4, 6), np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _no_cached_limit(monkeypatch):
+    """Each test sees its own (possibly patched) memory limit, not one measured earlier."""
+    monkeypatch.setattr(memory_module, "_cache", [0.0, 0.0])
+
+
 def test_huge_sample_count_fails_fast_before_allocating(art, monkeypatch):
     p = load(art["mlp_onnx_vectorized"])
     t = time.perf_counter()
@@ -25,7 +31,7 @@ def test_huge_sample_count_fails_fast_before_allocating(art, monkeypatch):
         p.predict(X, num_samples=10**12, seed=0)
     assert time.perf_counter() - t < 5
     # one row: the result (3 floats a sample) fits, the bank (83 noise floats a sample) does not
-    monkeypatch.setattr(predictor_module, "available_memory", lambda: 1_000_000)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 1_000_000)
     with pytest.raises(ResourceError, match="noise bank"):
         p.predict(X[:1], num_samples=10_000, seed=0, strategy="bank")
 
@@ -38,7 +44,7 @@ def test_cli_huge_samples_is_one_line(art, tmp_path):
 
 def test_result_that_does_not_fit_is_refused(art, monkeypatch):
     p = load(art["mlp_onnx_vectorized"])
-    monkeypatch.setattr(predictor_module, "available_memory", lambda: 10_000)
+    monkeypatch.setattr(memory_module, "available_memory", lambda: 10_000)
     with pytest.raises(ResourceError, match="lower the number of samples"):
         p.predict(np.ones((400, 6), np.float32), num_samples=64, seed=0)
 

@@ -48,7 +48,7 @@ def test_pickled_predictor_is_bit_identical(artifacts, key, strategy):
     before = pred.predict(x, num_samples=S, seed=SEED, strategy=strategy)  # fills the caches
     clone = pickle.loads(pickle.dumps(pred))
     assert clone is not pred and clone.backend is not pred.backend
-    assert clone._bank is None and clone._local_cache is None  # caches are not shipped
+    assert not clone._sources["bank"]._banks and clone._sources["local"]._cache is None  # caches are not shipped
     assert clone.threads == pred.threads and clone.device == pred.device
     after = clone.predict(x, num_samples=S, seed=SEED, strategy=strategy)
     for name, value in before.outputs.items():
@@ -109,7 +109,7 @@ def test_warmup_runs(artifacts, key, monkeypatch):
     pred.warmup()
     assert len(calls) == 1
     assert calls[0][1] == 1  # S = 1
-    assert pred._bank is None  # no bank drawn
+    assert not pred._sources["bank"]._banks  # no bank drawn
 
 
 def test_warmup_load_option(artifacts, monkeypatch):

@@ -78,7 +78,7 @@ def test_feeding_sampled_weights_changes_nothing(artifacts, key, generator):
     b = plain.predict(X, num_samples=7, seed=11, generator=generator)
     np.testing.assert_allclose(a.samples, b.samples, rtol=1e-6, atol=1e-6)
     # the weight plan covered every noise input of the MLP (its graph uses eps only as mu+sigma*eps)
-    shapes = fed._noise_shapes(fed.manifest.noise, len(X))
+    shapes = fed.noise_shapes("fresh", len(X))
     plan = fed.backend.weight_plan(shapes, fed.manifest.vectorized)
     assert plan is not None and all(pair is not None for pair in plan.pairs)
     assert plain.backend.weight_plan(shapes, fed.manifest.vectorized) is None
@@ -107,7 +107,7 @@ def test_onnx_and_torchscript_agree_with_v2(artifacts):
 
 def test_graphs_with_control_flow_or_other_noise_uses_take_eps(artifacts):
     lstm = load(artifacts["lstm_onnx"])  # ONNX Loop: left alone
-    shapes = lstm._noise_shapes(lstm.manifest.noise, 2)
+    shapes = lstm.noise_shapes("fresh", 2)
     assert lstm.backend.weight_plan(shapes, lstm.manifest.vectorized) is None
 
 

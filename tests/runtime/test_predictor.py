@@ -95,16 +95,17 @@ def test_onnx_bank_precomputes_the_noise_only_subgraph(artifacts):
     a = split.predict(X, num_samples=4, seed=6, strategy="bank")
     b = plain.predict(X, num_samples=4, seed=6, strategy="bank")
     assert split.backend._split and plain.backend._split is False
-    assert len(split._bank_tokens) == 1
+    (bank,) = split._sources["bank"]._banks.values()
+    assert len(bank.tokens) == 1
     np.testing.assert_allclose(a.samples, b.samples, rtol=1e-6, atol=1e-6)
 
 
 def test_bank_is_drawn_once_and_reused(artifacts):
     p = load(artifacts["mlp_onnx_vectorized"])
     first = p.predict(X, num_samples=6, strategy="bank")  # seed drawn once per predictor
-    bank = p._bank[1]
+    (bank,) = p._sources["bank"]._banks.values()
     second = p.predict(X[:2], num_samples=6, strategy="bank")
-    assert p._bank[1] is bank and first.seed == second.seed
+    assert list(p._sources["bank"]._banks.values()) == [bank] and first.seed == second.seed
     np.testing.assert_array_equal(first.samples[:, :2], second.samples)
     p.clear_bank()
     third = p.predict(X, num_samples=6, strategy="bank")
@@ -280,9 +281,9 @@ def test_repr_and_task_override(artifacts):
 def test_local_noise_is_kept_for_an_explicit_seed_and_drawn_per_call_otherwise(artifacts):
     p = load(artifacts["mlp_onnx_vectorized"])
     a = p.predict(X, num_samples=5, seed=3, strategy="local")
-    cached = p._local_cache[1]
+    cached = p._sources["local"]._cache[1]
     b = p.predict(X, num_samples=5, seed=3, strategy="local")
-    assert p._local_cache[1] is cached
+    assert p._sources["local"]._cache[1] is cached
     np.testing.assert_array_equal(a.samples, b.samples)
     # the same numbers as a predictor that never cached anything
     fresh = load(artifacts["mlp_onnx_vectorized"]).predict(

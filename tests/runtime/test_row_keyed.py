@@ -78,12 +78,17 @@ def test_rows_do_not_depend_on_the_partition(family, key, strategy, dropout_arti
 
 
 @pytest.mark.parametrize("strategy", ["fresh", "bank"])
-def test_without_ids_per_example_noise_follows_the_position(strategy, dropout_artifacts):
-    """The guard's other side: the same row at another batch position sees another dropout mask
-    unless it carries its id (so the invariance test above really tests the keying)."""
+def test_without_ids_rows_are_keyed_by_their_index(strategy, dropout_artifacts):
+    """The default: predict(x) == predict(x, row_ids=range(B)) (one layout everywhere), so the
+    same row at another position sees another dropout mask unless it carries its id (the
+    invariance test above really tests the keying)."""
     pred = load(dropout_artifacts["onnx_vectorized"])
     x = _x()
-    a = pred.predict(x, num_samples=S, seed=SEED, strategy=strategy).samples[:, 0]
+    whole = pred.predict(x, num_samples=S, seed=SEED, strategy=strategy).samples
+    np.testing.assert_array_equal(
+        whole, pred.predict(x, num_samples=S, seed=SEED, strategy=strategy, row_ids=range(B)).samples
+    )
+    a = whole[:, 0]
     b = pred.predict(x[::-1].copy(), num_samples=S, seed=SEED, strategy=strategy).samples[:, -1]
     assert not np.allclose(a, b)
     ka = pred.predict(x, num_samples=S, seed=SEED, strategy=strategy, row_ids=np.arange(B)).samples[:, 0]
@@ -92,12 +97,12 @@ def test_without_ids_per_example_noise_follows_the_position(strategy, dropout_ar
     np.testing.assert_allclose(ka, kb, rtol=1e-5, atol=1e-6)
 
 
-def test_local_without_ids_depends_on_the_batch_and_with_ids_does_not(artifacts):
+def test_local_rows_are_keyed_by_index_by_default_and_by_id_when_given(artifacts):
     pred = load(artifacts["mlp_onnx_vectorized"])
     x = _x()
     full = pred.predict(x, num_samples=S, seed=SEED, strategy="local").samples[:, 3]
     alone = pred.predict(x[3:4], num_samples=S, seed=SEED, strategy="local").samples[:, 0]
-    assert not np.allclose(full, alone)
+    assert not np.allclose(full, alone)  # default ids: position 3 vs position 0
     full = pred.predict(x, num_samples=S, seed=SEED, strategy="local", row_ids=np.arange(B)).samples[:, 3]
     alone = pred.predict(x[3:4], num_samples=S, seed=SEED, strategy="local", row_ids=[3]).samples[:, 0]
     np.testing.assert_allclose(full, alone, rtol=1e-5, atol=1e-6)
@@ -167,3 +172,7 @@ def test_folded_batch_dims_cannot_be_keyed(dropout_artifacts):
     spec.shape = [d if d != "batch" else "3*batch" for d in spec.shape]
     with pytest.raises(StrategyError, match=f"{spec.name}.*cannot be keyed"):
         pred.predict(_x(), num_samples=2, seed=0, row_ids=np.arange(B))
+    # without explicit ids, such noise keeps the batch-wide layout instead of failing
+    from illia_export.runtime.strategies import keyed_streams
+
+    assert keyed_streams(pred.manifest.noise, strict=False) == []
