@@ -4,10 +4,81 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from illia_export.artifact.manifest import Manifest
 from illia_export.errors import ExportError
+from illia_export.exporters.verify.same_noise import DEFAULT_RTOL, DEFAULT_TOLERANCE
+
+#: What each artifact suffix means (longest first: ``.aoti.pt2`` before ``.pt2``). A ``.pt2``
+#: file may hold an ExportedProgram or, with ``format="aoti"``, an AOTInductor package
+#: (torch's AOTI loader needs the ``.pt2`` suffix, so a bare ``.aoti`` is not one). A path
+#: without a suffix is a SavedModel folder.
+SUFFIX_FORMATS: dict[str, tuple[str, ...]] = {
+    ".aoti.pt2": ("aoti",),
+    ".pt2": ("pt2", "aoti"),
+    ".onnx": ("onnx",),
+    ".pt": ("torchscript",),
+    ".ts": ("torchscript",),
+    ".tflite": ("tflite",),
+    "": ("savedmodel",),
+}
+#: The ONNX opsets any backend may be asked for (torch.onnx's supported range); each backend's
+#: default is used when `opset` is None.
+MIN_OPSET, MAX_OPSET = 7, 23
+
+
+def _suffix(path: str | os.PathLike) -> str:
+    name = Path(path).name.lower()
+    for suffix in SUFFIX_FORMATS:
+        if suffix and name.endswith(suffix) and len(name) > len(suffix):
+            return suffix
+    return Path(name).suffix
+
+
+def format_from_path(path: str | os.PathLike, format: str | None = None) -> str:
+    """The artifact format: `format` when given (it must agree with `path`'s suffix), else the
+    suffix's (``.onnx``, ``.pt2``, ``.aoti.pt2``, ``.pt`` / ``.ts``, ``.tflite``, none: SavedModel).
+
+    Raises:
+        ExportError: a suffix that contradicts `format`, a bare ``.aoti``, or an unknown suffix
+            without `format`.
+    """
+    suffix = _suffix(path)
+    known = ", ".join(f"{s or '(none: a folder)'} -> {'/'.join(f)}" for s, f in SUFFIX_FORMATS.items())
+    if suffix == ".aoti":
+        raise ExportError(
+            f"{os.fspath(path)!r} ends in '.aoti': AOTInductor packages must end in '.pt2' (torch's loader "
+            "needs it); name it '<model>.aoti.pt2' (or '.pt2' with format='aoti')"
+        )
+    formats = SUFFIX_FORMATS.get(suffix)
+    if format is None:
+        if formats is None:
+            raise ExportError(
+                f"cannot tell the format of {os.fspath(path)!r} from its suffix {suffix!r}: pass format= or use "
+                f"one of the known suffixes ({known})"
+            )
+        return formats[0]
+    if not isinstance(format, str):
+        raise ExportError(f"format must be a string such as 'onnx', got {type(format).__name__}")
+    if formats is not None and format not in formats:
+        raise ExportError(
+            f"format={format!r} contradicts the path {os.fspath(path)!r}, whose suffix {suffix or '(none)'!r} means "
+            f"{' or '.join(repr(f) for f in formats)}: change the suffix or the format"
+        )
+    return format
+
+
+def check_opset(opset: Any) -> None:
+    """Refuse an opset outside the range any ONNX backend here supports (None: the backend's default)."""
+    if opset is None:
+        return
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(
+            f"opset={opset!r} is not a valid ONNX opset: pass an integer in [{MIN_OPSET}, {MAX_OPSET}], or None for "
+            "the backend's default (18 for torch.export, 17 for TorchScript sources, 21 for JAX)"
+        )
 
 
 def _is_jax_model(model: Any) -> bool:
@@ -27,7 +98,7 @@ def export(
     model: Any,
     example_inputs: Any,
     path: str | os.PathLike,
-    format: str = "onnx",
+    format: str | None = None,
     *,
     samples: str = "vectorized",
     task: str = "raw",
@@ -35,7 +106,8 @@ def export(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     validate: bool = True,
-    tolerance: float = 1e-4,
+    tolerance: float = DEFAULT_TOLERANCE,
+    rtol: float = DEFAULT_RTOL,
     likelihood: str | None = None,
     scale: str | None = None,
     df: float | None = None,
@@ -48,16 +120,24 @@ def export(
             TorchScript archive of one, or a Flax-NNX model built from ``illia_export.nn.jax``.
         example_inputs: one array/tensor or a tuple of them, batch axis first (e.g.
             ``torch.zeros(2, 1, 28, 28)``). The batch axis is dynamic in the artifact.
-        path: output file (``.onnx``, ``.pt``, ``.tflite``) or folder (SavedModel).
-        format: ``"onnx"`` or ``"torchscript"`` (PyTorch); ``"onnx"``, ``"savedmodel"`` or
-            ``"tflite"`` (JAX).
+        path: output file or folder; its suffix gives the format when `format` is None:
+            ``.onnx``; ``.pt2`` (ExportedProgram); ``.aoti.pt2`` (AOTInductor package);
+            ``.pt`` / ``.ts`` (TorchScript); ``.tflite``; no suffix: a SavedModel folder.
+        format: ``"onnx"``, ``"pt2"``, ``"aoti"`` or ``"torchscript"`` (PyTorch); ``"onnx"``,
+            ``"savedmodel"`` or ``"tflite"`` (JAX). Default: from `path`'s suffix; a suffix
+            that contradicts it is an error (a ``.pt2`` file may be ``"pt2"`` or ``"aoti"``).
         samples: ``"vectorized"`` — noise ``[S, *shape]``, outputs ``[S, B, ...]``, S dynamic —
             or ``"per-call"`` — one sample per call.
         task: ``"classification"`` (logits on the last axis), ``"regression"`` or ``"raw"``:
             how runtimes summarize the outputs.
-        opset: ONNX opset (default 17 for PyTorch).
+        opset: ONNX opset in [7, 23] (default 18 for torch.export, 17 for TorchScript sources,
+            21 for JAX).
         validate: run the artifact against the source model on several noise draws and zero
-            noise; raise ``ToleranceError`` (and leave no file) above `tolerance`.
+            noise, at batch sizes (and sequence lengths) other than the example's; raise
+            ``ToleranceError`` (and leave no file) when an element differs by more than
+            ``tolerance + rtol * |expected|``.
+        tolerance: absolute part of that bound (``DEFAULT_TOLERANCE``, shared by every exporter).
+        rtol: relative part of that bound (``DEFAULT_RTOL``).
         likelihood: for a regression head that predicts a distribution per input (needs
             ``task="regression"``): ``"gaussian"``, ``"laplace"`` or ``"student_t"``, recorded
             in the manifest so that runtimes combine the predicted (aleatoric) spread with the
@@ -69,9 +149,11 @@ def export(
             std, the Laplace ``b``, the Student-t scale). May be omitted when the outputs are
             named (``{"mean": ..., "log_variance": ...}``).
         df: Student-t degrees of freedom (> 0), for ``likelihood="student_t"`` only.
-        **options: backend options, among them ``dynamic_axes`` — extra dynamic dims per input,
-            keyed by input index or name, e.g. ``{0: {1: "seq_len"}}`` (PyTorch makes dim 1 of
-            integer token inputs dynamic by itself) — and ``trust_pickle`` for pickled modules.
+        **options: backend options, among them ``dynamic_axes`` — dynamic dims per input,
+            keyed by input index or name: ``{0: {2: "height"}}`` names an axis (inputs that
+            share a name share its size; per-example noise may follow it), ``{"input_ids": {1:
+            None}}`` fixes one. PyTorch makes axis 1 of integer token inputs dynamic
+            (``"seq_len"``) by itself — and ``trust_pickle`` for pickled modules.
 
     Returns:
         The manifest written into (or beside) the artifact.
@@ -83,12 +165,15 @@ def export(
         >>> illia_export.export(reg, torch.zeros(2, 10), "reg.onnx", task="regression",
         ...                     likelihood="gaussian", scale="log_variance")  # doctest: +SKIP
     """
+    format = format_from_path(path, format)
+    check_opset(opset)
     common = dict(
         format=format,
         samples=samples,
         task=task,
         validate=validate,
         tolerance=tolerance,
+        rtol=rtol,
         input_names=input_names,
         output_names=output_names,
         likelihood=likelihood,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from illia_export.errors import ArtifactError, ExportError, ShapeError
+from illia_export.exporters.verify.same_noise import DEFAULT_RTOL, DEFAULT_TOLERANCE
 
 FORMATS = ("onnx", "torchscript", "pt2", "aoti", "savedmodel", "tflite")
 TORCH_FORMATS = ("onnx", "torchscript", "pt2", "aoti")
@@ -28,12 +29,17 @@ MODEL is one of:
                           factory is called with no arguments
 
 The example input (--input-shape or --example-input) fixes every dim but the batch axis (and the
-sequence axis of integer token inputs), which stay dynamic in the artifact.
+sequence axis of integer token inputs, "seq_len"), which stay dynamic in the artifact. In
+--input-shape, NAME=N makes an axis dynamic under NAME (e.g. 1,3,h=32,w=32) and =N fixes it
+(2,=32: token ids of exactly 32 steps). Without --format, the format comes from -o's suffix:
+.onnx, .pt2 (ExportedProgram), .aoti.pt2 (AOTInductor), .pt/.ts (TorchScript), .tflite, or no
+suffix (SavedModel folder); a suffix that contradicts --format is an error.
 
 examples:
   illia-export cnn.pt --format onnx --input-shape 1,1,28,28 --task classification
   illia-export state.pt --factory mypkg.models:make_net --mc-dropout --input-shape 1,64 -f pt2
   illia-export lstm.pt --format torchscript --input-shape 2,32 --dtype int64
+  illia-export state.pt --factory mypkg.models:make_bert --mc-dropout --input-shape 2,16 --dtype int64 -o bert.pt2
   illia-export mypkg.models:make_mlp --weights mlp.npz --format tflite --input-shape 1,64
   illia-export reg.pt --input-shape 1,10 --task regression --likelihood gaussian --scale log_variance
 """
@@ -51,13 +57,20 @@ def register(sub) -> None:
     p.add_argument(
         "model", metavar="MODEL", help="TorchScript archive, state dict, or pkg.module:factory (JAX)"
     )
-    p.add_argument("--format", "-f", choices=FORMATS, default="onnx", help="artifact format (default: onnx)")
+    p.add_argument(
+        "--format",
+        "-f",
+        choices=FORMATS,
+        default=None,
+        help="artifact format (default: from -o's suffix, else onnx)",
+    )
     p.add_argument("-o", "--output", help="output path (default: MODEL's name with the format's suffix)")
     p.add_argument(
         "--input-shape",
         action="append",
         metavar="DIMS",
-        help="example input shape, e.g. 1,1,28,28 (repeat for several inputs)",
+        help="example input shape, e.g. 1,1,28,28 (repeat for several inputs); NAME=N makes an axis dynamic "
+        "under NAME, =N fixes it (e.g. 2,=32 for a fixed sequence length)",
     )
     p.add_argument(
         "--example-input", action="append", metavar="X.npy", help="example input array (repeatable)"
@@ -102,12 +115,15 @@ def register(sub) -> None:
         "--no-validate", action="store_true", help="skip running the artifact against the source model"
     )
     p.add_argument(
-        "--tolerance", type=_tolerance, default=1e-4, help="absolute difference allowed by validation"
+        "--tolerance",
+        type=_tolerance,
+        default=DEFAULT_TOLERANCE,
+        help=f"absolute difference allowed by validation (default {DEFAULT_TOLERANCE:g})",
     )
     p.add_argument(
         "--rtol",
         type=_tolerance,
-        default=1e-4,
+        default=DEFAULT_RTOL,
         help="relative difference allowed on top (an element passes when |a - b| <= tolerance + rtol * |b|)",
     )
     p.add_argument(
@@ -160,17 +176,52 @@ def default_output(model: str, fmt: str) -> Path:
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        raise ShapeError(
-            f"bad --input-shape {text!r}: expected comma-separated positive integers like 1,1,28,28"
-        ) from None
-    if not dims or any(d <= 0 for d in dims):
-        raise ShapeError(
-            f"bad --input-shape {text!r}: expected comma-separated positive integers like 1,1,28,28"
-        )
-    return dims
+    return parse_shape_spec(text)[0]
+
+
+def parse_shape_spec(text: str) -> tuple[tuple[int, ...], dict[int, str | None]]:
+    """``"2,seq=32"`` -> ``((2, 32), {1: "seq"})``; ``"2,=32"`` -> ``((2, 32), {1: None})`` (fixed)."""
+    bad = (
+        f"bad --input-shape {text!r}: expected comma-separated positive integers like 1,1,28,28, each optionally "
+        "NAME=N (a dynamic axis named NAME) or =N (a fixed axis)"
+    )
+    dims: list[int] = []
+    axes: dict[int, str | None] = {}
+    entries = [e.strip() for e in text.split(",") if e.strip()]
+    if len(entries) == 1 and "x" in entries[0] and "=" not in entries[0]:
+        entries = [e.strip() for e in entries[0].split("x") if e.strip()]  # 1x28x28
+    for axis, entry in enumerate(entries):
+        name, sep, size = entry.rpartition("=")
+        try:
+            value = int(size)
+        except ValueError:
+            raise ShapeError(bad) from None
+        if value <= 0:
+            raise ShapeError(bad)
+        if sep:
+            name = name.strip()
+            if name and not name.isidentifier():
+                raise ShapeError(f"bad --input-shape {text!r}: axis name {name!r} must be an identifier")
+            if axis == 0 and name != "batch":
+                raise ShapeError(
+                    f"bad --input-shape {text!r}: axis 0 is the batch, always dynamic (write 'batch=N' or N)"
+                )
+            if axis:
+                axes[axis] = name or None
+        dims.append(value)
+    if not dims:
+        raise ShapeError(bad)
+    return tuple(dims), axes
+
+
+def shape_axes(args) -> dict[int, dict[int, str | None]]:
+    """The dynamic axes --input-shape names or fixes, per input index."""
+    out = {}
+    for i, text in enumerate(args.input_shape or []):
+        axes = parse_shape_spec(text)[1]
+        if axes:
+            out[i] = axes
+    return out
 
 
 def example_inputs(args, token_high: int | None = None) -> list:
@@ -223,14 +274,34 @@ def _token_high(model) -> int | None:
     return min(sizes) if sizes else None
 
 
-def _token_axes(arrays) -> dict[int, dict[int, str]]:
-    """Integer token inputs get a dynamic sequence axis (dim 1), as in the PyTorch exporter."""
-    return {i: {1: "seq_len"} for i, a in enumerate(arrays) if a.dtype.kind in "iu" and a.ndim >= 2}
+def _token_axes(arrays, named: dict[int, dict[int, str | None]]) -> dict[int, dict[int, str]]:
+    """Integer token inputs get a dynamic sequence axis (dim 1), as in the PyTorch exporter; then
+    the axes --input-shape names (or fixes, None) apply."""
+    out = {i: {1: "seq_len"} for i, a in enumerate(arrays) if a.dtype.kind in "iu" and a.ndim >= 2}
+    for i, axes in named.items():
+        for axis, name in axes.items():
+            if name is None:
+                out.get(i, {}).pop(axis, None)
+            else:
+                out.setdefault(i, {})[axis] = name
+    return {i: axes for i, axes in out.items() if axes}
+
+
+def resolve_format(args) -> str:
+    """--format, or the format -o's suffix means (onnx without either); they must agree."""
+    from illia_export.api import format_from_path
+
+    if args.output:
+        return format_from_path(args.output, args.format)
+    return args.format or "onnx"
 
 
 def run(args) -> int:
+    from illia_export.api import check_opset
     from illia_export.artifact.atomic import check_output_path
 
+    args.format = resolve_format(args)
+    check_opset(args.opset)
     out = Path(args.output) if args.output else default_output(args.model, args.format)
     is_jax = ":" in args.model and not Path(args.model).exists()
     # Before any long work: never write over the model, its weights or the example inputs, nor
@@ -274,7 +345,8 @@ def run(args) -> int:
                 "with no arguments (wrap it in a function that passes them)"
             ) from exc
         inputs = example_inputs(args, _token_high(model))
-        manifest = export_jax(model, tuple(inputs), out, dynamic_axes=_token_axes(inputs), **common)
+        axes = _token_axes(inputs, shape_axes(args))
+        manifest = export_jax(model, tuple(inputs), out, dynamic_axes=axes, **common)
     else:
         if args.format not in TORCH_FORMATS:
             raise ExportError(
@@ -288,7 +360,11 @@ def run(args) -> int:
         source = load_torch_source(args.model, trust_pickle=args.trust_pickle, factory=args.factory)
         inputs = example_inputs(args, _token_high(source.module))
         manifest = export_torch(
-            source.path if source.kind == "torchscript" else source.module, tuple(inputs), out, **common
+            source.path if source.kind == "torchscript" else source.module,
+            tuple(inputs),
+            out,
+            dynamic_axes=shape_axes(args) or None,
+            **common,
         )
     if args.frozen_bank is not None:
         from illia_export.runtime.freeze import freeze_bank

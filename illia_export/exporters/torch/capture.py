@@ -2,17 +2,19 @@
 
 Stages (docs/architecture.md, "Capture pipeline"):
 
-1. :func:`discover` runs the eager model twice, at two batch sizes, under a recording
-   :class:`~illia_export.exporters.torch.draws.DrawMode`: every random draw is listed with the
-   module that made it, its shape and its transform. Dims that follow the batch (dropout masks,
-   Flipout signs, ``k×`` the batch for models that repeat their batch) become ``"batch"`` /
-   ``"k*batch"``; a different number of draws between the runs is refused.
+1. :func:`discover` runs the eager model at several sizes (:mod:`.sizes`: odd and large
+   batches, every other dynamic input dim such as a token input's ``seq_len`` varied on its own)
+   under a recording :class:`~illia_export.exporters.torch.draws.DrawMode`: every random draw
+   is listed with the module that made it, its shape and its transform. Dims that follow an
+   input dim (dropout masks, Flipout signs, ``k×`` the batch for models that repeat their batch,
+   a token model's ``[batch, seq_len, hidden]`` masks) become ``"batch"`` / ``"k*batch"`` /
+   ``"seq_len"``; a list of draws that differs between the runs is refused.
 2. :class:`CaptureWrapper` is ``forward(*inputs, *noise)``: it feeds the noise to the draws in
    order. In a vectorized capture the inputs are repeated S times sample-major, per-sample
    noise carries a leading ``samples`` axis (weights ``[S, *shape]``), per-example noise is
    ``[S, B, ...]``, and the outputs are unfolded to ``[S, B, ...]``.
-3. :func:`export_program` runs ``torch.export`` with one shared ``samples`` dim and a ``batch``
-   dim (derived dims for ``k*batch``), under ``backed_size_oblivious`` so no size is
+3. :func:`export_program` runs ``torch.export`` with one shared ``samples`` dim and one Dim per
+   named input dim, shared across inputs and noise (derived dims for ``k*batch``), under ``backed_size_oblivious`` so no size is
    specialized to 0/1, and refuses a program that ignores one of its noise inputs.
 """
 
@@ -28,8 +30,10 @@ import torch
 
 from illia_export.artifact import manifest as mf
 from illia_export.errors import ExportError
+from illia_export.exporters.torch import inputs as ti
 from illia_export.exporters.torch.draws import DrawMode, ModuleTracker, RecordedDraw
 from illia_export.exporters.torch.modes import DROPOUT_TYPES, dropout_modules, inference_modes  # noqa: F401
+from illia_export.exporters.torch.sizes import Probe, check_same_draws, follow_dims, parse_dim, resolve
 from illia_export.nn.torch.module import sample_blocks
 
 _OUR_DISTRIBUTION = "illia_export.distributions.torch"
@@ -45,16 +49,21 @@ class Site:
     op: str
     kind: str  # mf.NOISE_KINDS
     transform: str  # mf.NOISE_TRANSFORMS
-    dims: list[mf.Dim]  # without the sample axis: ints, "batch", "k*batch"
-    example_shape: tuple[int, ...]  # at the discovery's first batch size
+    dims: list[mf.Dim]  # without the sample axis: ints, "batch", "k*batch", other input dims ("seq_len")
+    example_shape: tuple[int, ...]  # at the discovery's base sizes
 
     @property
     def per_example(self) -> bool:
         return any(mf.batch_multiple(d) is not None for d in self.dims)
 
-    def shape(self, batch: int) -> tuple[int, ...]:
-        """The per-call shape at batch size `batch`."""
-        return tuple(d if isinstance(d, int) else mf.batch_multiple(d) * batch for d in self.dims)
+    @property
+    def dynamic(self) -> bool:
+        """Whether some dim follows an input dim (the batch or another)."""
+        return any(parse_dim(d) is not None for d in self.dims)
+
+    def shape(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """The per-call shape at the input sizes `sizes` (``{"batch": 4, "seq_len": 9}``)."""
+        return resolve(self.dims, sizes)
 
     def spec_shape(self, vectorized: bool) -> list[mf.Dim]:
         return ([mf.SAMPLE_DIM] if vectorized else []) + list(self.dims)
@@ -69,6 +78,10 @@ class Discovery:
     linear_calls: dict[str, list[int]] = field(default_factory=dict)  # own Linear path -> input ranks
     outputs: Any = None  # the model's outputs at the first batch size
     outputs_b: Any = None  # and at the second
+    sizes: list[dict[str, int]] = field(default_factory=list)  # the probed sizes, base first
+    all_outputs: list[Any] = field(default_factory=list)  # the outputs at each of them
+    validation_sizes: list[dict[str, int]] = field(default_factory=list)  # where to validate
+    grouped_batch: bool = False  # the model refused odd batches (probed at multiples instead)
 
 
 # ------------------------------------------------------------------------------------- discovery
@@ -118,21 +131,8 @@ def _join(prefix: str, name: str) -> str:
 
 
 def batch_dims(shape1: tuple[int, ...], shape2: tuple[int, ...], b1: int, b2: int, where: str) -> list[mf.Dim]:
-    if len(shape1) != len(shape2):
-        raise ExportError(f"{where} draws noise of rank {len(shape1)} at batch {b1} but {len(shape2)} at batch {b2}")
-    dims: list[mf.Dim] = []
-    for d1, d2 in zip(shape1, shape2):
-        if d1 == d2:
-            dims.append(int(d1))
-            continue
-        k, rem = divmod(d2 - d1, b2 - b1)
-        if rem or k <= 0 or d1 != k * b1:
-            raise ExportError(
-                f"{where} draws noise whose size ({d1} at batch {b1}, {d2} at batch {b2}) is not a multiple of "
-                "the batch: a graph input cannot be sized from it"
-            )
-        dims.append(mf.BATCH_DIM if k == 1 else f"{k}*{mf.BATCH_DIM}")
-    return dims
+    """Dims of a tensor seen at two batch sizes (other dims fixed): ints, ``"batch"``, ``"k*batch"``."""
+    return follow_dims([shape1, shape2], [{mf.BATCH_DIM: b1}, {mf.BATCH_DIM: b2}], where)
 
 
 def _kind(draw: RecordedDraw, dims: list[mf.Dim], module, train_only: bool = False) -> str:
@@ -142,7 +142,8 @@ def _kind(draw: RecordedDraw, dims: list[mf.Dim], module, train_only: bool = Fal
     if per_example and "flipout" in type(module).__name__.lower() and draw.call.transform == "uniform":
         return "flipout_sign"
     if not per_example:
-        return "weight"
+        # noise sized by another input dim (a sequence-long draw shared across the batch) is no weight
+        return "draw" if any(parse_dim(d) is not None for d in dims) else "weight"
     return "draw"
 
 
@@ -151,16 +152,21 @@ def draw_keys(draws: list[RecordedDraw]) -> list[tuple[str, str]]:
 
 
 def discover(
-    model, inputs_a: list[torch.Tensor], inputs_b: list[torch.Tensor], eval_draws: list[tuple[str, str]] | None = None
+    model,
+    inputs: list[torch.Tensor],
+    axes: list[dict[int, str]],
+    batch: int,
+    eval_draws: list[tuple[str, str]] | None = None,
 ) -> Discovery:
-    """Run the eager model at two batch sizes and list its draws (see the module docstring).
+    """Run the eager model at the probed sizes and list its draws (see the module docstring).
 
-    The caller has put the model in its inference modes (:mod:`.modes`) and forked torch's
-    RNG; draws come from a private generator. `eval_draws` (``(module, op)`` of each draw in
-    eval mode, when ``mc_dropout`` changed the modes) tells which draws only training mode makes:
-    those are the dropout-like ones of the manifest's ``dropout`` list.
+    `inputs` are the examples, `axes` their dynamic axes; the base run has `batch` rows and the
+    examples' other sizes, the others vary one dynamic dim at a time (:mod:`.sizes`). The caller
+    has put the model in its inference modes (:mod:`.modes`) and forked torch's RNG; draws come
+    from a private generator. `eval_draws` (``(module, op)`` of each draw in eval mode, when
+    ``mc_dropout`` changed the modes) tells which draws only training mode makes: those are the
+    dropout-like ones of the manifest's ``dropout`` list.
     """
-    b1, b2 = int(inputs_a[0].shape[0]), int(inputs_b[0].shape[0])
     modules = dict(model.named_modules())
     tracker = ModuleTracker(model)
     linear_calls: dict[str, list[int]] = {}
@@ -174,34 +180,36 @@ def discover(
                 linear_calls.setdefault(_path, []).append(int(args[0].dim()) if args else -1)
 
             hooks.append(module.register_forward_pre_hook(hook))
-    try:
-        draws_a, out_a = _record(model, inputs_a, tracker, seed=1)
-        calls_a = {k: list(v) for k, v in linear_calls.items()}
+    first_calls: dict[str, list[int]] = {}
+
+    def run(sizes: dict[str, int]):
         linear_calls.clear()
-        draws_b, out_b = _record(model, inputs_b, tracker, seed=2)
+        result = _record(model, ti.resize_to(inputs, axes, sizes), tracker, seed=1 + len(probe.results))
+        if not probe.results:
+            first_calls.update({k: list(v) for k, v in linear_calls.items()})
+        return result
+
+    probe = Probe(run, {**ti.base_sizes(inputs, axes), mf.BATCH_DIM: batch})
+    try:
+        probe.go()
     finally:
         for h in hooks:
             h.remove()
-    if len(draws_a) != len(draws_b) or any(
-        a.module != b.module or a.call.op != b.call.op for a, b in zip(draws_a, draws_b)
-    ):
-        raise ExportError(
-            f"the model made {len(draws_a)} random draws at batch {b1} but {len(draws_b)} (or other ones) at "
-            f"batch {b2}: a data-dependent number of draws cannot become a fixed list of noise inputs"
-        )
+    draw_lists = [draws for draws, _ in probe.results]
+    check_same_draws(draw_lists, probe.sizes)
     counts: dict[str, int] = {}
     sites: list[Site] = []
     in_eval = Counter(eval_draws or [])
     owners: dict[str, float | None] = {}
-    for a, b in zip(draws_a, draws_b):
+    for i, a in enumerate(draw_lists[0]):
         key = (a.module, a.call.op)
         train_only = eval_draws is not None and in_eval[key] == 0
         if not train_only:
             in_eval[key] -= 1
         if train_only or a.call.kind == "dropout":
             owners.setdefault(a.module, a.call.p)
-        where = f"module {a.module!r}" if a.module else "the model's forward"
-        dims = batch_dims(a.call.shape, b.call.shape, b1, b2, where)
+        where = f"the draw of module {a.module!r} ({a.call.op})" if a.module else f"a draw ({a.call.op}) of the forward"
+        dims = follow_dims([draws[i].call.shape for draws in draw_lists], probe.sizes, where)
         parameter = _parameter_name(model, a, counts)
         sites.append(
             Site(
@@ -215,7 +223,11 @@ def discover(
                 example_shape=a.call.shape,
             )
         )
-    return Discovery(sites, dropout_sites(model, sites, owners), calls_a, out_a, out_b)
+    outputs = [out for _, out in probe.results]
+    return Discovery(
+        sites, dropout_sites(model, sites, owners), first_calls, outputs[0], outputs[1], sizes=probe.sizes,
+        all_outputs=outputs, validation_sizes=probe.validation_sizes(), grouped_batch=probe.grouped,
+    )
 
 
 def dropout_sites(model, sites: list[Site], owners: dict[str, float | None]) -> list[mf.DropoutSite]:
@@ -313,6 +325,11 @@ def vectorizable(sites: Sequence[Site]) -> str | None:
                 f"the draw {s.parameter!r} ({s.op}) has per-example dims {s.dims} that do not lead with the batch "
                 "(the model repeats or reshapes its batch), which a folded sample axis cannot follow"
             )
+        if not s.per_example and s.dynamic:
+            return (
+                f"the draw {s.parameter!r} ({s.op}) of module {s.module!r} has dims {s.dims}: it follows an input "
+                "dim but not the batch (one draw shared by every row), which a folded sample axis cannot follow"
+            )
     return None
 
 
@@ -327,15 +344,18 @@ def export_program(
 
     Some code cannot be traced for a size of 1 (a reshape of an expanded tensor guards on it,
     e.g. einops' ``repeat``): the capture is then retried with those dims starting at 2, which
-    the program records in ``program.illia_min_sizes`` (ONNX graphs have no such limit).
+    the program records in ``program.illia_min_sizes`` (ONNX graphs have no such limit). A
+    dim the model bounds (a transformer's position table: ``min(64, seq_len)``) is retried with
+    that maximum, recorded in ``program.illia_max_sizes``.
     """
     import warnings
 
     import torch.fx.experimental._config as fx_config
 
     min_sizes: dict[str, int] = {}
+    max_sizes: dict[str, int] = {}
     multiples: dict[str, int] = {}
-    shapes: Any = (tuple(_dynamic_shapes(wrapper, input_axes, min_sizes, multiples)),)
+    shapes: Any = (tuple(_dynamic_shapes(wrapper, input_axes, min_sizes, multiples, max_sizes)),)
     refined: list[str] = []
     for attempt in range(3):
         # control-flow operators (the LSTM's while_loop) trace their bodies with dynamo, whose code
@@ -354,11 +374,24 @@ def export_program(
             text = str(exc)
             if isinstance(exc, BatchTooSmall):
                 raise
-            if attempt == 2 or "Suggested fixes" not in text and "!= 1" not in text:
+            fixed = {
+                name: int(size)
+                for name, size in re.findall(r"^\s*(\w+) = (\d+)\s*$", text, re.M)
+                if name not in (mf.BATCH_DIM, mf.SAMPLE_DIM) and not name.startswith("_")
+            }
+            if fixed:
+                raise SpecializedDims(fixed) from exc
+            if attempt == 2 or "Suggested fixes" not in text and "!= 1" not in text and "min(" not in text:
                 raise ExportError(f"torch.export could not capture the model: {_first_line(exc)}") from exc
             found = dict(re.findall(r"^\s*(\w+) = (\d+)\*_\1\s*$", text, re.M))
             not_one = re.findall(r"Not all values of (\w+) = .*?!= 1", text)
-            if not found and not not_one:
+            bounded = {
+                name: int(high)
+                for name, high in re.findall(r"Not all values of (\w+) = .*?min\((\d+), ", text)
+                if name not in (mf.BATCH_DIM, mf.SAMPLE_DIM) and name not in max_sizes
+            }
+            max_sizes.update(bounded)
+            if not found and not not_one and not bounded:
                 raise ExportError(f"torch.export could not capture the model: {_first_line(exc)}") from exc
             # the model constrains a size: a multiple of k (BatchEnsembleLinear splits its batch into
             # groups), or at least 2 (a reshape of an expanded tensor guards on a size of 1)
@@ -369,9 +402,10 @@ def export_program(
                 raise BatchTooSmall(k_batch) from exc
             refined += [f"{name} is a multiple of {k}" for name, k in found.items()]
             min_sizes.update(dict.fromkeys(not_one, 2))
-            shapes = (tuple(_dynamic_shapes(wrapper, input_axes, min_sizes, multiples)),)
+            shapes = (tuple(_dynamic_shapes(wrapper, input_axes, min_sizes, multiples, max_sizes)),)
     check_noise_used(program, [s.name for s in wrapper.sites], wrapper.num_inputs)
     program.illia_min_sizes = min_sizes
+    program.illia_max_sizes = max_sizes
     program.illia_size_constraints = refined
     program.illia_batch_multiple = multiples.get(mf.BATCH_DIM, 1)
     return program
@@ -385,8 +419,26 @@ class BatchTooSmall(ExportError):
         self.multiple = multiple
 
 
+class SpecializedDims(ExportError):
+    """torch.export specialized dynamic input dims other than the batch to the example's sizes
+    (``{name: size}``): some op of the model unrolls over them (nn.GRU / nn.LSTM over a sequence)."""
+
+    def __init__(self, fixed: dict[str, int]) -> None:
+        dims = ", ".join(f"{k}={v}" for k, v in fixed.items())
+        super().__init__(
+            f"torch.export fixed the dynamic dims {dims} at the example's sizes: an op of the model unrolls over "
+            "them (torch's nn.GRU / nn.LSTM loop over the sequence). Export with them fixed "
+            "(dynamic_axes={<input>: {<axis>: None}}, CLI: --input-shape with '=N' at that axis)"
+        )
+        self.fixed = fixed
+
+
 def _dynamic_shapes(
-    wrapper: CaptureWrapper, input_axes: list[dict[int, str]], min_sizes: dict[str, int], multiples: dict[str, int]
+    wrapper: CaptureWrapper,
+    input_axes: list[dict[int, str]],
+    min_sizes: dict[str, int],
+    multiples: dict[str, int],
+    max_sizes: dict[str, int] | None = None,
 ) -> list:
     from torch.export import Dim
 
@@ -398,6 +450,8 @@ def _dynamic_shapes(
             k = multiples.get(key)
             if k:
                 named[key] = k * Dim(f"_{key}", min=max(1, -(-min_sizes.get(key, 1) // k)))
+            elif max_sizes and key in max_sizes:
+                named[key] = Dim(key, min=min_sizes.get(key, 1), max=max_sizes[key])
             else:
                 named[key] = Dim(key, min=min_sizes.get(key, 1))
         return named[key]
@@ -407,9 +461,10 @@ def _dynamic_shapes(
     for site in wrapper.sites:
         spec: dict[int, Any] = {0: dim(mf.SAMPLE_DIM)} if wrapper.vectorized else {}
         for i, d in enumerate(site.dims):
-            k = mf.batch_multiple(d)
-            if k is not None:
-                spec[lead + i] = dim(mf.BATCH_DIM) if k == 1 else k * dim(mf.BATCH_DIM)
+            parsed = parse_dim(d)
+            if parsed is not None:
+                k, name = parsed
+                spec[lead + i] = dim(name) if k == 1 else k * dim(name)
         shapes.append(spec)
     return shapes
 

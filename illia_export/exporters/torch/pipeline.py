@@ -31,13 +31,14 @@ from illia_export.exporters.torch.capture import (
     CaptureWrapper,
     Discovery,
     Site,
-    batch_dims,
+    SpecializedDims,
     discover,
-    export_program,
     draw_keys,
+    export_program,
     flatten_outputs,
     vectorizable,
 )
+from illia_export.exporters.torch.draws import DrawMode
 from illia_export.exporters.torch.modes import (
     ModePlan,
     apply_modes,
@@ -46,8 +47,8 @@ from illia_export.exporters.torch.modes import (
     plan_modes,
     probe,
 )
-from illia_export.exporters.torch.draws import DrawMode
 from illia_export.exporters.torch.registry import family_adapters
+from illia_export.exporters.torch.sizes import batch_probes, follow_dims
 from illia_export.exporters.torch.writers import ArtifactRunner, embed_manifest, write
 from illia_export.exporters.verify.distribution import DEFAULT_SAMPLES
 from illia_export.exporters.verify.distribution import compare as compare_distributions
@@ -72,6 +73,7 @@ class Capture:
     vectorized: bool
     program: Any = None
     noise_example: list[torch.Tensor] | None = None
+    fixed_dims: dict[str, int] | None = None  # default dynamic dims torch.export had to fix
 
     @property
     def sites(self) -> list[Site]:
@@ -81,6 +83,15 @@ class Capture:
     def batch(self) -> int:
         return int(self.inputs[0].shape[0])
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The capture's input sizes (``{"batch": B, "seq_len": T, ...}``)."""
+        return self.discovery.sizes[0]
+
+    @property
+    def validation_sizes(self) -> list[dict[str, int]]:
+        return self.discovery.validation_sizes
+
 
 def _capture_batch(inputs: list[torch.Tensor]) -> int:
     """The batch size of the capture: the example's, at least 2, and not the capture's S (3)."""
@@ -88,10 +99,12 @@ def _capture_batch(inputs: list[torch.Tensor]) -> int:
     return 2 * b if b == CAPTURE_SAMPLES else b
 
 
-def validation_batches(batch: int) -> tuple[int, int]:
-    """Batch sizes of the same-noise validation: other than the capture's, and multiples of it
-    (models that split their batch into groups, like BatchEnsembleLinear, need that)."""
-    return 2 * batch, 3 * batch
+def validation_batches(batch: int, grouped: bool = False) -> tuple[int, int]:
+    """Batch sizes of the same-noise validation: those discovery probed, other than the capture's
+    (an odd one and one above 8), or multiples of it for models that split their batch into
+    groups (BatchEnsembleLinear)."""
+    first, second = batch_probes(batch, grouped)
+    return first, second
 
 
 def _train_draws(model, inputs: list[torch.Tensor]) -> list[tuple[str, str]]:
@@ -145,6 +158,28 @@ def prepare(
     inputs = ti.as_inputs(example_inputs)
     plan = plan or ModePlan()
     try:
+        return _prepare_grouped(model, inputs, input_names, output_names, dynamic_axes, samples, plan)
+    except SpecializedDims as exc:
+        # torch's nn.GRU / nn.LSTM unroll over the sequence: a default (not user-named) sequence
+        # axis is fixed at the example's length, said in a warning and in the manifest
+        names = ti.check_names(input_names or ti.default_names("input", len(inputs)), len(inputs), "input")
+        fixes = ti.default_axes_fixing(inputs, names, dynamic_axes, set(exc.fixed))
+        if fixes is None:
+            raise
+        warnings.warn(
+            f"{exc.fixed} became fixed: the model cannot run at other sizes of "
+            f"{sorted(exc.fixed)} under torch.export (torch's nn.GRU / nn.LSTM unroll over the sequence); the "
+            "artifact takes inputs of exactly that length",
+            UserWarning,
+            stacklevel=3,
+        )
+        cap = _prepare_grouped(model, inputs, input_names, output_names, fixes, samples, plan)
+        cap.fixed_dims = dict(exc.fixed)
+        return cap
+
+
+def _prepare_grouped(model, inputs, input_names, output_names, dynamic_axes, samples: str, plan: ModePlan) -> Capture:
+    try:
         return _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples, _capture_batch(inputs), plan)
     except BatchTooSmall as exc:  # the model splits its batch into groups: capture two of them
         return _prepare_at(model, inputs, input_names, output_names, dynamic_axes, samples, 2 * exc.multiple, plan)
@@ -195,7 +230,7 @@ def _prepare_at(
     inputs_a = ti.resize(inputs, axes, batch)
     try:
         eval_draws = _set_modes(model, inputs_a, plan)
-        discovery = discover(model, inputs_a, ti.resize(inputs, axes, 2 * batch), eval_draws)
+        discovery = discover(model, inputs, axes, batch, eval_draws)
     except IlliaExportError:
         raise
     except Exception as exc:
@@ -217,19 +252,19 @@ def _prepare_at(
     cap = Capture(model, inputs_a, names, axes, discovery, out_names, vectorized)
     gen = torch.Generator().manual_seed(0)
     lead = [CAPTURE_SAMPLES] if vectorized else []
-    cap.noise_example = [torch.randn(lead + list(s.shape(batch)), generator=gen) for s in cap.sites]
+    cap.noise_example = [torch.randn(lead + list(s.shape(cap.sizes)), generator=gen) for s in cap.sites]
     wrapper = CaptureWrapper(model, cap.sites, len(inputs_a), vectorized)
     cap.program = export_program(wrapper, inputs_a, axes, cap.noise_example)
     return cap
 
 
 def _output_specs(cap: Capture, lead: list) -> list[mf.TensorSpec]:
-    """Output specs from the outputs at the two discovery batch sizes: which dims follow the batch."""
-    out_a, _ = flatten_outputs(cap.discovery.outputs)
-    out_b, _ = flatten_outputs(cap.discovery.outputs_b)
+    """Output specs from the outputs at the probed sizes: which dims follow the batch (or another input dim)."""
+    runs = [flatten_outputs(out)[0] for out in cap.discovery.all_outputs]
     specs = []
-    for name, a, b in zip(cap.output_names, out_a, out_b):
-        dims = batch_dims(tuple(a.shape), tuple(b.shape), cap.batch, 2 * cap.batch, f"output {name!r}")
+    for i, (name, a) in enumerate(zip(cap.output_names, runs[0])):
+        shapes = [tuple(run[i].shape) for run in runs]
+        dims = follow_dims(shapes, cap.discovery.sizes, f"output {name!r}")
         if not dims or mf.batch_multiple(dims[0]) is None:
             raise ExportError(
                 f"output {name!r} has shape {list(a.shape)} at batch {cap.batch}: every output needs the batch "
@@ -310,11 +345,10 @@ def same_noise(
 ) -> mf.Validation:
     """The artifact against the eager model for the same noise, at batch sizes and S other than captured."""
     cmp = Comparison(cap.output_names, tolerance, rtol)
-    token = any(1 in ax and ax[1] != mf.BATCH_DIM for ax in cap.axes)
-    for i, (batch, num_samples) in enumerate(zip(validation_batches(cap.batch), samples_per_batch)):
-        xs = ti.resize(cap.inputs, cap.axes, batch, extra_len=3 if token and i else 0)
-        cmp.note_batch(batch)
-        shapes = [s.shape(batch) for s in cap.sites]
+    for i, (sizes, num_samples) in enumerate(zip(cap.validation_sizes, samples_per_batch)):
+        xs = ti.resize_to(cap.inputs, cap.axes, sizes)
+        cmp.note_batch(sizes[mf.BATCH_DIM])
+        shapes = [s.shape(sizes) for s in cap.sites]
         sets = noise_draws(shapes, draws, num_samples if cap.vectorized else None, seed=10 + i)
         for k, noise in enumerate(sets):
             expected = reference_outputs(cap.model, xs, noise, cap.vectorized)
@@ -468,8 +502,9 @@ def write_local(
             if validate:
                 runner = ArtifactRunner("onnx", tmp, cap.input_names + names)
                 cmp = Comparison(cap.output_names, tolerance, rtol)
-                for i, batch in enumerate(validation_batches(cap.batch)):
-                    xs = ti.resize(cap.inputs, cap.axes, batch)
+                for i, sizes in enumerate(cap.validation_sizes):
+                    batch = sizes[mf.BATCH_DIM]
+                    xs = ti.resize_to(cap.inputs, cap.axes, sizes)
                     for noise in noise_draws([(batch, o) for o in outs], draws, 2 + 3 * i, seed=20 + i):
                         cmp.add(runner([x.numpy() for x in xs] + noise), local_reference(cap, layers, xs, noise))
                 cmp.result(draws)
@@ -561,6 +596,11 @@ def export_capture(
         if getattr(cap.program, "illia_min_sizes", None) and format != "onnx":
             # the torch program asserts these (ONNX graphs run at any size)
             manifest.extra["min_sizes"] = dict(cap.program.illia_min_sizes)
+        if getattr(cap.program, "illia_max_sizes", None):
+            # the model bounds these dims (a position table); longer inputs fail in the graph
+            manifest.extra["max_sizes"] = dict(cap.program.illia_max_sizes)
+        if cap.fixed_dims:
+            manifest.extra["fixed_dims"] = dict(cap.fixed_dims)
         if getattr(cap.program, "illia_size_constraints", None):
             manifest.extra["size_constraints"] = list(cap.program.illia_size_constraints)
         if likelihood is not None:
