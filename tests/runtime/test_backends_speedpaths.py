@@ -159,3 +159,99 @@ def test_grouped_conv_leaves_mlp_graphs_alone(tmp_path):
     p = load(path, threads=1)
     p.predict(np.ones((2, 4), "float32"), num_samples=3, seed=0)
     assert all(r is None for r in p.backend._conv.values())
+
+
+# --------------------------------------------------------------------------------------- .pt2
+class SmallMLP(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc1, self.fc2 = Linear(6, 8), Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def _pt2_both(path, x, strategy, num_samples=S):
+    fast = load(path, threads=1)
+    slow = load(path, threads=1, fast_paths=False)
+    got = [fast.predict(x, num_samples=num_samples, seed=3, strategy=strategy).samples for _ in range(2)]
+    want = slow.predict(x, num_samples=num_samples, seed=3, strategy=strategy).samples
+    return fast, got, want
+
+
+def _pt2_rewrites(backend) -> list:
+    return [r for r in backend.__dict__.get("_fast_modules", {}).values() if r is not None and r.verified]
+
+
+@pytest.mark.parametrize("strategy", ["fresh", "bank"])
+def test_pt2_fed_weights_same_numbers(tmp_path, strategy):
+    path = tmp_path / "mlp.pt2"
+    illia_export.export(SmallMLP().eval(), torch.randn(2, 6), path, format="pt2", validate=False)
+    x = np.random.default_rng(0).standard_normal((B, 6)).astype("float32")
+    fast, got, want = _pt2_both(path, x, strategy)
+    fed = [r for r in _pt2_rewrites(fast.backend) if any(p is not None for p in r.pairs)]
+    assert fed, "the .pt2 backend did not take the sampled weights"
+    assert all(p is not None for p in fed[0].pairs)
+    for g in got:
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["fresh", "bank"])
+def test_pt2_grouped_conv_same_numbers(tmp_path, strategy):
+    path = tmp_path / "cnn.pt2"
+    illia_export.export(
+        SmallCNN(stride=2, padding=1).eval(), torch.randn(2, 2, 14, 14), path, format="pt2", validate=False
+    )
+    x = np.random.default_rng(0).standard_normal((B, 2, 14, 14)).astype("float32")
+    fast, got, want = _pt2_both(path, x, strategy)
+    assert any(r.convs == 2 for r in _pt2_rewrites(fast.backend)), "the convolutions were not grouped"
+    for g in got:
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+
+
+def test_pt2_per_call_same_numbers(tmp_path):
+    model, x = families.torchbnn_cnn()
+    path = tmp_path / "pc.pt2"
+    illia_export.export(model.eval(), x, path, format="pt2", samples="per-call", validate=False)
+    fast, got, want = _pt2_both(path, x.numpy(), "fresh", num_samples=3)
+    assert _pt2_rewrites(fast.backend)
+    for g in got:
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+
+
+def test_pt2_wrong_rewrite_is_not_used(tmp_path, monkeypatch):
+    from illia_export.runtime.backends import pt2_fast
+
+    path = tmp_path / "cnn.pt2"
+    illia_export.export(SmallCNN().eval(), torch.randn(2, 2, 14, 14), path, format="pt2", validate=False)
+    real = pt2_fast.grouped_conv2d
+    monkeypatch.setattr(pt2_fast, "grouped_conv2d", lambda *a: real(*a) * 1.01)
+    x = np.random.default_rng(0).standard_normal((B, 2, 14, 14)).astype("float32")
+    fast, got, want = _pt2_both(path, x, "fresh")
+    assert not _pt2_rewrites(fast.backend)
+    for g in got:
+        np.testing.assert_array_equal(g, want)
+
+
+def test_pt2_shape_guards_run_once_per_shape():
+    from illia_export.runtime.backends.pt2_fast import GuardedOnce
+
+    seen = []
+    call = GuardedOnce(lambda a, b: a + b, lambda *args: seen.append(tuple(a.shape for a in args)))
+    x, y = torch.ones(2, 3), torch.ones(4, 3)
+    for _ in range(3):
+        call(x, x)
+    call(y, y)
+    call(x, x)
+    assert seen == [((2, 3), (2, 3)), ((4, 3), (4, 3))]
+
+
+def test_pt2_failing_shape_guard_raises():
+    from illia_export.runtime.backends.pt2_fast import GuardedOnce
+
+    def guards(*args):
+        raise AssertionError("batch must be even")
+
+    with pytest.raises(AssertionError, match="even"):
+        GuardedOnce(lambda a: a, guards)(torch.ones(3))

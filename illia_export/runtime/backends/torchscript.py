@@ -84,15 +84,23 @@ class TorchScriptBackend(Backend):
         return [torch.from_numpy(np.ascontiguousarray(x)).to(self._device) for x in inputs]
 
     def run(self, inputs: list[Any], noise: list[Any]) -> list[np.ndarray]:
+        return self._run_module(self.module, inputs, noise)
+
+    def _as_tensors(self, noise: list[Any]) -> list[Any]:
         torch = self._torch
-        eps = [
+        return [
             n
             if isinstance(n, torch.Tensor) and n.device == self._device
             else torch.as_tensor(n).to(self._device)
             for n in noise
         ]
+
+    def _run_module(self, module, inputs: list[Any], noise: list[Any]) -> list[np.ndarray]:
+        """``module(*inputs, *noise)`` with the outputs checked and as numpy arrays."""
+        torch = self._torch
+        eps = self._as_tensors(noise)
         with torch.inference_mode():
-            out = self.module(*inputs, *eps)
+            out = module(*inputs, *eps)
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
         if len(outs) != len(self.output_names):
             raise ArtifactError(
