@@ -28,6 +28,7 @@ a time per connection, in order (pipelined requests wait for their turn).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import resource
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -70,6 +71,9 @@ class Request:
 #: Seconds a refused request's connection keeps dropping incoming bytes before it is closed.
 LINGER_SECONDS = 2.0
 
+#: A counter, not a clock: connections accepted in one loop iteration share a time stamp.
+_WAIT_ORDER = itertools.count()
+
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -96,7 +100,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.phase = "idle"
-        self.waiting_since = 0.0  #: when the connection last started waiting for a request head
+        self.waiting_since = 0  #: order in which connections last started waiting for a request head
         self.timer: asyncio.TimerHandle | None = None
         self.queue: deque[Request] = deque()
         self.task: asyncio.Task | None = None
@@ -145,7 +149,7 @@ class _Connection(asyncio.Protocol):
 
     def _wait_idle(self) -> None:
         self.phase = "idle"
-        self.waiting_since = self.loop.time()
+        self.waiting_since = next(_WAIT_ORDER)
         self._deadline(self.server.limits.idle_timeout, "")
 
     def _timed_out(self, what: str) -> None:
