@@ -29,12 +29,12 @@ def strict_server(serve_artifacts, tmp_path_factory):
 
 
 def _connect(server) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    return socket.create_connection(("127.0.0.1", server.port), timeout=15)
 
 
 def _read_all(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (a socket timeout of 60 s
-    fails the test: the server never closed it)."""
+    """Everything the server sends until it closes the connection (the socket's timeout, 15 s,
+    30x the server's, fails the test: the server never closed it)."""
     data = b""
     while True:
         chunk = sock.recv(65536)
