@@ -16,12 +16,13 @@ def register(sub) -> None:
     p = sub.add_parser(
         "serve",
         help="serve an artifact over HTTP (KServe open inference protocol v2)",
-        description="Serve Monte Carlo predictions of an artifact over HTTP with kserve's model server "
-        "(open inference protocol v2): POST /v2/models/NAME/infer with the inputs and optional "
+        description="Serve Monte Carlo predictions of an artifact over HTTP (KServe open inference "
+        "protocol v2, REST, with the binary tensor data extension): POST /v2/models/NAME/infer with the inputs and optional "
         "parameters num_samples, seed, strategy; the response holds the summaries (mean, std, "
         "probabilities, entropies, ...) and the seed used. Concurrent requests that share "
         "(num_samples, seed, strategy) are merged into one predict call. SIGTERM/SIGINT finish "
-        "in-flight requests, then exit 0. Needs the 'serve' extra (kserve).",
+        "in-flight requests, then exit 0. Only the documented v2 routes are served; bodies, "
+        "headers and idle connections are bounded (see the limit options). Needs the 'serve' extra.",
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="exported file (.onnx, .pt, .pt2, .tflite) or SavedModel folder")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
@@ -46,11 +47,26 @@ def register(sub) -> None:
     from illia_export.cli.trust_options import add_trust_arguments
 
     add_trust_arguments(p)
+    p.add_argument(
+        "--log-requests", choices=("off", "one-line"), default="one-line",
+        help="access log on stderr: one line per answered request (default) or none",
+    )
+    p.add_argument("--max-body-mb", type=float, default=64.0, metavar="MB",
+                   help="largest request body; larger ones get 413 before they are read (default 64)")
+    p.add_argument("--max-connections", type=int, default=1000, metavar="N",
+                   help="open connections; beyond it the longest-idle one is closed (default 1000)")
+    p.add_argument("--idle-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds a connection may stay idle between requests (default 5)")
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds from a request's first byte to the end of its headers (default 10)")
+    p.add_argument("--body-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds from the end of the headers to the end of the body (default 60)")
     p.set_defaults(func=run)
 
 
 def options_from_args(args):
     """Check the arguments and build the server's options."""
+    from illia_export.serve.http import HttpLimits
     from illia_export.serve.server import ServeOptions
 
     if not 0 < args.port < 65536:
@@ -67,6 +83,12 @@ def options_from_args(args):
         raise InputError(f"--max-latency-ms (={args.max_latency_ms}) must lie in [0, 60000]")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads (={args.threads}) must be a positive integer")
+    for flag in ("max_body_mb", "idle_timeout", "header_timeout", "body_timeout"):
+        value = getattr(args, flag)
+        if not 0 < value <= 86400:
+            raise InputError(f"--{flag.replace('_', '-')} (={value}) must lie in (0, 86400]")
+    if not 1 <= args.max_connections <= 1_000_000:
+        raise InputError(f"--max-connections (={args.max_connections}) must lie in [1, 1000000]")
     name = args.name if args.name is not None else Path(args.artifact.rstrip("/")).stem
     if not _NAME.match(name):
         raise InputError(
@@ -87,6 +109,14 @@ def options_from_args(args):
         threads=args.threads,
         device=args.device,
         backend_options=trust_options(args),
+        log_requests=args.log_requests,
+        http=HttpLimits(
+            max_body_bytes=int(args.max_body_mb * 2**20),
+            idle_timeout=args.idle_timeout,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
+        ),
     )
 
 

@@ -6,19 +6,27 @@ output is the same per row (up to float rounding across machines) whichever engi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from illia_export.errors import ArtifactError, InputError, require
+from illia_export.errors import ArtifactError, IlliaExportError, InputError, require
 from illia_export.scale.columns import ROW_COLUMN, run_metadata
 from illia_export.scale.inputs import arrays_table, load_inputs
 from illia_export.scale.ray_engine import DEFAULT_BATCH_SIZE
-from illia_export.scale.scorer import ScoreSettings, check_ids_needed, score_table
+from illia_export.scale.scorer import ScoreSettings, check_ids_needed, check_table, score_table
+
+#: Marks the file a run writes before renaming it to the output: ``OUT.illia-export-partial-PID``.
+#: Visible and named after the output, so a user can tell whose it is; a later run writing the
+#: same output removes the ones whose process is gone (a SIGKILL leaves one behind).
+PARTIAL_MARK = ".illia-export-partial-"
 
 ENGINES = ("local", "ray")
 #: Input file types.
@@ -59,39 +67,125 @@ def _local_batches(path: Path, predictor, settings: ScoreSettings, batch_size: i
             raise ArtifactError(f"cannot read {path} as Parquet: {' '.join(str(exc).split())}") from exc
         _check_row_column(pf.schema_arrow.names, settings, path)
         start = 0
-        for batch in pf.iter_batches(batch_size=batch_size):
+        for batch in _parquet_batches(pf, path, batch_size):
             table = pa.Table.from_batches([batch])
             if settings.id_column is None:
                 table = table.append_column(ROW_COLUMN, pa.array(np.arange(start, start + len(table), dtype=np.int64)))
+            yield start, table
             start += len(table)
-            yield table
         return
     arrays = load_inputs(str(path), [t.name for t in predictor.manifest.inputs])
     n = len(next(iter(arrays.values())))
     for start in range(0, n, batch_size):
-        yield arrays_table({k: a[start : start + batch_size] for k, a in arrays.items()}, row_start=start)
+        yield start, arrays_table({k: a[start : start + batch_size] for k, a in arrays.items()}, row_start=start)
 
 
-def _ray_dataset(path: Path, predictor, settings: ScoreSettings, actors: int):
+def _parquet_batches(pf, path: Path, batch_size: int):
+    """Record batches of a Parquet file; a truncated or corrupt file is an ArtifactError naming
+    the file and the cause (pyarrow's own error names neither the file nor what to do)."""
+    batches = pf.iter_batches(batch_size=batch_size)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # ArrowInvalid, OSError ("Unexpected end of stream"), ...
+            raise ArtifactError(
+                f"cannot read {path}: the Parquet data is truncated or corrupt ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]}); re-create the file"
+            ) from exc
+        yield batch
+
+
+def _validated_batches(path: Path, predictor, settings: ScoreSettings, batch_size: int):
+    """The local engine's batches, checked (not scored) one by one: what the Ray engine runs on
+    the driver before submitting, so that bad data fails with the local engine's typed error,
+    naming the column and the file row."""
+    for start, table in _local_batches(path, predictor, settings, batch_size):
+        check_table(predictor, table, settings, start)
+        yield table
+
+
+def _ray_dataset(path: Path, predictor, settings: ScoreSettings, actors: int, batch_size: int):
     import ray
 
     pa = require("pyarrow", "scale", "batch scoring")
-    if path.suffix.lower() == ".parquet":
-        if settings.id_column is not None:  # stable ids: let the cluster read the file
-            return ray.data.read_parquet(str(path), override_num_blocks=2 * actors)
-        # No id column: the row index is the id, assigned here in file order.
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:
-            raise ArtifactError(f"cannot read {path} as Parquet: {' '.join(str(exc).split())}") from exc
-        _check_row_column(table.column_names, settings, path)
-        table = table.append_column(ROW_COLUMN, pa.array(np.arange(len(table), dtype=np.int64)))
-    else:
-        table = arrays_table(load_inputs(str(path), [t.name for t in predictor.manifest.inputs]))
+    if path.suffix.lower() == ".parquet" and settings.id_column is not None:
+        # stable ids: let the cluster read the file, after the driver checked it (streaming)
+        for _ in _validated_batches(path, predictor, settings, batch_size):
+            pass
+        return ray.data.read_parquet(str(path), override_num_blocks=2 * actors)
+    # No id column (the row index is the id, assigned here in file order), or a NumPy file.
+    parts = list(_validated_batches(path, predictor, settings, batch_size))
+    if not parts:
+        raise InputError(f"{path.name} has no rows to score")
+    table = pa.concat_tables(parts)
     blocks = max(1, min(len(table) // 1024 or 1, 4 * actors))
     return ray.data.from_arrow(table, override_num_blocks=blocks)
+
+
+_REMOTE_ERROR = re.compile(r"^illia_export\.errors\.([A-Za-z]+Error): (.+)$", re.MULTILINE)
+
+
+def unwrap_ray_error(exc: BaseException) -> BaseException:
+    """The user-facing error inside a Ray failure: Ray Data wraps an actor's exception as
+    ``RayTaskError(UserCodeException)`` and only the remote traceback's text crosses the wire
+    (the exception object does not). The package's typed error, found in the chain
+    (``.cause``, ``__cause__``, ``__context__``) or else rebuilt from the traceback's last
+    ``illia_export.errors.X: message`` line, is what the local engine would have raised.
+    Returns `exc` itself when there is none."""
+    from illia_export import errors
+
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, IlliaExportError):
+            return e
+        todo.extend([getattr(e, "cause", None), e.__cause__, e.__context__])
+    found = _REMOTE_ERROR.findall(str(exc))
+    if found:
+        name, message = found[-1]
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, errors.IlliaExportError):
+            rebuilt = cls.__new__(cls)  # some typed errors take other constructor arguments
+            Exception.__init__(rebuilt, message.strip())
+            return rebuilt
+    return exc
+
+
+@contextlib.contextmanager
+def _partial_output(out: Path) -> Iterator[Path]:
+    """A temporary file beside `out` (``PARTIAL_MARK``), renamed to `out` on success, removed on
+    an error; stale ones of dead runs are removed first."""
+    for old in out.parent.glob(out.name + PARTIAL_MARK + "*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                old.unlink()
+    tmp = out.with_name(out.name + PARTIAL_MARK + str(os.getpid()))
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def score_file(
@@ -131,7 +225,7 @@ def score_file(
     Returns:
         A :class:`ScoreRun`.
     """
-    from illia_export.artifact.atomic import atomic_output, check_output_path
+    from illia_export.artifact.atomic import check_output_path
     from illia_export.runtime import load
     from illia_export.runtime.sampling import random_seed
 
@@ -161,7 +255,7 @@ def score_file(
     t0 = time.perf_counter()
     started_ray = False
     if engine == "ray":
-        from illia_export.scale.ray_engine import ensure_ray, plan_actors, score_dataset
+        from illia_export.scale.ray_engine import check_resources, ensure_ray, plan_actors, score_dataset
 
         started_ray = ensure_ray(address)
     try:
@@ -173,23 +267,27 @@ def score_file(
             ctx.execution_options.preserve_order = True  # output rows in input order
             if progress:
                 ctx.enable_progress_bars = True
-            n_actors, _ = plan_actors(float(ray.cluster_resources().get("CPU", 1.0)), actors, cpus_per_actor)
-            ds = _ray_dataset(src, predictor, settings, n_actors)
+            n_actors, cpus = plan_actors(float(ray.cluster_resources().get("CPU", 1.0)), actors, cpus_per_actor)
+            check_resources(ray, n_actors, cpus)  # before reading anything: Ray would wait forever
+            ds = _ray_dataset(src, predictor, settings, n_actors, batch_size)
             scored = score_dataset(
                 ds, artifact, settings, batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
                 threads=threads, device=device,
             )
-            tables = (t for t in scored.iter_batches(batch_format="pyarrow", batch_size=None))
+            tables = _unwrapped(scored.iter_batches(batch_format="pyarrow", batch_size=None))
         else:
             bar = _bar(progress)
-            tables = _tracked((score_table(predictor, t, settings) for t in _local_batches(src, predictor, settings, batch_size)), bar)
+            tables = _tracked(
+                (score_table(predictor, t, settings, start) for start, t in _local_batches(src, predictor, settings, batch_size)),
+                bar,
+            )
         rows = 0
         if out is None:
             parts = list(tables)
             rows = sum(len(t) for t in parts)
             table = pa.concat_tables(parts) if parts else None
             return ScoreRun(rows, settings.seed, engine, time.perf_counter() - t0, None, table)
-        with atomic_output(out, sources=[input_path, artifact]) as tmp:
+        with _partial_output(out) as tmp:
             writer = None
             try:
                 for t in tables:
@@ -209,6 +307,17 @@ def score_file(
             import ray
 
             ray.shutdown()
+
+
+def _unwrapped(tables):
+    """Ray's batches, with a failure on a worker raised as the typed error it carries."""
+    try:
+        yield from tables
+    except Exception as exc:
+        cause = unwrap_ray_error(exc)
+        if cause is exc:
+            raise
+        raise cause.with_traceback(None) from None
 
 
 def _bar(enabled: bool):

@@ -45,33 +45,48 @@ def load_inputs(path: str, input_names: list[str]) -> dict[str, np.ndarray]:
         raise ArtifactError(f"cannot read {p} as .npy/.npz: {detail}") from exc
 
 
-def _column_array(col, name: str) -> np.ndarray:
-    """One Arrow column as a numpy array ``[rows, ...]`` (list and tensor columns stacked)."""
+def _first(mask: np.ndarray) -> int:
+    return int(np.argmax(mask))
+
+
+def _column_array(col, name: str, row_start: int = 0) -> np.ndarray:
+    """One Arrow column as a numpy array ``[rows, ...]`` (list and tensor columns stacked).
+    Problems name the column and the first bad row (``row_start`` + its index in `col`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if isinstance(arr.type, pa.ExtensionType):  # e.g. Ray Data's tensor columns
         if hasattr(arr, "to_numpy"):
-            return np.asarray(arr.to_numpy())
+            try:
+                return np.asarray(arr.to_numpy())
+            except (pa.ArrowException, ValueError) as exc:  # ragged tensors
+                raise ShapeError(f"column {name!r} holds tensors of different shapes ({' '.join(str(exc).split())[:160]})") from exc
         arr = arr.storage
     rows = len(arr)
     dims = []
+    # row index of each element at the current nesting level (lists flatten several per row)
+    owner = np.arange(rows)
     while pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
         if arr.null_count:
-            raise ShapeError(f"column {name!r} has missing (null) rows")
+            nulls = arr.is_null().to_numpy(zero_copy_only=False)
+            raise ShapeError(f"column {name!r} has a missing (null) value at row {row_start + int(owner[_first(nulls)])}")
         lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
         if len(lengths) and (lengths != lengths[0]).any():
+            bad = _first(lengths != lengths[0])
             raise ShapeError(
-                f"column {name!r} has lists of different lengths ({int(lengths.min())}..{int(lengths.max())}); "
-                "every row must have the same shape"
+                f"column {name!r} has lists of different lengths ({int(lengths.min())}..{int(lengths.max())}): "
+                f"row {row_start + int(owner[bad])} has {int(lengths[bad])} values where row "
+                f"{row_start + int(owner[0])} has {int(lengths[0])}; every row must have the same shape"
             )
         dims.append(int(lengths[0]) if len(lengths) else 0)
+        owner = np.repeat(owner, lengths.astype(np.int64))
         arr = arr.flatten()
-    if arr.null_count:
-        raise ShapeError(f"column {name!r} has missing (null) values")
     if not (pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type) or pa.types.is_boolean(arr.type)):
-        raise ShapeError(f"column {name!r} holds {arr.type}, not numbers")
+        raise ShapeError(f"column {name!r} holds {arr.type}, not numbers (convert it, or leave it out with --columns)")
+    if arr.null_count:
+        nulls = arr.is_null().to_numpy(zero_copy_only=False)
+        raise ShapeError(f"column {name!r} has a missing (null) value at row {row_start + int(owner[_first(nulls)])}")
     return arr.to_numpy(zero_copy_only=False).reshape((rows, *dims))
 
 
@@ -84,17 +99,21 @@ def _cast(values: np.ndarray, spec, what: str) -> np.ndarray:
     return values.astype(want)
 
 
-def model_inputs(table, manifest, columns: list[str] | None = None, exclude: tuple[str, ...] = ()) -> dict:
+def model_inputs(table, manifest, columns: list[str] | None = None, exclude: tuple[str, ...] = (),
+                 row_start: int = 0) -> dict:
     """The model's inputs from a pyarrow Table.
 
     Each manifest input is read from the column of its name. A model with one input and no
     such column takes the numeric scalar columns (`columns`, in that order, or every column
-    but `exclude`), stacked as its features ``[rows, F]``.
+    but `exclude`), stacked as its features ``[rows, F]``. Errors name the row as
+    ``row_start`` + its index in `table` (the file's row number when the caller knows it).
     """
     specs = manifest.inputs
     names = table.column_names
     if columns is None and all(s.name in names for s in specs):
-        return {s.name: _cast(_column_array(table.column(s.name), s.name), s, f"column {s.name!r}") for s in specs}
+        return {
+            s.name: _cast(_column_array(table.column(s.name), s.name, row_start), s, f"column {s.name!r}") for s in specs
+        }
     if len(specs) != 1:
         missing = [s.name for s in specs if s.name not in names]
         raise ShapeError(
@@ -110,7 +129,7 @@ def model_inputs(table, manifest, columns: list[str] | None = None, exclude: tup
         raise ShapeError(f"the table has no feature columns for input {spec.name!r} (has {names})")
     feats = []
     for c in chosen:
-        a = _column_array(table.column(c), c)
+        a = _column_array(table.column(c), c, row_start)
         if a.ndim != 1:
             raise ShapeError(
                 f"column {c!r} holds arrays; name it {spec.name!r} (the model's input) to feed it whole, "

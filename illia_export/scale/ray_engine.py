@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,8 @@ log = logging.getLogger(__name__)
 
 #: Rows per graph call by default.
 DEFAULT_BATCH_SIZE = 1024
+#: Seconds to wait for a cluster address to accept a connection (Ray itself retries for minutes).
+CONNECT_TIMEOUT = 5.0
 
 
 def require_ray():
@@ -32,10 +35,48 @@ def ensure_ray(address: str | None = None) -> bool:
     ray = require_ray()
     if ray.is_initialized():
         return False
+    if address not in (None, "auto", "local"):
+        probe_address(address)
     ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     # Ray Data's per-run INFO lines (execution plans, log paths) would drown the CLI's output.
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     return True
+
+
+def probe_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Fail within `timeout` seconds when nothing listens at a cluster address
+    (``host:port`` or ``ray://host:port``): ``ray.init`` would retry for minutes."""
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise InputError(f"--address {address!r} must be 'auto', 'HOST:PORT' or 'ray://HOST:PORT'")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"cannot reach the Ray cluster at {address} within {timeout:g} s ({exc.strerror or exc}); "
+            "check the address and that the cluster is running (ray status)"
+        ) from exc
+
+
+def check_resources(ray, n_actors: int, cpus_per_actor: float) -> None:
+    """Refuse an actor pool the cluster can never schedule (Ray would wait forever): an actor
+    larger than the largest node, or a pool that leaves no CPU for Ray Data's reads."""
+    nodes = [n for n in ray.nodes() if n.get("Alive", True)]
+    largest = max((float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes), default=0.0)
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    if cpus_per_actor > largest:
+        raise InputError(
+            f"--cpus-per-actor {cpus_per_actor:g} exceeds the CPUs of the largest node in the cluster ({largest:g}); "
+            "such an actor can never start: ask for fewer CPUs per actor"
+        )
+    budget = max(total - 1, total / 2)
+    if n_actors * cpus_per_actor > budget + 1e-9:
+        raise InputError(
+            f"{n_actors} actors x {cpus_per_actor:g} CPUs need {n_actors * cpus_per_actor:g} CPUs; the cluster has "
+            f"{total:g} and Ray Data's reads need one free ({budget:g} usable): lower --actors or --cpus-per-actor"
+        )
 
 
 def plan_actors(total_cpus: float, actors: int | None = None, cpus_per_actor: float | None = None) -> tuple[int, float]:
@@ -113,6 +154,7 @@ def score_dataset(
     check_ids_needed(predictor, settings, id_name is not None)
     total = float(ray.cluster_resources().get("CPU", 1.0))
     n_actors, cpus = plan_actors(total, actors, cpus_per_actor)
+    check_resources(ray, n_actors, cpus)
     return dataset.map_batches(
         BatchScorer,
         fn_constructor_kwargs={"artifact": path, "settings": settings, "threads": threads, "device": device},

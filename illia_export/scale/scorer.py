@@ -60,24 +60,58 @@ def check_ids_needed(predictor, settings: ScoreSettings, has_ids: bool) -> None:
         )
 
 
-def score_table(predictor, table, settings: ScoreSettings):
+def table_ids(table, settings: ScoreSettings, row_start: int = 0):
+    """(id column name or None, the Arrow column or None, the ids as numpy or None), checked:
+    no null ids, no NaN ids (a NaN cannot key a row: it equals nothing). Errors name the row
+    (``row_start`` + its index in `table`)."""
+    import numpy as np
+
+    id_name = settings.id_name(table.column_names)
+    if id_name is not None and id_name not in table.column_names:
+        raise InputError(f"id column {id_name!r} is not in the table (has {table.column_names})")
+    if id_name is None:
+        return None, None, None
+    ids_col = table.column(id_name)
+    if ids_col.null_count:
+        nulls = ids_col.is_null().to_numpy(zero_copy_only=False) if hasattr(ids_col, "is_null") else None
+        where = f" at row {row_start + int(np.argmax(nulls))}" if nulls is not None else ""
+        raise InputError(f"id column {id_name!r} has a missing (null) id{where}; every row needs an id")
+    ids = ids_col.to_numpy(zero_copy_only=False)
+    if ids.dtype.kind == "f":
+        finite = np.isfinite(ids)
+        where = f"; row {row_start + int(np.argmax(~finite))} has {ids[int(np.argmax(~finite))]}" if not finite.all() else ""
+        raise InputError(
+            f"id column {id_name!r} holds floats{where}: ids must be integers or strings (a float id is not "
+            "a stable key: NaN equals nothing); cast the column"
+        )
+    if ids.dtype.kind not in "iu" and not all(isinstance(v, (str, bytes)) for v in ids[:1]):
+        raise InputError(f"id column {id_name!r} holds {ids_col.type}; ids must be integers or strings")
+    return id_name, ids_col, ids
+
+
+def check_table(predictor, table, settings: ScoreSettings, row_start: int = 0) -> None:
+    """Every check :func:`score_table` makes before predicting (ids, columns, types, shapes),
+    without predicting: the Ray engine runs it on the driver so that bad rows fail there with
+    the same typed error as the local engine, naming the column and the row."""
+    id_name, _, ids = table_ids(table, settings, row_start)
+    check_ids_needed(predictor, settings, ids is not None)
+    exclude = (id_name,) if id_name is not None else ()
+    inputs = model_inputs(table, predictor.manifest, list(settings.columns) if settings.columns else None, exclude,
+                          row_start)
+    predictor.prepare_inputs(inputs, allow_nonfinite=settings.allow_nonfinite)
+
+
+def score_table(predictor, table, settings: ScoreSettings, row_start: int = 0):
     """Prediction columns for the rows of a pyarrow Table: the id column (when there is one),
     then one column per ``Prediction`` summary."""
     require("pyarrow", "scale", "batch scoring")
     if settings.seed is None:
         raise InputError("score_table needs an explicit seed (one seed for the whole run)")
-    id_name = settings.id_name(table.column_names)
-    if id_name is not None and id_name not in table.column_names:
-        raise InputError(f"id column {id_name!r} is not in the table (has {table.column_names})")
-    ids_col = table.column(id_name) if id_name is not None else None
-    ids = None
-    if ids_col is not None:
-        if ids_col.null_count:
-            raise InputError(f"id column {id_name!r} has missing (null) ids")
-        ids = ids_col.to_numpy(zero_copy_only=False)
+    id_name, ids_col, ids = table_ids(table, settings, row_start)
     check_ids_needed(predictor, settings, ids is not None)
     exclude = (id_name,) if id_name is not None else ()
-    inputs = model_inputs(table, predictor.manifest, list(settings.columns) if settings.columns else None, exclude)
+    inputs = model_inputs(table, predictor.manifest, list(settings.columns) if settings.columns else None, exclude,
+                          row_start)
     pred = predictor.predict(
         inputs,
         num_samples=settings.num_samples,

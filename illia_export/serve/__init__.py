@@ -1,7 +1,9 @@
-"""Online serving of an artifact over the KServe open inference protocol (v2).
+"""Online serving of an artifact over the KServe open inference protocol (v2, REST).
 
-``illia-export serve ARTIFACT`` runs kserve's ModelServer with one :class:`~illia_export.serve.model.IlliaModel`.
-Modules, one job each: ``protocol`` (v2 JSON <-> checked numpy, pure), ``batching`` (merging
-concurrent requests), ``model`` (the kserve Model around a Predictor), ``server`` (building and
-running the ModelServer). Only ``model`` and ``server`` import kserve, and only when serving.
+``illia-export serve ARTIFACT`` serves one :class:`~illia_export.serve.model.IlliaModel`.
+Modules, one job each: ``protocol`` (v2 JSON <-> checked numpy, pure), ``binary`` (the binary
+tensor data extension), ``batching`` (merging concurrent requests), ``model`` (decode, batch,
+encode around a Predictor), ``wire`` (responses and JSON), ``http`` (connections, limits,
+timeouts), ``app`` (the route table), ``server`` (wiring, event loop, graceful shutdown).
+Only ``http``/``wire`` need the ``serve`` extra (httptools, orjson), and only when serving.
 """

@@ -1,8 +1,7 @@
-"""The kserve ``Model`` that answers v2 inference requests with a :class:`Predictor`.
+"""The served model: a v2 inference request in, the summaries of its rows out.
 
-Why a kserve Model: kserve's ModelServer then gives the v2 REST endpoints, health, readiness,
-metrics and graceful shutdown; this class only decodes a request (``protocol``), queues it
-for batching (``batching``), and encodes the summaries of its rows.
+This class only decodes a request (``protocol``, ``binary``), queues it for batching
+(``batching``), and encodes the summaries of its rows; HTTP is ``http``/``app``'s.
 
 Seeds: a request without ``seed`` gets the server's ``--seed`` when set; otherwise a fresh
 63-bit seed per request for ``fresh``/``local`` and the server's one bank seed for ``bank``.
@@ -18,22 +17,29 @@ refuses it) is served without merging for that strategy, each request alone.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from illia_export.artifact.manifest import SAMPLE_DIM
-from illia_export.errors import IlliaExportError, StrategyError
+from illia_export.errors import IlliaExportError, InputError, ShapeError, StrategyError
 from illia_export.runtime.prediction import Prediction
 from illia_export.runtime.sampling import random_seed
-from illia_export.serve import protocol
-from illia_export.serve._kserve import import_kserve
+from illia_export.serve import binary, protocol
 from illia_export.serve.batching import MicroBatcher
 
-kserve = import_kserve()
-from kserve.errors import InferenceError, InvalidInput  # noqa: E402
+#: Request parameters of the binary data extension, read here; the rest go to ``protocol``.
+BINARY_PARAMETERS = ("binary_data_output",)
+
+
+class ClientError(Exception):
+    """A request the server refuses: HTTP `status` with `message` (the ``{"error": ...}`` body)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 @dataclass
@@ -46,7 +52,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-class IlliaModel(kserve.Model):
+class IlliaModel:
     """One artifact served under one name.
 
     Args:
@@ -67,7 +73,8 @@ class IlliaModel(kserve.Model):
         max_batch_size: int = 256,
         max_latency_ms: float = 0.0,
     ) -> None:
-        super().__init__(name)
+        self.name = name
+        self.ready = False
         self.predictor = predictor
         self.limits = limits
         self.default_seed = seed
@@ -87,7 +94,7 @@ class IlliaModel(kserve.Model):
             return False
         return True
 
-    # ------------------------------------------------------------ kserve hooks
+    # ------------------------------------------------------------- set-up
     def load(self) -> bool:
         """Run one probe prediction (batch 1, S = 2) to learn the response tensors' names,
         dtypes and shapes exactly as ``summary_arrays()`` gives them; then mark ready."""
@@ -96,7 +103,7 @@ class IlliaModel(kserve.Model):
         self.output_names = list(summaries)
         out_spec = next(s for s in self.predictor.manifest.outputs if s.name == probe.output_name)
         row_shape = [d for d in out_spec.shape if d != SAMPLE_DIM]
-        self._outputs_meta = protocol.output_metadata(summaries, row_shape)
+        self._outputs_meta = protocol.output_metadata(summaries, row_shape, probe.task)
         self.ready = True
         return self.ready
 
@@ -138,22 +145,48 @@ class IlliaModel(kserve.Model):
             "manifest": dumps(m.to_dict()),
         }
 
-    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        """Decode and check the request, wait for its (possibly merged) call, encode its rows."""
-        from kserve import InferOutput, InferResponse
-
+    def decode(self, document: Any, raw_binary: memoryview | None) -> tuple[protocol.DecodedRequest, Any]:
+        """Check a parsed request body (a dict) and its binary part: the decoded request and
+        which outputs go binary. Every problem is a :class:`ClientError` (400)."""
         try:
-            inputs = [
-                {"name": i.name, "shape": i.shape, "datatype": i.datatype, "data": i.data} for i in payload.inputs
-            ]
-            requested = [o.name for o in payload.request_outputs] if payload.request_outputs else None
+            if not isinstance(document, dict):
+                raise ShapeError(f"the request body must be a JSON object, got {type(document).__name__}")
+            unknown = sorted(str(k) for k in document if k not in ("id", "inputs", "outputs", "parameters"))
+            if unknown:
+                raise ShapeError(f"unknown request fields {unknown}; a v2 request has id, inputs, outputs, parameters")
+            if "inputs" not in document:
+                raise ShapeError("the request has no `inputs` (a list of tensors, one per model input)")
+            request_id = document.get("id")
+            if request_id is not None and not isinstance(request_id, str):
+                raise ShapeError(f"`id` must be a string, got {type(request_id).__name__}")
+            params = document.get("parameters") or {}
+            if not isinstance(params, dict):
+                raise InputError(f"`parameters` must be an object, got {type(params).__name__}")
+            outputs = document.get("outputs")
+            if outputs is not None and (
+                not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
+            ):
+                raise ShapeError("`outputs` must be a list of objects with a `name`")
+            as_binary = binary.wants_binary(params, outputs)
+            binary.attach_inputs(document["inputs"], raw_binary)
+            sampling = {k: v for k, v in params.items() if k not in BINARY_PARAMETERS}
+            requested = [o["name"] for o in outputs] if outputs else None
             req = protocol.decode_request(
-                inputs, payload.parameters, self.predictor.manifest.inputs, self.limits, requested, self.output_names
+                document["inputs"], sampling, self.predictor.manifest.inputs, self.limits, requested, self.output_names
             )
             # The runtime's own input checks, before the request can join anyone's batch.
-            arrays, rows = self.predictor.prepare_inputs(req.arrays)
+            req.arrays, req.rows = self.predictor.prepare_inputs(req.arrays)
         except IlliaExportError as exc:
-            raise InvalidInput(_one_line(exc)) from exc
+            raise ClientError(400, _one_line(exc)) from exc
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # Data the checks above did not foresee (e.g. a nesting numpy cannot read): still the
+            # client's request, never a 500.
+            raise ClientError(400, f"invalid v2 inference request: {type(exc).__name__}: {_one_line(exc)[:300]}") from exc
+        return req, as_binary
+
+    async def infer(self, document: Any, raw_binary: memoryview | None = None) -> tuple[dict[str, Any], bytes]:
+        """Answer one request: (the JSON response object, the binary outputs' bytes)."""
+        req, as_binary = self.decode(document, raw_binary)
         seed = req.seed
         if seed is None:
             if self.default_seed is not None:
@@ -165,17 +198,21 @@ class IlliaModel(kserve.Model):
         key = (req.num_samples, seed, req.strategy)
         try:
             (summaries, generator, task), batch_rows, batch_requests = await self.batcher.submit(
-                key, _Payload(arrays, rows), rows
+                key, _Payload(req.arrays, req.rows), req.rows
             )
         except IlliaExportError as exc:
-            raise InvalidInput(_one_line(exc)) from exc
-        except Exception as exc:
-            raise InferenceError(f"prediction failed: {type(exc).__name__}: {_one_line(exc)}") from exc
-        outputs = [
-            InferOutput(name=o.name, shape=o.shape, datatype=o.datatype, data=o.array)
-            for o in protocol.encode_outputs(summaries, req.outputs)
-        ]
-        parameters = {
+            raise ClientError(400, _one_line(exc)) from exc
+        except MemoryError as exc:
+            raise ClientError(503, f"not enough memory for this request ({_one_line(exc)}); ask for fewer rows or samples") from exc
+        tensors = protocol.encode_outputs(summaries, req.outputs)
+        meta = [{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t in tensors]
+        flags = [as_binary.get(t.name, False) if isinstance(as_binary, dict) else bool(as_binary) for t in tensors]
+        outputs, raw = binary.encode(meta, [t.array for t in tensors], flags)
+        response: dict[str, Any] = {"model_name": self.name}
+        request_id = document.get("id")
+        if request_id is not None:
+            response["id"] = request_id
+        response["parameters"] = {
             "seed": seed,
             "num_samples": req.num_samples,
             "strategy": req.strategy,
@@ -185,12 +222,8 @@ class IlliaModel(kserve.Model):
             "batch_rows": batch_rows,
             "batch_requests": batch_requests,
         }
-        return InferResponse(
-            response_id=payload.id or str(uuid.uuid4()),
-            model_name=self.name,
-            infer_outputs=outputs,
-            parameters=parameters,
-        )
+        response["outputs"] = outputs
+        return response, raw
 
     # ------------------------------------------------------- the batched call
     def _run_group(self, key: tuple[int, int, str], payloads: list[_Payload]) -> list[tuple]:

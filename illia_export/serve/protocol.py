@@ -2,7 +2,7 @@
 inputs and parameters, summaries -> response tensors, manifest -> model metadata.
 
 Why pure: every rule about what a request may contain lives here, testable without a server
-(and without importing kserve), and a bad request is refused here, before it can join a batch
+(and without a server), and a bad request is refused here, before it can join a batch
 of other clients' rows. Errors are the package's typed errors (`ShapeError` for names, shapes
 and datatypes; `InputError` for values and parameters; `StrategyError` for strategies); the
 server turns them into HTTP 400 with the message.
@@ -224,10 +224,11 @@ def decode_parameters(parameters: Mapping[str, Any] | None, limits: Limits) -> t
         )
     seed = params.get("seed")
     if seed is not None:
-        if isinstance(seed, str) and seed.strip().isdigit():
-            seed = int(seed)
+        if isinstance(seed, str) and seed.strip().isascii() and seed.strip().isdigit() and len(seed.strip()) <= 20:
+            seed = int(seed)  # ASCII digits only, and short: int() of other digit strings raises
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise InputError(f"parameter seed (={seed!r}) must be an integer in [0, 2**64) (or its decimal string)")
+            shown = repr(seed) if len(repr(seed)) <= 60 else repr(seed)[:40] + f"... ({len(str(seed))} characters)"
+            raise InputError(f"parameter seed (={shown}) must be an integer in [0, 2**64) (or its decimal string)")
         seed = checks.check_seed(seed, allow_none=False, what="parameter seed")
     strategy = params.get("strategy", limits.default_strategy)
     if strategy not in limits.strategies:
@@ -261,7 +262,7 @@ def decode_request(
 def encode_outputs(summaries: Mapping[str, np.ndarray], wanted: Sequence[str] | None = None) -> list[OutputTensor]:
     """Response tensors from ``Prediction.summary_arrays()``: batch-first, row-major, with
     their v2 datatypes (float32 -> FP32, float64 -> FP64, int64 -> INT64). Non-finite values
-    stay NaN/inf in the arrays; kserve's JSON writer (orjson) writes them as ``null``, as
+    stay NaN/inf in the arrays; the server's JSON writer (orjson, ``wire``) writes them as ``null``, as
     ``illia_export.strict_json`` does (tested on the server)."""
     names = list(wanted) if wanted else list(summaries)
     out = []
@@ -285,16 +286,61 @@ def input_metadata(specs: Sequence[Any]) -> list[dict[str, Any]]:
     return [tensor_metadata(s.name, s.shape, _manifest_dtype(s)) for s in specs]
 
 
-def output_metadata(summaries: Mapping[str, np.ndarray], row_shape: Sequence[Any]) -> list[dict[str, Any]]:
+#: What each response tensor is, by task: (description, units). Shown in the model metadata
+#: (``outputs[i].parameters``) so that a client knows ``mean``/``std`` of a classifier are over
+#: logits, not probabilities, and that entropies are in nats (natural logarithms).
+OUTPUT_MEANING: dict[str, dict[str, tuple[str, str]]] = {
+    "classification": {
+        "mean": ("mean over the S samples of the logits (not probabilities)", "logits"),
+        "std": ("standard deviation (ddof=0) over the S samples of the logits", "logits"),
+        "probabilities": ("mean over the S samples of softmax(logits): the predictive distribution", "probability"),
+        "predicted_class": ("argmax of probabilities", "class index"),
+        "predictive_entropy": ("entropy of probabilities: total uncertainty", "nats"),
+        "expected_entropy": ("mean over the S samples of the entropy of softmax(logits): aleatoric part", "nats"),
+        "mutual_information": ("predictive_entropy - expected_entropy: epistemic part", "nats"),
+    },
+    "regression": {
+        "mean": ("predictive mean: mean over the S samples of the output (of the predicted mean with a likelihood)",
+                 "output units"),
+        "std": ("predictive standard deviation: over the S samples of the output (sqrt(predictive_variance) "
+                "with a likelihood)", "output units"),
+        "aleatoric_variance": ("mean over the S samples of the likelihood's variance", "output units squared"),
+        "epistemic_variance": ("variance over the S samples of the predicted mean", "output units squared"),
+        "predictive_variance": ("aleatoric_variance + epistemic_variance", "output units squared"),
+        "interval_90_lower": ("5 % quantile of the predictive distribution", "output units"),
+        "interval_90_upper": ("95 % quantile of the predictive distribution", "output units"),
+    },
+}
+
+
+def output_meaning(task: str, name: str) -> dict[str, str]:
+    """``{"description", "units"}`` of one response tensor (raw-task outputs: over the S
+    samples of the model's output, in its units)."""
+    table = OUTPUT_MEANING.get(task, OUTPUT_MEANING["regression"])
+    if task not in OUTPUT_MEANING and name in ("mean", "std"):
+        what = "mean" if name == "mean" else "standard deviation (ddof=0)"
+        return {"description": f"{what} over the S samples of the model output", "units": "output units"}
+    description, units = table.get(name, (name, "unspecified"))
+    return {"description": description, "units": units}
+
+
+def output_metadata(
+    summaries: Mapping[str, np.ndarray], row_shape: Sequence[Any], task: str | None = None
+) -> list[dict[str, Any]]:
     """v2 metadata of the response tensors, from one probe prediction's summaries.
 
     Args:
         summaries: ``summary_arrays()`` of a prediction (dtypes and ranks are taken from it).
         row_shape: the summarized output's shape without the sample axis, batch first, from
             the manifest (symbolic dims as strings become -1).
+        task: the prediction's task; with it each tensor gets ``parameters`` saying what it is
+            (:data:`OUTPUT_MEANING`).
     """
     out = []
     for name, arr in summaries.items():
         dims = [row_shape[i] if i < len(row_shape) else arr.shape[i] for i in range(arr.ndim)]
-        out.append(tensor_metadata(name, dims, arr.dtype))
+        meta = tensor_metadata(name, dims, arr.dtype)
+        if task is not None:
+            meta["parameters"] = output_meaning(task, name)
+        out.append(meta)
     return out

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
+import socket
 import time
-import urllib.error
 
 import numpy as np
 import pytest
 
-pytest.importorskip("kserve")
+pytest.importorskip("httptools")
 
 from illia_export.cli import main  # noqa: E402
 from illia_export.runtime import load  # noqa: E402
-from tests.serve.conftest import http, running_server  # noqa: E402
+from tests.serve.conftest import running_server  # noqa: E402
 from tests.serve.test_server import assert_same_as_predict, body, outputs, rows_x  # noqa: E402
 
 
@@ -58,30 +57,55 @@ def test_server_answer_equals_illia_export_predict_with_the_returned_seed(serve_
     )
 
 
+def _wait_until_refused(port: int) -> None:
+    """Poll until the listening socket is closed (a connection is refused)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the server still accepts connections 60 s after SIGTERM")
+
+
 def test_sigterm_finishes_the_in_flight_request_refuses_new_ones_and_exits_0(serve_artifacts, tmp_path):
+    """Event-driven: the request is in flight because its body is half sent (the server holds
+    it, whatever the timing); SIGTERM closes the listening socket; the rest of the body then
+    arrives and the request is answered in full before the server exits 0."""
     x = rows_x(2, 8)
-    # A long latency window keeps the first request in flight (waiting in the batcher) while
-    # the server is told to stop.
-    with running_server(serve_artifacts["drop"], tmp_path, "--max-latency-ms", "2500", "--samples", "8") as server:
-        result: dict = {}
-
-        def client() -> None:
-            result["response"] = server.infer(body(x, seed=21))
-
-        t = threading.Thread(target=client)
-        t.start()
-        time.sleep(0.8)  # the request is queued long before its 2.5 s window ends
+    with running_server(serve_artifacts["drop"], tmp_path, "--samples", "8") as server:
+        payload = json.dumps(body(x, seed=21)).encode()
+        head = (f"POST /v2/models/{server.name}/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode()
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        sock.sendall(head + payload[:10])
+        # A request on a later connection is answered: the server accepted connections in order
+        # and read our head (already in its socket) on the way, so ours is in flight.
+        assert server.infer(body(x, seed=22))[0] == 200
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
-            http("GET", server.url("/v2/health/ready"), timeout=5)
-        t.join(60)
+        _wait_until_refused(server.port)
+        sock.sendall(payload[10:])
+        answer = _read_response(sock)
+        sock.close()
         assert server.proc.wait(timeout=60) == 0, server.log_text()[-2000:]
-    status, resp = result["response"]
+    status, resp = answer
     assert status == 200, resp
     predictor = load(serve_artifacts["drop"], threads=1)
     assert_same_as_predict(resp, predictor.predict(x, num_samples=8, seed=21, row_ids=np.arange(2)))
-    assert "stopped after 1 requests" in server.log_text()
+    assert "stopped after 2 requests" in server.log_text()
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict]:
+    """Status and JSON body of one HTTP/1.1 response read from a raw socket (to EOF)."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
 
 
 def test_sigint_on_an_idle_server_exits_0(serve_artifacts, tmp_path):

@@ -1,4 +1,4 @@
-"""A real `illia-export serve` (kserve, v2 REST) on 127.0.0.1: same numbers as `Predictor.predict`
+"""A real `illia-export serve` (v2 REST) on 127.0.0.1: same numbers as `Predictor.predict`
 for the same seed and row ids, with concurrent requests merged; every 4xx; metadata."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-pytest.importorskip("kserve")
+pytest.importorskip("httptools")
+pytest.importorskip("orjson")
 
 from illia_export.runtime import load  # noqa: E402
 from tests.serve.conftest import http, running_server  # noqa: E402
@@ -114,6 +115,7 @@ def test_id_is_echoed_and_outputs_can_be_selected(drop_server):
     b.update(id="req-42", outputs=[{"name": "predicted_class"}, {"name": "mutual_information"}])
     status, resp = drop_server.infer(b)
     assert status == 200 and resp["id"] == "req-42" and resp["model_name"] == drop_server.name
+    assert "model_version" not in resp  # the spec: omitted, not null
     assert [(o["name"], o["datatype"], o["shape"]) for o in resp["outputs"]] == [
         ("predicted_class", "INT64", [2]),
         ("mutual_information", "FP64", [2]),
@@ -149,12 +151,21 @@ BAD_REQUESTS = [
     ("too many samples", dict(GOOD, parameters={"num_samples": MAX_SAMPLES + 1}), 400, "--max-samples"),
     ("zero samples", dict(GOOD, parameters={"num_samples": 0}), 400, "num_samples (=0) must lie in [1, 64]"),
     ("negative seed", dict(GOOD, parameters={"seed": -1}), 400, "seed (=-1) must lie in [0, 2**64)"),
-    ("huge seed", dict(GOOD, parameters={"seed": 2**64}), 400, "must lie in [0, 2**64)"),
+    ("huge seed", dict(GOOD, parameters={"seed": 2**64}), 400, "[0, 2**64)"),
+    ("huge decimal seed", dict(GOOD, parameters={"seed": str(2**64)}), 400, "must lie in [0, 2**64)"),
+    ("5000-digit seed", dict(GOOD, parameters={"seed": "7" * 5000}), 400, "(5000 characters)"),
+    ("non-ASCII digit seed", dict(GOOD, parameters={"seed": "\u00b2"}), 400, "must be an integer in [0, 2**64)"),
+    ("Arabic-Indic digit seed", dict(GOOD, parameters={"seed": "\u0661\u0662"}), 400, "must be an integer"),
+    ("binary flag not bool", dict(GOOD, parameters={"binary_data_output": "yes"}), 400, "binary_data_output"),
+    ("unknown field", dict(GOOD, model_version="1"), 400, "unknown request fields ['model_version']"),
+    ("inputs not a list", {"inputs": {"name": "input"}}, 400, "non-empty list"),
+    ("outputs without names", dict(GOOD, outputs=["mean"]), 400, "`outputs` must be a list of objects"),
+    ("ragged data", _with(shape=[2, 6], data=[[0.0] * 6, [0.0] * 5]), 400, "not a rectangular array"),
     ("text seed", dict(GOOD, parameters={"seed": "abc"}), 400, "must be an integer in [0, 2**64)"),
     ("no local variant", dict(GOOD, parameters={"strategy": "local"}), 400, "no local-reparameterization variant"),
     ("unknown parameter", dict(GOOD, parameters={"num_sample": 4}), 400, "unknown request parameters ['num_sample']"),
     ("unknown output", dict(GOOD, outputs=[{"name": "median"}]), 400, "requested outputs ['median'] do not exist"),
-    ("missing inputs field", {"parameters": {}}, 400, "inputs: Field required"),
+    ("missing inputs field", {"parameters": {}}, 400, "the request has no `inputs`"),
     ("overflow", _with(datatype="FP64", data=[1e39] + [0.0] * 11), 400, "non-finite values"),
 ]
 
@@ -170,7 +181,9 @@ def test_bad_request_is_a_4xx_naming_the_problem_and_the_next_one_succeeds(drop_
 
 def test_malformed_json_is_400(drop_server):
     status, resp = drop_server.infer(raw=b'{"inputs": [{"name": "input", "shape": [2, 6')
-    assert status == 400 and "malformed JSON at character" in resp["error"], resp
+    assert status == 400 and "malformed JSON" in resp["error"] and set(resp) == {"error"}, resp
+    status, resp = drop_server.infer(raw=b"[1, 2]")
+    assert status == 400 and "must be a JSON object" in resp["error"], resp
     assert drop_server.infer(GOOD)[0] == 200
 
 
@@ -186,10 +199,10 @@ def test_json_without_a_json_content_type_is_read_as_json(drop_server, headers):
 
 
 def test_nan_literal_in_the_data_is_400(drop_server):
-    # Python-style JSON with a NaN token gets past the JSON parser; the input check refuses it
+    # Python-style JSON with a NaN token is not JSON: the strict parser refuses it
     text = json.dumps(_with(shape=[2, 6], data=[0.0] * 12)).replace('"data": [0.0', '"data": [NaN', 1)
     status, resp = drop_server.infer(raw=text.encode())
-    assert status == 400 and "1 non-finite values" in resp["error"], resp
+    assert status == 400 and "malformed JSON" in resp["error"], resp
     assert drop_server.infer(GOOD)[0] == 200
 
 
@@ -207,7 +220,8 @@ def test_health_and_metadata(drop_server, drop_predictor):
     assert http("GET", drop_server.url(f"/v2/models/{drop_server.name}/ready")) == (
         200, {"name": drop_server.name, "ready": True})
     status, server_meta = http("GET", drop_server.url("/v2"))
-    assert status == 200 and server_meta["name"] == "kserve"
+    assert status == 200 and server_meta["name"] == "illia-export"
+    assert server_meta["extensions"] == ["binary_tensor_data"]  # implemented: see test_triton_client.py
     status, meta = http("GET", drop_server.url(f"/v2/models/{drop_server.name}"))
     assert status == 200 and meta["name"] == drop_server.name and meta["platform"] == "illia-export_onnx"
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 6]}]
@@ -216,6 +230,11 @@ def test_health_and_metadata(drop_server, drop_predictor):
         ("predicted_class", "INT64", [-1]), ("predictive_entropy", "FP64", [-1]),
         ("expected_entropy", "FP64", [-1]), ("mutual_information", "FP64", [-1]),
     ]
+    meaning = {o["name"]: o["parameters"] for o in meta["outputs"]}
+    assert meaning["mean"]["units"] == meaning["std"]["units"] == "logits"
+    assert "not probabilities" in meaning["mean"]["description"]
+    assert meaning["probabilities"]["units"] == "probability"
+    assert {meaning[n]["units"] for n in ("predictive_entropy", "expected_entropy", "mutual_information")} == {"nats"}
     params = meta["parameters"]
     assert params["max_num_samples"] == MAX_SAMPLES and params["default_num_samples"] == S
     assert json.loads(params["manifest"]) == json.loads(json.dumps(drop_predictor.manifest.to_dict()))
