@@ -139,13 +139,14 @@ def test_same_seed_same_probabilities_everywhere(cpp_ort_build, exported, tmp_pa
 
 
 def test_cpp_row_answer_does_not_depend_on_its_batch(cpp_ort_build, exported, tmp_path):
-    """Rows 3..7 alone, with --row-ids 3..7, give the answers they get inside the full batch."""
+    """Rows 3..7 alone, with --row-ids 3..7, give the answers they get inside the full batch
+    (also drawn in chunks of 5 samples: a row's noise continues at the chunk's first sample)."""
     path, x_npy = exported
     full = _illia_mc(cpp_ort_build, path, x_npy, tmp_path / "full")
     part_x, ids = tmp_path / "part.npy", tmp_path / "ids.npy"
     np.save(part_x, np.load(x_npy)[3:])
     np.save(ids, np.arange(3, BATCH))
-    part = _illia_mc(cpp_ort_build, path, part_x, tmp_path / "part", "--row-ids", ids)
+    part = _illia_mc(cpp_ort_build, path, part_x, tmp_path / "part", "--row-ids", ids, "--chunk-size", 5)
     assert_close(part, {k: v[3:] for k, v in full.items()}, TOL)
     # without the ids the rows are keyed 0..4: other noise, other answers
     plain = _illia_mc(cpp_ort_build, path, part_x, tmp_path / "plain")
