@@ -1,6 +1,10 @@
 """The C++ `illia-noise` tool (runtimes/cpp/tools/illia_noise.cpp with src/noise.cpp) against the
 Python references, for both generators. Built here with the C++ compiler alone (noise, npy and
-array sources need no LibTorch), in a few seconds, so it runs wherever g++/clang++ exists."""
+array sources need no LibTorch), in a few seconds, so it runs wherever g++/clang++ exists.
+
+Both runtimes compile one noise core, runtimes/cpp/include/illia/noise_core.h (the Python
+extension illia_export/runtime/_noisekernel.cpp includes it too): the tool and the Python kernel
+give the same bits, and no other C++ file carries the generator arithmetic."""
 
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ def noise_tool(tmp_path_factory) -> Path:
     sources = [CPP / "src" / f for f in ("noise.cpp", "npy.cpp", "array.cpp")] + [
         CPP / "tools" / "illia_noise.cpp"
     ]
-    cmd = [cxx, "-O2", "-std=c++17", f"-I{CPP / 'include'}", *map(str, sources), "-o", str(exe)]
+    # the kernel's flags (setup.py, CMakeLists.txt): no errno/trapping math, no FMA contraction
+    flags = ["-O3", "-std=c++17", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-pthread"]
+    cmd = [cxx, *flags, f"-I{CPP / 'include'}", *map(str, sources), "-o", str(exe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return exe
@@ -74,3 +80,36 @@ def test_cpp_refuses_unknown_generators(noise_tool, tmp_path):
         timeout=60,
     )
     assert proc.returncode == 1 and "unknown noise generator 'illia-noise-v9'" in proc.stderr
+
+
+@pytest.mark.parametrize("generator", ["illia-noise-v1", "illia-noise-v2"])
+@pytest.mark.parametrize("seed,stream,n,start,count", CASES)
+def test_cpp_and_python_kernel_give_the_same_bits(noise_tool, tmp_path, generator, seed, stream, n, start, count):
+    """One core, two builds: illia-noise and the Python extension write identical floats."""
+    from illia_export.runtime import noise
+
+    if not noise.kernel_available():
+        pytest.skip(f"the Python noise kernel is not built here ({noise.kernel_status()})")
+    kernel = noise._kernel
+    got = _run(noise_tool, tmp_path / "c.npy", seed, stream, n, start, count, generator)
+    want = np.empty((count, n), np.float32)
+    fill = kernel.fill_v2 if generator == "illia-noise-v2" else kernel.fill_v1
+    fill(noise.stream_key(seed, stream), n, start, count, want.ctypes.data, 0, 0, 2)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_one_noise_core():
+    """The generator arithmetic lives in noise_core.h only; both runtimes include it."""
+    import re
+
+    repo = CPP.parents[1]
+    core = CPP / "include" / "illia" / "noise_core.h"
+    users = [CPP / "src" / "noise.cpp", repo / "illia_export" / "runtime" / "_noisekernel.cpp"]
+    for user in users:
+        assert '#include "illia/noise_core.h"' in user.read_text(), user
+    definition = re.compile(r"\b(uint32_t|float|double|uint64_t)\s+(lowbias32|v2_transform|log_pos|log_pos64|v1_pair)\s*\(")
+    sources = [p for p in repo.glob("runtimes/cpp/**/*") if p.suffix in (".h", ".cpp")]
+    sources += [repo / "illia_export" / "runtime" / "_noisekernel.cpp"]
+    defining = sorted({str(p.relative_to(repo)) for p in sources if definition.search(p.read_text())})
+    assert defining == [str(core.relative_to(repo))], defining
+    assert "illia/noise_core.h" in (repo / "setup.py").read_text()  # the extension's include path
