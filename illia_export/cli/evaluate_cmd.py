@@ -212,9 +212,8 @@ def _run_regression(args, x, y) -> int:
 
 def run(args) -> int:
     from illia_export.artifact.manifest import read_manifest
-    from illia_export.evaluation import evaluate
-
     from illia_export.cli.trust_options import trust_options
+    from illia_export.evaluation import evaluate
     from illia_export.runtime import load
 
     x = _load(args.input, "--input")

@@ -3,7 +3,6 @@ and the ``fresh`` path that feeds ONNX graphs their sampled weights."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -20,10 +19,8 @@ def _with_generator(src, dst, generator: str):
     """A copy of an ONNX artifact whose manifest names `generator`."""
     import onnx
 
-    from illia_export.artifact.manifest import ONNX_METADATA_KEY
-
     from illia_export.artifact.digest import stamp_digest
-    from illia_export.artifact.manifest import Manifest
+    from illia_export.artifact.manifest import ONNX_METADATA_KEY, Manifest
 
     model = onnx.load(str(src))
     local = src.parent / src.name.replace(".onnx", ".local.onnx")

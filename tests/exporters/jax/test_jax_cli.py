@@ -7,8 +7,8 @@ import numpy as np
 from illia_export.artifact.manifest import read_manifest
 from illia_export.cli import main
 from illia_export.exporters.jax.export import save_jax_weights
-from tests.exporters.jax import _runners, models
 from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
+from tests.exporters.jax import _runners, models
 
 
 def test_cli_exports_a_jax_factory_with_weights(tmp_path, capsys):

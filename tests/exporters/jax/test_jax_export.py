@@ -18,8 +18,8 @@ from illia_export.exporters.jax import export as jax_export
 from illia_export.exporters.jax.export import export_jax, load_jax_model, save_jax_weights, tflite_ops
 from illia_export.exporters.jax.noise import make_pure_function, model_distributions
 from illia_export.nn.jax import LSTM, BatchEnsembleLinear, Conv1d, Conv2d, Embedding, Linear
-from tests.exporters.jax import _runners, models
 from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
+from tests.exporters.jax import _runners, models
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 MODES = ("vectorized", "per-call")

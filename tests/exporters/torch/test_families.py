@@ -18,9 +18,9 @@ import illia_export
 from illia_export import runtime
 from illia_export.exporters.torch.registry import FAMILIES, family_of
 from illia_export.exporters.torch.writers import ArtifactRunner, all_nodes
+from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
 
 from .families import CASES, FamilyCase
-from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
 
 FORMATS = ("onnx", "pt2")
 PARAMS = [(c, f, m) for c in CASES for f in FORMATS for m in c.modes]

@@ -22,9 +22,9 @@ from illia_export.artifact.manifest import read_manifest
 from illia_export.exporters.torch.export import TORCH_FORMATS
 from illia_export.exporters.torch.registry import LAYER_NOISE, NOISELESS_LAYERS
 from illia_export.exporters.torch.writers import ArtifactRunner
+from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
 
 from .cases import AOTI_CASES, CASES, NOT_TORCHSCRIPT, Case
-from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
 
 TOL = 1e-4
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "aoti": ".pt2"}
