@@ -133,6 +133,8 @@ def remove_stale_temporaries(final: Path) -> list[Path]:
         if not entry.name.startswith(prefix):
             continue
         pid_text = entry.name[len(prefix):].partition("-")[0]
+        if entry.name.endswith(".old") and not final.exists():
+            continue  # a killed swap's only copy of the previous artifact: left for the user
         if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
             _remove(entry)
             removed.append(entry)

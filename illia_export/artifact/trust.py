@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from illia_export.artifact.digest import DIGEST_PATTERN, scheme_of, verify_digest
+from illia_export.artifact.digest import DIGEST_PATTERN, verify_digest
 from illia_export.errors import ArtifactError, InputError
 
 #: Formats whose loading executes native code from the file.

@@ -111,3 +111,17 @@ def test_flipped_pt2_member_is_an_artifact_error_naming_the_file(bare, tmp_path)
         load(path)
     np.save(tmp_path / "x.npy", X)
     assert_one_line_error(cli("predict", str(path), "--input", str(tmp_path / "x.npy")), "flip.pt2", "BadZipFile")
+
+
+def test_serve_start_up_runs_nothing(bare, tmp_path):
+    """``illia-export serve`` builds its model through runtime.load: refused before it listens."""
+    pytest.importorskip("kserve")
+    from illia_export.serve.server import ServeOptions, build_model
+
+    path, marker = _hostile(bare, tmp_path, "weights_pickle")
+    with pytest.raises(ArtifactError, match="pickle"):
+        build_model(ServeOptions(artifact=str(path), name="evil"))
+    assert not marker.exists()
+    r = cli("serve", str(path), "--port", "0")
+    assert_one_line_error(r, "pickle")
+    assert not marker.exists()

@@ -69,7 +69,8 @@ def test_w2_archive_to_onnx(w2_archive, tmp_path):
         "fc.weights_distribution",
         "fc.bias_distribution",
     ]
-    assert manifest["validation"]["max_abs_diff"] <= manifest["validation"]["tolerance"]
+    v = manifest["validation"]  # within tolerance + rtol |b|: max_abs_diff itself may exceed tolerance
+    assert v["within_tolerance"] is True and v["max_abs_diff"] == max(v["per_output"].values())
     assert manifest["source"] == "torchscript" and manifest["task"] == "classification"
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     feeds = {"input": np.zeros((3, 1, 28, 28), np.float32)}

@@ -3,7 +3,6 @@ and the ``fresh`` path that feeds ONNX graphs their sampled weights."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -20,18 +19,21 @@ def _with_generator(src, dst, generator: str):
     """A copy of an ONNX artifact whose manifest names `generator`."""
     import onnx
 
-    from illia_export.artifact.manifest import ONNX_METADATA_KEY
+    from illia_export.artifact.digest import stamp_digest
+    from illia_export.artifact.manifest import ONNX_METADATA_KEY, Manifest
 
     model = onnx.load(str(src))
-    for prop in model.metadata_props:
-        if prop.key == ONNX_METADATA_KEY:
-            manifest = json.loads(prop.value)
-            manifest["noise_generator"] = generator
-            prop.value = json.dumps(manifest)
-    onnx.save(model, str(dst))
     local = src.parent / src.name.replace(".onnx", ".local.onnx")
     if local.exists():
         shutil.copy(local, dst.parent / local.name)
+    onnx.save(model, str(dst))
+    for prop in model.metadata_props:
+        if prop.key == ONNX_METADATA_KEY:
+            manifest = Manifest.from_json(prop.value)
+            manifest.noise_generator = generator
+            stamp_digest(dst, manifest)  # a re-export naming another generator carries its own digest
+            prop.value = manifest.to_json()
+    onnx.save(model, str(dst))
     return dst
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from illia_export.artifact.digest import stamp_digest
 from illia_export.artifact.manifest import EMBEDDED_NAME, Manifest, NoiseSpec, TensorSpec, write_sidecar
 from illia_export.runtime import DeviceUnavailableError, load
 
@@ -69,12 +70,16 @@ def tf_artifacts(tmp_path_factory, single_model):
         sm = root / f"single_{tag}_savedmodel"
         tf.saved_model.save(m, str(sm), signatures={"serving_default": m.serve})
         (sm / "assets").mkdir(exist_ok=True)
-        (sm / "assets" / EMBEDDED_NAME).write_text(_manifest("savedmodel", vectorized).to_json())
+        man = _manifest("savedmodel", vectorized)
+        stamp_digest(sm, man)  # as the exporters do: runtime.load refuses unverified manifests
+        (sm / "assets" / EMBEDDED_NAME).write_text(man.to_json())
         out[f"savedmodel_{tag}"] = sm
         conv = tf.lite.TFLiteConverter.from_concrete_functions([m.serve.get_concrete_function()], m)
         lite = root / f"single_{tag}.tflite"
         lite.write_bytes(conv.convert())
-        write_sidecar(_manifest("tflite", vectorized), lite)
+        man = _manifest("tflite", vectorized)
+        stamp_digest(lite, man)
+        write_sidecar(man, lite)
         out[f"tflite_{tag}"] = lite
     return out
 

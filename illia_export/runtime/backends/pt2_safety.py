@@ -31,7 +31,10 @@ from illia_export.artifact.digest import MAX_PARSED_MEMBER, ZIP_ERRORS, check_me
 from illia_export.errors import ArtifactError
 
 #: Node targets the loader resolves (``torch.ops.<namespace>.<op>.<overload>``, ``_operator.<fn>``).
-_TARGET = re.compile(r"^torch\.ops\.(aten|prims|higher_order)\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?$")
+_TARGET = re.compile(
+    r"^(torch\.ops\.(aten|prims|higher_order)\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?"
+    r"|torch\.(sym_[a-z_]+|_sym_sqrt)|math\.(ceil|floor|trunc|sqrt))$"
+)
 _OPERATORS = {
     "mul", "add", "sub", "floordiv", "truediv", "mod", "neg", "pow", "getitem",
     "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "not_", "abs",
@@ -97,7 +100,9 @@ def _walk(path: Path, obj: Any, key: str = "") -> None:
                 _check_expr(path, v)
             elif k == "target" and isinstance(v, str):
                 op = v.partition("_operator.")[2]
-                if not (_TARGET.match(v) or (v.startswith("_operator.") and op in _OPERATORS)):
+                if v.split(".")[3:4] == ["from_file"] or not (
+                    _TARGET.match(v) or (v.startswith("_operator.") and op in _OPERATORS)
+                ):  # (aten.from_file maps a file shared: a program could write to it)
                     raise _refuse(path, f"the program calls {v[:80]!r}, which is not a torch operator")
             elif k == "guards_code":
                 for code in v if isinstance(v, list) else [v]:

@@ -7,6 +7,7 @@ import numpy as np
 from illia_export.artifact.manifest import read_manifest
 from illia_export.cli import main
 from illia_export.exporters.jax.export import save_jax_weights
+from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
 from tests.exporters.jax import _runners, models
 
 
@@ -27,7 +28,8 @@ def test_cli_exports_a_jax_factory_with_weights(tmp_path, capsys):
     assert code == 0
     assert "output: max diff" in capsys.readouterr().out
     manifest = read_manifest(out)
-    assert manifest.source == "jax" and manifest.validation.passed
+    assert manifest.source == "jax"
+    assert_validation_recorded(manifest)
     # the artifact carries the *loaded* weights: zero noise gives the trained model's mean network
     x = np.random.default_rng(0).standard_normal((3, 12)).astype(np.float32)
     zero = {n.name: np.zeros(n.event_shape, np.float32) for n in manifest.noise}

@@ -18,6 +18,7 @@ from illia_export.exporters.jax import export as jax_export
 from illia_export.exporters.jax.export import export_jax, load_jax_model, save_jax_weights, tflite_ops
 from illia_export.exporters.jax.noise import make_pure_function, model_distributions
 from illia_export.nn.jax import LSTM, BatchEnsembleLinear, Conv1d, Conv2d, Embedding, Linear
+from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
 from tests.exporters.jax import _runners, models
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -93,7 +94,7 @@ def _batch(x: np.ndarray, b: int) -> np.ndarray:
 def test_parity_with_nnx_model(name, fmt, mode, artifacts, built):
     path, manifest = artifacts(name, fmt, mode)
     vectorized = mode == "vectorized"
-    assert manifest.validation is not None and manifest.validation.passed
+    assert_validation_recorded(manifest)
     assert manifest.validation.num_noise_draws >= 3 and manifest.validation.includes_zero_noise
     assert len(manifest.validation.batch_sizes) == 2
     _, x, sizes, _ = CASES[name]
@@ -226,7 +227,7 @@ def test_unexportable_layers_and_bad_options_raise(tmp_path):
     with pytest.raises(ExportError, match=r"tflite.*'drop'.*Dropout"):
         export_jax(model, x, tmp_path / "d.tflite", "tflite")
     model.eval()
-    assert export_jax(model, x, tmp_path / "d.onnx", "onnx").validation.passed
+    assert_validation_recorded(export_jax(model, x, tmp_path / "d.onnx", "onnx"))
     with pytest.raises(ExportError, match="per-call"):
         export_jax(models.EnsembleOnly(), x, tmp_path / "e.onnx", "onnx")
     with pytest.raises(ExportError, match="torchscript"):
@@ -240,7 +241,9 @@ def test_model_without_noise_exports_per_call(tmp_path):
     model = models.EnsembleOnly()
     x = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
     manifest = export_jax(model, x, tmp_path / "e.onnx", "onnx", samples="per-call", batch_sizes=[2, 4])
-    assert manifest.noise == [] and manifest.validation.passed
+    assert manifest.noise == []
+    assert_validation_recorded(manifest)
+    assert manifest.validation.batch_sizes == [2, 4]
     (got,) = _runners.run("onnx", tmp_path / "e.onnx", {"input": x}, ["output"])
     np.testing.assert_allclose(got, np.asarray(model(x)), atol=1e-5)
 
