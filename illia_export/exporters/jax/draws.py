@@ -9,25 +9,24 @@ resolution, clipped at ~5.3 sigma. So the capture sits one level up, at the thre
 others are built from (``jax._src.random.core._normal``, ``_uniform``, ``_bernoulli``, which the
 public functions look up at call time, whatever way the user imported ``jax.random``):
 
-==========================================  ==============================================
-call                                        value computed from the standard-normal ``z``
-==========================================  ==============================================
-``normal``                                  ``z``                       (``affine``)
-``uniform`` (and what is built on it:       ``lo + (hi - lo) Φ(z)``     (``uniform``)
-``truncated_normal``, ``gumbel``,
-``categorical``, ``exponential``, ...)
-``bernoulli``                               ``Φ(z) < p``                (``bernoulli``)
-``bernoulli`` inside ``nnx.Dropout``        keep ``Φ(z) >= rate``       (``dropout``)
-==========================================  ==============================================
+=================================  ==============================================
+call                               value computed from the standard-normal ``z``
+=================================  ==============================================
+``jax.random.normal``              ``z``                       (``affine``)
+``jax.random.uniform``             ``lo + (hi - lo) Φ(z)``     (``uniform``)
+``jax.random.bernoulli``           ``Φ(z) < p``                (``bernoulli``)
+``bernoulli`` in ``nnx.Dropout``   keep ``Φ(z) >= rate``       (``dropout``)
+=================================  ==============================================
 
 The same contract as the PyTorch capture (:mod:`illia_export.exporters.torch.draws`). While a
 :class:`DrawMode` is active the three functions are replaced (a process-wide patch under a
-lock, undone on exit) and ``jax.disable_jit`` is on, so that jitted helpers (``_gumbel``, user
-``jax.jit`` functions) re-run their Python body on every trace instead of reusing a trace
-cached with another feed. The key derivation (``rngs.noise()`` = ``fold_in``) is still traced
-but feeds nothing any more: :func:`clean` removes it by dead-code elimination and refuses a
-graph that still holds a random primitive (``randint``, ``permutation``, ``gamma``, a direct
-``random_bits`` call), naming the source line.
+lock, undone on exit). Samplers that reach them through another *jitted* jax.random helper
+(``gumbel``, ``truncated_normal``, ``categorical``, ...) are refused: jax caches a jitted
+function's trace, so a second trace would silently reuse the first one's draw. The key
+derivation (``rngs.noise()`` = ``fold_in``) is still traced but feeds nothing any more:
+:func:`clean` removes it by dead-code elimination and refuses a graph that still holds a
+random primitive (``randint``, ``permutation``, a direct ``random_bits`` call, a draw inside a
+user ``jax.jit`` function traced before), naming the source line.
 
 Φ is computed with elementary ops (:func:`phi`), because ``lax.erf`` lowers to a StableHLO
 composite that TF's converter (SavedModel/TFLite) cannot read.
@@ -48,6 +47,8 @@ import numpy as np
 from illia_export.errors import ExportError
 
 _LOCK = threading.RLock()
+#: The public samplers whose private core the capture replaces; anything else reaching it is refused.
+_PUBLIC = ("normal", "uniform", "bernoulli")
 _SQRT_HALF = np.float32(1.0 / np.sqrt(2.0))
 #: Abramowitz & Stegun 7.1.26: erfc(x) = t P(t) exp(-x^2), t = 1/(1 + 0.3275911 x), |error| < 1.5e-7.
 _AS_P = np.float32(0.3275911)
@@ -118,21 +119,18 @@ class DrawMode:
         self._saved = (rc._normal, rc._uniform, rc._bernoulli)
         originals = self._saved
         rc._normal = lambda key, shape, dtype: self._draw("normal", originals[0], (key, shape, dtype), shape, dtype)
-        rc._uniform = lambda key, lo, hi, shape, dtype: self._draw(
-            "uniform", originals[1], (key, lo, hi, shape, dtype), shape, dtype, lo=lo, hi=hi
+        rc._uniform = lambda key, minval, maxval, shape, dtype: self._draw(
+            "uniform", originals[1], (key, minval, maxval, shape, dtype), shape, dtype, lo=minval, hi=maxval
         )
         rc._bernoulli = lambda key, p, shape, mode: self._draw(
             "bernoulli", originals[2], (key, p, shape, mode), shape if shape is not None else np.shape(p), None, p=p
         )
-        self._no_jit = jax.disable_jit()
-        self._no_jit.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         from jax._src.random import core as rc
 
         try:
-            self._no_jit.__exit__(*exc)
             rc._normal, rc._uniform, rc._bernoulli = self._saved
         finally:
             _LOCK.release()
@@ -152,6 +150,13 @@ class DrawMode:
 
         if self._inside:
             return original(*args)
+        caller = sys._getframe(2).f_code.co_name  # the public sampler that called the replaced one
+        if caller not in _PUBLIC:
+            raise ExportError(
+                f"{_where(self._module()[0])} draws through jax.random's {caller.lstrip('_')!r}, a jitted sampler "
+                "whose trace jax caches, so its draw cannot be fed from a noise input; draw with "
+                "jax.random.normal / uniform / bernoulli (or nnx.Dropout) and transform the result"
+            )
         shape = tuple(shape) if self.feed is not None else tuple(int(d) for d in shape)
         path, module = self._module()
         if op == "normal" and dtype is not None and jnp.issubdtype(dtype, jnp.complexfloating):
@@ -216,34 +221,43 @@ def module_paths(model: Any) -> dict[int, str]:
 
 
 # ------------------------------------------------------------------------------- clean graphs
+_DRAWING = ("random_bits", "rng_bit_generator", "rng_uniform", "threefry2x32")
+
+
 def leftover_random(jaxpr: Any) -> list[str]:
-    """``"primitive at file:line"`` for every random primitive left in `jaxpr` (sub-jaxprs included)."""
+    """``"primitive at file:line (function)"`` for the random primitives left in `jaxpr`.
+
+    Sub-jaxprs (jit, scan, cond bodies) are searched too; their equations are located at the
+    user's line of the equation that holds them when they have no location of their own. Draws
+    (``random_bits``, ...) are reported when there are any, key derivations otherwise.
+    """
     from jax._src import source_info_util
 
-    found: list[str] = []
+    found: list[tuple[str, str]] = []
 
-    def walk(jx: Any) -> None:
+    def walk(jx: Any, outer: str) -> None:
         for eqn in jx.eqns:
+            where = source_info_util.summarize(eqn.source_info) or outer
             if is_random_primitive(eqn.primitive.name):
-                found.append(f"{eqn.primitive.name} at {source_info_util.summarize(eqn.source_info)}")
+                found.append((eqn.primitive.name, where))
             for value in eqn.params.values():
                 for item in value if isinstance(value, (tuple, list)) else (value,):
                     inner = getattr(item, "jaxpr", None)
                     if inner is not None and hasattr(inner, "eqns"):
-                        walk(inner)
+                        walk(inner, where)
                     elif hasattr(item, "eqns"):
-                        walk(item)
+                        walk(item, where)
 
-    walk(jaxpr)
-    return found
+    walk(jaxpr, "")
+    draws = [f for f in found if f[0] in _DRAWING] or found
+    return [f"{name} at {where or '<unknown>'}" for name, where in draws]
 
 
 def traced(fn: Callable[..., Any], *args: Any) -> Any:
-    """The closed jaxpr of ``fn(*args)`` after dead-code elimination (jit off, see DrawMode)."""
+    """The jaxpr and consts of ``fn(*args)`` after dead-code elimination."""
     from jax._src.interpreters import partial_eval as pe
 
-    with jax.disable_jit():
-        closed = jax.make_jaxpr(fn)(*args)
+    closed = jax.make_jaxpr(fn)(*args)
     jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars), instantiate=True)
     return jaxpr, closed.consts
 
@@ -263,9 +277,9 @@ def clean(fn: Callable[..., tuple]) -> Callable[..., tuple]:
             raise ExportError(
                 "the model draws random numbers the capture cannot turn into noise inputs: "
                 + "; ".join(sorted(set(left))[:5])
-                + " (supported: jax.random.normal, uniform, bernoulli and samplers built on uniform such as "
-                "truncated_normal, gumbel, categorical, exponential; not randint, permutation, gamma/beta/"
-                "dirichlet/poisson or raw jax.random.bits)"
+                + " (supported: jax.random.normal, uniform, bernoulli and nnx.Dropout, called from the model's "
+                "code; not randint, permutation, gamma/beta/dirichlet/poisson, raw jax.random.bits, or draws "
+                "inside a function under jax.jit)"
             )
         return tuple(jax.core.eval_jaxpr(jaxpr, consts, *args))
 

@@ -212,6 +212,10 @@ class _Prepared:
         self.pure = make_pure_function(model, vectorized=self.vectorized, portable=True, draws=draws)
         self.reference = make_pure_function(model, vectorized=self.vectorized, portable=False, draws=draws)
         self.noise = self.pure.noise
+        if not self.noise:
+            # a draw the capture cannot feed (randint, ...) is refused by its line before "no noise"
+            probe = make_pure_function(model, vectorized=False, portable=False, draws=draws)
+            jax.eval_shape(clean(probe.positional(n)), *self.inputs)
         self._check_noise(deterministic, samples)
         # the graph converters see: jax.random draws fed from the noise, key derivations removed
         self.fn = clean(self.pure.positional(n))
