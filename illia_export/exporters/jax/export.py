@@ -39,6 +39,7 @@ from illia_export.artifact.atomic import atomic_output
 from illia_export.artifact.digest import stamp_digest
 from illia_export.errors import ArtifactError, ExportError, ShapeError
 from illia_export.exporters.likelihood import resolve_likelihood
+from illia_export.exporters.verify.distribution import DEFAULT_SAMPLES
 from illia_export.exporters.verify.same_noise import DEFAULT_RTOL, DEFAULT_TOLERANCE
 
 FORMATS = ("savedmodel", "tflite", "onnx")
@@ -104,22 +105,67 @@ def _resize(arr: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([arr] * reps, axis=0)[:batch]
 
 
-def _check_exportable(model: Any, fmt: str) -> None:
-    """Refuse layers whose exported behaviour would differ from the model's (train-mode layers)."""
+def dropout_modules(model: Any) -> dict[str, Any]:
+    """Dropout-like modules: a boolean ``deterministic`` flag and a positive ``rate``/``dropout_rate``.
+
+    ``nnx.Dropout`` and ``nnx.MultiHeadAttention`` (attention dropout) are such modules.
+    """
     from flax import nnx
 
+    found = {}
     for path, module in nnx.iter_modules(model):
-        where = ".".join(map(str, path)) or "<root>"
-        if isinstance(module, nnx.Dropout) and not module.deterministic and module.rate > 0:
+        rate = getattr(module, "rate", None) if isinstance(module, nnx.Dropout) else getattr(module, "dropout_rate", None)
+        if hasattr(module, "deterministic") and isinstance(rate, (int, float)) and rate > 0:
+            found[".".join(map(str, path))] = module
+    return found
+
+
+def select_dropout(model: Any, mc_dropout: bool | str | Sequence[str] | None) -> list[str]:
+    """The dropout modules to sample: all for True, the named ones for a list, none for None/False."""
+    found = dropout_modules(model)
+    if mc_dropout is None or mc_dropout is False:
+        return []
+    if mc_dropout is True:
+        if not found:
             raise ExportError(
-                f"cannot export to {fmt}: layer {where!r} (nnx.Dropout) draws random numbers inside the graph; "
-                "call model.eval() (or set deterministic=True) before exporting"
+                "mc_dropout=True, but the model has no dropout module (nnx.Dropout, or a module with a "
+                "`deterministic` flag and a dropout rate)"
             )
+        return list(found)
+    names = [mc_dropout] if isinstance(mc_dropout, str) else list(mc_dropout)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ExportError(
+            f"mc_dropout names {unknown}, which are not dropout modules of the model; its dropout modules are "
+            f"{sorted(found) or 'none'}"
+        )
+    return names
+
+
+def inference_copy(model: Any, fmt: str, mc_dropout: Any) -> tuple[Any, list[mf.DropoutSite]]:
+    """A copy of `model` in its export modes: the dropout modules selected by `mc_dropout` sample
+    (``deterministic=False``), every other one is off; the user's model is left untouched.
+
+    A BatchNorm in training mode (batch statistics) is refused: it is not randomness, and the
+    graph cannot reproduce it per example.
+    """
+    from flax import nnx
+
+    work = nnx.clone(model)
+    for path, module in nnx.iter_modules(work):
+        where = ".".join(map(str, path)) or "<root>"
         if isinstance(module, nnx.BatchNorm) and not module.use_running_average:
             raise ExportError(
                 f"cannot export to {fmt}: layer {where!r} (nnx.BatchNorm) is in training mode (batch "
-                "statistics); call model.eval() before exporting"
+                "statistics); call model.eval() before exporting (mc_dropout=True still samples the dropout layers)"
             )
+    sampled = select_dropout(work, mc_dropout)
+    sites = []
+    for path, module in dropout_modules(work).items():
+        module.deterministic = path not in sampled
+        rate = module.rate if isinstance(module, nnx.Dropout) else module.dropout_rate
+        sites.append(mf.DropoutSite(path, float(rate), path in sampled))
+    return work, sites
 
 
 class _Prepared:
@@ -134,12 +180,17 @@ class _Prepared:
         input_names: Sequence[str] | None,
         output_names: Sequence[str] | None,
         dynamic_axes: dict[int | str, dict[int, str]] | None,
+        mc_dropout: Any = None,
+        deterministic: bool = False,
     ) -> None:
         import jax
 
-        from illia_export.exporters.jax.noise import find_random_primitives, make_pure_function, zeros_noise
+        from illia_export.exporters.jax.draws import clean
+        from illia_export.exporters.jax.noise import discover_draws, make_pure_function, zeros_noise
 
-        _check_exportable(model, fmt)
+        model, self.dropout = inference_copy(model, fmt, mc_dropout)
+        #: the model in its export modes (a copy): the reference of the distribution check
+        self.model = model
         self.vectorized = samples == "vectorized"
         self.inputs = _as_inputs(example_inputs)
         self.batch_multiple = batch_multiple(model)
@@ -157,22 +208,26 @@ class _Prepared:
             _input_dims(x, dynamic_axes.get(i, dynamic_axes.get(name, {})))
             for i, (name, x) in enumerate(zip(self.input_names, self.inputs))
         ]
-        self.pure = make_pure_function(model, vectorized=self.vectorized, portable=True)
-        self.reference = make_pure_function(model, vectorized=self.vectorized, portable=False)
+        draws = discover_draws(model, tuple(self.inputs))
+        self.pure = make_pure_function(model, vectorized=self.vectorized, portable=True, draws=draws)
+        self.reference = make_pure_function(model, vectorized=self.vectorized, portable=False, draws=draws)
         self.noise = self.pure.noise
-        self.fn = self.pure.positional(n)
+        if not self.noise:
+            # a draw the capture cannot feed (randint, ...) is refused by its line before "no noise"
+            probe = make_pure_function(model, vectorized=False, portable=False, draws=draws)
+            jax.eval_shape(clean(probe.positional(n)), *self.inputs)
+        self._check_noise(deterministic, samples)
+        # the graph converters see: jax.random draws fed from the noise, key derivations removed
+        self.fn = clean(self.pure.positional(n))
+        self.reference_fn = clean(self.reference.positional(n))
         lead = 2 if self.vectorized else None
-        zero = zeros_noise(self.noise, lead)
+        base = self.inputs[0].shape[0]
+        zero = zeros_noise(self.noise, lead, base)
         args = [*self.inputs, *(zero[e.name] for e in self.noise)]
-        random_ops = find_random_primitives(self.fn, *args)
-        if random_ops:
-            raise ExportError(
-                f"the model draws random numbers inside its forward pass ({', '.join(random_ops)}): a layer "
-                "samples with jax.random instead of through an illia_export GaussianDistribution"
-            )
         # output shapes; dims that change with the batch size are the batch axis
         out_a = jax.eval_shape(self.fn, *args)
-        args_b = [_resize(x, 2 * x.shape[0]) for x in self.inputs] + args[n:]
+        zero_b = zeros_noise(self.noise, lead, 2 * base)
+        args_b = [_resize(x, 2 * x.shape[0]) for x in self.inputs] + [zero_b[e.name] for e in self.noise]
         out_b = jax.eval_shape(self.fn, *args_b)
         m = len(out_a)
         keys = self.pure.output_keys
@@ -203,13 +258,42 @@ class _Prepared:
         mf.check_unique_names(self.input_names + [e.name for e in self.noise])
         mf.check_unique_names(self.output_names)
 
+    def _check_noise(self, deterministic: bool, samples: str) -> None:
+        """Refuse a graph without noise unless the user says it is meant to be deterministic."""
+        if deterministic:
+            if self.noise:
+                raise ExportError(
+                    f"deterministic=True, but the model draws {len(self.noise)} random numbers after capture "
+                    f"({', '.join(e.parameter for e in self.noise[:4])}): drop deterministic=True to export them "
+                    "as noise inputs, or put the layers that draw in eval mode"
+                )
+            if self.vectorized:
+                raise ExportError(
+                    "deterministic=True exports a graph without noise, which has no sample axis: use samples='per-call'"
+                )
+            return
+        if self.noise:
+            return
+        off = [s.path for s in self.dropout if not s.sampled]
+        hint = (
+            f"; its dropout modules {off} are off in the export: pass mc_dropout=True (or a list of their names) "
+            "to sample them"
+            if off
+            else ""
+        )
+        raise ExportError(
+            "the model draws no random numbers after capture (no illia_export GaussianDistribution, no jax.random "
+            f"draw), so the artifact would be deterministic{hint}; if a deterministic artifact is what you want, "
+            "pass deterministic=True (with samples='per-call')"
+        )
+
     # symbolic specs ------------------------------------------------------------------------
     def arg_names(self) -> list[str]:
         return self.input_names + [e.name for e in self.noise]
 
     def arg_dims(self) -> list[list[mf.Dim]]:
         lead: list[mf.Dim] = [mf.SAMPLE_DIM] if self.vectorized else []
-        return self.input_dims + [lead + list(e.shape) for e in self.noise]
+        return self.input_dims + [lead + list(e.dims) for e in self.noise]
 
     def arg_dtypes(self) -> list[str]:
         return [str(x.dtype) for x in self.inputs] + ["float32"] * len(self.noise)
@@ -220,9 +304,16 @@ class _Prepared:
             source="jax",
             inputs=[mf.TensorSpec(n, d, str(x.dtype)) for n, d, x in zip(self.input_names, self.input_dims, self.inputs)],
             noise=[
-                mf.NoiseSpec(e.name, e.parameter, ([mf.SAMPLE_DIM] if self.vectorized else []) + list(e.shape))
+                mf.NoiseSpec(
+                    e.name,
+                    e.parameter,
+                    ([mf.SAMPLE_DIM] if self.vectorized else []) + list(e.dims),
+                    kind=e.kind,
+                    transform=e.transform,
+                )
                 for e in self.noise
             ],
+            dropout=list(self.dropout),
             outputs=[mf.TensorSpec(n, d, t) for n, d, t in zip(self.output_names, self.output_dims, self.output_dtypes)],
             sample_axis=0 if self.vectorized else None,
             task=task,
@@ -232,10 +323,11 @@ class _Prepared:
 def _symbol(dim: mf.Dim, batch_multiple: int = 1) -> str:
     if isinstance(dim, int):
         return str(dim)
-    name = _SYMBOL.get(dim, dim)
-    if dim == mf.BATCH_DIM and batch_multiple > 1:
-        return f"{batch_multiple}*{name}"
-    return name
+    k = mf.batch_multiple(dim)
+    if k is not None:
+        k *= batch_multiple
+        return "b" if k == 1 else f"{k}*b"
+    return _SYMBOL.get(dim, dim)
 
 
 def batch_multiple(model: Any) -> int:
@@ -340,7 +432,7 @@ def _onnx_graph(prep: _Prepared, model: Any, opset: int):
 
     require("onnx", "onnx", "Exporting JAX models to ONNX")
     jax2onnx = require("jax2onnx", "jax", "Exporting JAX models to ONNX")
-    # one shared symbolic scope for every argument
+    # one shared symbolic scope for every argument ("k*batch" noise dims share the batch symbol)
     all_syms = sorted({d for dims in prep.arg_dims() for d in dims if isinstance(d, str)})
     scope = jax.export.SymbolicScope()
     exprs = [_symbol(d, prep.batch_multiple) for d in all_syms]
@@ -471,7 +563,7 @@ def _validate(
     if order is not None and sorted(order) == sorted(prep.output_names):
         # SavedModel/TFLite signatures return a dict; read it in manifest order
         run.order = list(prep.output_names)  # type: ignore[attr-defined]
-    reference = jax.jit(prep.reference.positional(len(prep.inputs)))
+    reference = jax.jit(prep.reference_fn)
     comparison = Comparison(prep.output_names, tolerance, rtol)
     rng = np.random.default_rng(0)
     lead: tuple[int, ...] = (2,) if prep.vectorized else ()
@@ -481,7 +573,7 @@ def _validate(
         for d in range(draws + 1):
             zero = d == draws
             noise = [
-                (np.zeros if zero else lambda s: rng.standard_normal(s).astype(np.float32))(lead + e.shape).astype(np.float32)
+                (np.zeros if zero else lambda s: rng.standard_normal(s).astype(np.float32))(lead + e.shape_at(batch)).astype(np.float32)
                 for e in prep.noise
             ]
             feeds = dict(zip(prep.arg_names(), inputs + noise))
@@ -489,6 +581,39 @@ def _validate(
             got = run(feeds)
             comparison.add(got, expected, zero_noise=zero)
     return comparison.result(draws)
+
+
+def source_samples(model: Any, inputs: Sequence[np.ndarray], num: int) -> list[np.ndarray]:
+    """`num` forward passes of the nnx model with its own rngs: ``[num, B, ...]`` per output.
+
+    Runs on a copy (the caller's rng counters do not move); each call advances the copy's
+    rng streams, as calling the model repeatedly does.
+    """
+    import jax
+    from flax import nnx
+
+    from illia_export.exporters.jax.noise import flatten_outputs
+
+    work = nnx.clone(model)
+    step = nnx.jit(lambda m, *xs: flatten_outputs(m(*xs))[1])
+    per = [[np.asarray(o) for o in step(work, *inputs)] for _ in range(num)]
+    jax.block_until_ready(per[-1])
+    return [np.stack([p[i] for p in per]) for i in range(len(per[0]))]
+
+
+def _distribution(prep: _Prepared, path: Path, manifest: mf.Manifest, num: int) -> dict:
+    """The distribution check: the model's own sampling against the artifact fed by the runtime."""
+    from illia_export.exporters.verify.distribution import compare
+    from illia_export.runtime.predictor import Predictor
+
+    rows = min(prep.inputs[0].shape[0], 4)
+    rows -= rows % prep.batch_multiple or 0
+    rows = max(rows, prep.batch_multiple)
+    xs = [_resize(x, rows) for x in prep.inputs]
+    source = source_samples(prep.model, xs, num)
+    pred = Predictor(path, manifest).predict(xs if len(xs) > 1 else xs[0], num_samples=num, seed=4321)
+    artifact = [pred.outputs[n] for n in prep.output_names]
+    return compare(prep.output_names, source, artifact)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,8 +640,17 @@ def export_jax(
     likelihood: str | None = None,
     scale: str | None = None,
     df: float | None = None,
+    mc_dropout: bool | str | Sequence[str] | None = None,
+    deterministic: bool = False,
+    distribution_samples: int = DEFAULT_SAMPLES,
+    **options: Any,
 ) -> mf.Manifest:
     """Export a Flax-NNX model built from ``illia_export.nn.jax`` (and plain flax) layers.
+
+    Every random draw of the model becomes a standard-normal noise input: the weight noise of
+    ``illia_export.nn.jax`` layers and every ``jax.random`` draw (``normal``, ``uniform``,
+    ``bernoulli``, samplers built on ``uniform``, ``nnx.Dropout`` under `mc_dropout`), see
+    :mod:`illia_export.exporters.jax.draws`.
 
     Args:
         model: the ``nnx.Module`` (called as ``model(*inputs)``; nested outputs are flattened;
@@ -537,6 +671,15 @@ def export_jax(
         likelihood, scale, df: the regression likelihood recorded in the manifest (needs
             ``task="regression"``); see :func:`illia_export.export` and
             :func:`illia_export.exporters.likelihood.resolve_likelihood`.
+        mc_dropout: ``True`` samples every dropout module (``nnx.Dropout``, attention dropout:
+            ``deterministic=False`` in the export), a list of module paths samples those; by
+            default every dropout module is off (``deterministic=True``), whatever mode the
+            model is in. The user's model is not modified (the export works on a copy).
+        deterministic: say that an artifact without any noise input is intended (needs
+            ``samples="per-call"``); without it such a model is refused.
+        distribution_samples: samples per side of the distribution check (the model run with
+            its own rngs against the artifact run by :mod:`illia_export.runtime`), recorded in
+            ``manifest.validation.distribution``; 0 skips it.
 
     Returns:
         The manifest (also embedded in, or written beside, the artifact).
@@ -546,6 +689,11 @@ def export_jax(
         >>> [n.name for n in manifest.noise]  # doctest: +SKIP
         ['eps_fc1_bias_distribution', 'eps_fc1_weights_distribution', ...]
     """
+    if options:
+        raise ExportError(
+            f"export options {sorted(options)} do not apply to a JAX model; JAX exports take mc_dropout, "
+            "deterministic, dynamic_axes, batch_sizes, num_noise_draws, distribution_samples, tolerance, rtol"
+        )
     if format not in FORMATS:
         raise ExportError(f"a JAX model can be exported to {FORMATS}, not {format!r}")
     if samples not in SAMPLE_MODES:
@@ -558,7 +706,9 @@ def export_jax(
         raise ExportError(f"export_jax expects a flax.nnx.Module, got {type(model).__name__}")
     if likelihood is not None and task != "regression":
         resolve_likelihood(likelihood, scale, [], task, df)  # raises the explanation before converting
-    prep = _Prepared(model, format, example_inputs, samples, input_names, output_names, dynamic_axes)
+    prep = _Prepared(
+        model, format, example_inputs, samples, input_names, output_names, dynamic_axes, mc_dropout, deterministic
+    )
     manifest = prep.manifest(format, task)
     manifest.likelihood = resolve_likelihood(likelihood, scale, prep.output_names, task, df, prep.output_dims)
     base = prep.inputs[0].shape[0]
@@ -578,6 +728,8 @@ def export_jax(
             onnx.save(onnx_model, str(tmp))
         if validate:
             manifest.validation = _validate(prep, format, tmp, tolerance, num_noise_draws, sizes, rtol)
+            if prep.noise and distribution_samples > 0:
+                manifest.validation.distribution = _distribution(prep, tmp, manifest, distribution_samples)
         stamp_digest(tmp, manifest)  # graph bytes only: the manifest embedded below is excluded
         if format == "savedmodel":
             assets = tmp / "assets"

@@ -1,10 +1,14 @@
-"""Turn a Flax-NNX model into a pure function of its inputs and its weight noise.
+"""Turn a Flax-NNX model into a pure function of its inputs and its noise.
 
 ``f(inputs, noise) -> outputs`` where `noise` maps :func:`noise_input_name` of each
 distribution's dotted path (e.g. ``"eps_fc1_weights_distribution"``) to its ``eps``. Every
 distribution then samples ``mu + softplus(rho) * eps``; the model's parameters are closed over
 (constants of the traced function), so ``jax2tf``/``jax2onnx`` see a deterministic graph whose
-only randomness is the explicit noise. This is the one place that maps a JAX model to its noise
+only randomness is the explicit noise. Draws made through ``jax.random`` (``nnx.Dropout``, a
+layer calling ``jax.random.normal(self.rngs.noise(), shape)``) become noise inputs too, fed in
+call order by :class:`~illia_export.exporters.jax.draws.DrawMode`; they are discovered by
+tracing the model at two batch sizes (:func:`discover_draws`), and a draw whose size follows
+the batch gets a ``"batch"`` dim. This is the one place that maps a JAX model to its noise
 inputs; every JAX exporter uses it.
 
 Example:
@@ -24,29 +28,43 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from illia_export.artifact import manifest as mf
 from illia_export.artifact.manifest import check_unique_names, noise_input_name
 from illia_export.distributions.jax import GaussianDistribution
 from illia_export.errors import ExportError, ShapeError
+from illia_export.exporters.jax.draws import DrawMode, is_random_primitive, module_paths
 from illia_export.nn.jax.module import portable_ops
-
-#: jaxpr primitives that mean randomness is drawn inside the graph.
-RANDOM_PRIMITIVES = (
-    "random_bits",
-    "random_seed",
-    "random_wrap",
-    "threefry2x32",
-    "rng_bit_generator",
-    "rng_uniform",
-)
 
 
 @dataclass(frozen=True)
 class JaxNoiseInput:
-    """One noise input of a JAX model: graph name, distribution path and event shape."""
+    """One noise input of a JAX model.
+
+    `shape` is the example's shape (at the example batch size); `dims` the manifest dims
+    (``"batch"``/``"k*batch"`` where the draw follows the batch). Weight noise of a
+    ``GaussianDistribution`` has ``kind="weight"``, ``transform="affine"`` and ``module=None``;
+    a ``jax.random`` draw names the module that drew it and its transform.
+    """
 
     name: str
     parameter: str
     shape: tuple[int, ...]
+    dims: tuple[mf.Dim, ...] = ()
+    kind: str = "weight"
+    transform: str = "affine"
+    module: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.dims:
+            object.__setattr__(self, "dims", tuple(self.shape))
+
+    @property
+    def is_draw(self) -> bool:
+        return self.module is not None
+
+    def shape_at(self, batch: int) -> tuple[int, ...]:
+        """The per-call shape at batch size `batch`."""
+        return tuple(d if isinstance(d, int) else mf.batch_multiple(d) * batch for d in self.dims)
 
 
 def _path_str(path: tuple) -> str:
@@ -100,31 +118,45 @@ class PureFunction:
         in its own order, anything else in ``jax.tree_util.tree_leaves`` order).
     """
 
-    def __init__(self, model: nnx.Module, *, vectorized: bool, portable: bool = True) -> None:
+    def __init__(
+        self,
+        model: nnx.Module,
+        *,
+        vectorized: bool,
+        portable: bool = True,
+        example_inputs: Any = None,
+        draws: list[JaxNoiseInput] | None = None,
+    ) -> None:
         #: Names of the outputs when the model returns a dict or a named tuple (set by a call).
         self.output_keys: list[str] | None = None
-        self.noise = noise_inputs(model)
-        if vectorized and not self.noise:
-            raise ExportError(
-                "the model has no Bayesian layer (no GaussianDistribution), so there is no noise to "
-                "vectorize over; export it with samples='per-call'"
-            )
+        self.weights = noise_inputs(model)
+        if draws is None:
+            draws = discover_draws(model, example_inputs) if example_inputs is not None else []
+        self.draws = list(draws)
+        self.noise = self.weights + self.draws
+        check_unique_names([e.name for e in self.noise])
         self.vectorized = vectorized
         self.portable = portable
         self._graphdef, self._state = nnx.split(model)
-        self._paths = [e.parameter for e in self.noise]
+        self._paths = [e.parameter for e in self.weights]
 
     def single(self, inputs: tuple, noise: dict[str, jax.Array]) -> tuple:
-        """One sample: noise arrays of the distributions' shapes."""
+        """One sample: noise arrays of the per-call shapes."""
         model = nnx.merge(self._graphdef, self._state, copy=True)
-        for entry in self.noise:
+        for entry in self.weights:
             dist = _get(model, tuple(int(k) if k.isdigit() else k for k in entry.parameter.split(".")))
             dist.set_noise(noise[entry.name])
-        if self.portable:
-            with portable_ops():
+        with DrawMode(module_paths(model), feed=[noise[e.name] for e in self.draws]) as mode:
+            if self.portable:
+                with portable_ops():
+                    out = model(*inputs)
+            else:
                 out = model(*inputs)
-        else:
-            out = model(*inputs)
+        if mode.used != len(self.draws):
+            raise ExportError(
+                f"the model made {mode.used} random draws, but {len(self.draws)} when it was first run: the number "
+                "of draws depends on the data or on the batch size"
+            )
         names, leaves = flatten_outputs(out)
         self.output_keys = names
         return leaves
@@ -136,12 +168,13 @@ class PureFunction:
             raise ShapeError(f"missing noise inputs {missing}; expected {[e.name for e in self.noise]}")
         noise = {e.name: jnp.asarray(noise[e.name]) for e in self.noise}
         for e in self.noise:
-            want = len(e.shape) + (1 if self.vectorized else 0)
-            if noise[e.name].ndim != want or tuple(noise[e.name].shape[-len(e.shape) :]) != e.shape:
+            got = tuple(noise[e.name].shape)
+            want = len(e.dims) + (1 if self.vectorized else 0)
+            tail = got[len(got) - len(e.dims) :] if e.dims else ()
+            if len(got) != want or any(isinstance(d, int) and d != g for d, g in zip(e.dims, tail)):
                 lead = "[S, " if self.vectorized else "["
                 raise ShapeError(
-                    f"noise {e.name!r} must have shape {lead}{', '.join(map(str, e.shape))}], "
-                    f"got {tuple(noise[e.name].shape)}"
+                    f"noise {e.name!r} must have shape {lead}{', '.join(map(str, e.dims))}], got {got}"
                 )
         if not self.vectorized:
             return self.single(inputs, noise)
@@ -177,18 +210,112 @@ def flatten_outputs(out: Any) -> tuple[list[str] | None, tuple]:
     return None, tuple(jax.tree_util.tree_leaves(out))
 
 
-def make_pure_function(model: nnx.Module, *, vectorized: bool = True, portable: bool = True) -> PureFunction:
-    """Build the :class:`PureFunction` of `model` (see there)."""
-    return PureFunction(model, vectorized=vectorized, portable=portable)
+def make_pure_function(
+    model: nnx.Module,
+    *,
+    vectorized: bool = True,
+    portable: bool = True,
+    example_inputs: Any = None,
+    draws: list[JaxNoiseInput] | None = None,
+) -> PureFunction:
+    """Build the :class:`PureFunction` of `model` (see there).
+
+    With `example_inputs` (batch axis first) the model's ``jax.random`` draws are discovered
+    (:func:`discover_draws`) and become noise inputs after the distributions' ones; pass
+    `draws` to reuse a discovery.
+    """
+    return PureFunction(model, vectorized=vectorized, portable=portable, example_inputs=example_inputs, draws=draws)
+
+
+def _resize_batch(x: np.ndarray, batch: int) -> np.ndarray:
+    reps = -(-batch // x.shape[0])
+    return np.concatenate([x] * reps, axis=0)[:batch]
+
+
+def _record(model: nnx.Module, inputs: tuple) -> list:
+    """The draws of one abstract forward pass (weight noise fixed at zero)."""
+    graphdef, state = nnx.split(model)
+    weights = noise_inputs(model)
+    found: list = []
+
+    def run(*xs: Any) -> Any:
+        m = nnx.merge(graphdef, state, copy=True)
+        for e in weights:
+            _get(m, tuple(int(k) if k.isdigit() else k for k in e.parameter.split("."))).set_noise(
+                jnp.zeros(e.shape, jnp.float32)
+            )
+        with DrawMode(module_paths(m)) as mode:
+            out = m(*xs)
+        found[:] = mode.recorded
+        return jax.tree_util.tree_leaves(out)
+
+    jax.eval_shape(run, *inputs)
+    return found
+
+
+def discover_draws(model: nnx.Module, example_inputs: Any) -> list[JaxNoiseInput]:
+    """The ``jax.random`` draws of `model`, in call order, as noise inputs.
+
+    The model is traced abstractly at the example's batch size and at twice it; a draw dim
+    that changes with the batch becomes ``"batch"`` (``"k*batch"`` for ``k`` times it). Each
+    draw is named after its module and op (``"drop.dropout"``, ``"noisy.normal"``, a
+    ``_1`` suffix for the next one of the same module and op).
+
+    Raises:
+        ExportError: a different number of draws at the two batch sizes, or a draw whose size
+            is not a multiple of the batch.
+    """
+    items = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    xs_a = tuple(np.asarray(x) for x in items)
+    b1 = int(xs_a[0].shape[0])
+    b2 = 2 * b1
+    xs_b = tuple(_resize_batch(x, b2) for x in xs_a)
+    rec_a, rec_b = _record(model, xs_a), _record(model, xs_b)
+    if len(rec_a) != len(rec_b) or any((a.module, a.op) != (b.module, b.op) for a, b in zip(rec_a, rec_b)):
+        raise ExportError(
+            f"the model made {len(rec_a)} random draws at batch {b1} but {len(rec_b)} (or other ones) at batch {b2}: "
+            "a data-dependent number of draws cannot become a fixed list of noise inputs"
+        )
+    counts: dict[str, int] = {}
+    out: list[JaxNoiseInput] = []
+    for a, b in zip(rec_a, rec_b):
+        where = f"module {a.module!r}" if a.module else "the model's forward"
+        dims = _batch_dims(a.shape, b.shape, b1, b2, where)
+        base = f"{a.module}.{a.op}" if a.module else a.op
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        parameter = base if n == 0 else f"{base}_{n}"
+        per_example = any(isinstance(d, str) for d in dims)
+        kind = "dropout" if a.op == "dropout" else ("draw" if per_example else "weight")
+        out.append(JaxNoiseInput(noise_input_name(parameter), parameter, a.shape, tuple(dims), kind, a.transform, a.module))
+    return out
+
+
+def _batch_dims(shape1: tuple[int, ...], shape2: tuple[int, ...], b1: int, b2: int, where: str) -> list[mf.Dim]:
+    if len(shape1) != len(shape2):
+        raise ExportError(f"{where} draws noise of rank {len(shape1)} at batch {b1} but {len(shape2)} at batch {b2}")
+    dims: list[mf.Dim] = []
+    for d1, d2 in zip(shape1, shape2):
+        if d1 == d2:
+            dims.append(int(d1))
+            continue
+        k, rem = divmod(d2 - d1, b2 - b1)
+        if rem or k <= 0 or d1 != k * b1:
+            raise ExportError(
+                f"{where} draws noise whose size ({d1} at batch {b1}, {d2} at batch {b2}) is not a multiple of the "
+                "batch: a graph input cannot be sized from it"
+            )
+        dims.append(mf.BATCH_DIM if k == 1 else f"{k}*{mf.BATCH_DIM}")
+    return dims
 
 
 def find_random_primitives(fn: Callable[..., Any], *args: Any) -> list[str]:
-    """Names of random-number primitives in the jaxpr of ``fn(*args)`` (should be empty)."""
+    """Names of random-number primitives in the jaxpr of ``fn(*args)`` (before dead-code elimination)."""
     found: set[str] = set()
 
     def walk(jaxpr: Any) -> None:
         for eqn in jaxpr.eqns:
-            if eqn.primitive.name in RANDOM_PRIMITIVES:
+            if is_random_primitive(eqn.primitive.name):
                 found.add(eqn.primitive.name)
             for value in eqn.params.values():
                 for item in value if isinstance(value, (tuple, list)) else (value,):
@@ -202,14 +329,19 @@ def find_random_primitives(fn: Callable[..., Any], *args: Any) -> list[str]:
     return sorted(found)
 
 
-def zeros_noise(noise: list[JaxNoiseInput], num_samples: int | None) -> dict[str, np.ndarray]:
-    """Zero noise for every input (``num_samples=None``: no sample axis)."""
+def zeros_noise(noise: list[JaxNoiseInput], num_samples: int | None, batch: int | None = None) -> dict[str, np.ndarray]:
+    """Zero noise for every input (``num_samples=None``: no sample axis; `batch` sizes per-example draws)."""
     lead = () if num_samples is None else (num_samples,)
-    return {e.name: np.zeros(lead + e.shape, np.float32) for e in noise}
+    return {e.name: np.zeros(lead + (e.shape if batch is None else e.shape_at(batch)), np.float32) for e in noise}
 
 
-def random_noise(noise: list[JaxNoiseInput], num_samples: int | None, seed: int) -> dict[str, np.ndarray]:
+def random_noise(
+    noise: list[JaxNoiseInput], num_samples: int | None, seed: int, batch: int | None = None
+) -> dict[str, np.ndarray]:
     """Standard-normal noise for every input, reproducible from `seed`."""
     rng = np.random.default_rng(seed)
     lead = () if num_samples is None else (num_samples,)
-    return {e.name: rng.standard_normal(lead + e.shape).astype(np.float32) for e in noise}
+    return {
+        e.name: rng.standard_normal(lead + (e.shape if batch is None else e.shape_at(batch))).astype(np.float32)
+        for e in noise
+    }

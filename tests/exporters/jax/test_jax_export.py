@@ -224,11 +224,14 @@ def test_unexportable_layers_and_bad_options_raise(tmp_path):
 
     model = WithDropout()
     x = np.zeros((2, 4), np.float32)
-    with pytest.raises(ExportError, match=r"tflite.*'drop'.*Dropout"):
-        export_jax(model, x, tmp_path / "d.tflite", "tflite")
+    # a dropout in training mode is off unless mc_dropout asks for it (as on the torch side)
+    manifest = export_jax(model, x, tmp_path / "t.onnx", "onnx", distribution_samples=0)
+    assert [(d.path, d.sampled) for d in manifest.dropout] == [("drop", False)]
+    assert all(n.kind == "weight" for n in manifest.noise)
+    assert model.drop.deterministic is False  # the user's model is untouched
     model.eval()
-    assert_validation_recorded(export_jax(model, x, tmp_path / "d.onnx", "onnx"))
-    with pytest.raises(ExportError, match="per-call"):
+    assert_validation_recorded(export_jax(model, x, tmp_path / "d.onnx", "onnx", distribution_samples=0))
+    with pytest.raises(ExportError, match="deterministic=True"):
         export_jax(models.EnsembleOnly(), x, tmp_path / "e.onnx", "onnx")
     with pytest.raises(ExportError, match="torchscript"):
         export_jax(model, x, tmp_path / "x.pt", "torchscript")
@@ -240,7 +243,9 @@ def test_unexportable_layers_and_bad_options_raise(tmp_path):
 def test_model_without_noise_exports_per_call(tmp_path):
     model = models.EnsembleOnly()
     x = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
-    manifest = export_jax(model, x, tmp_path / "e.onnx", "onnx", samples="per-call", batch_sizes=[2, 4])
+    manifest = export_jax(
+        model, x, tmp_path / "e.onnx", "onnx", samples="per-call", batch_sizes=[2, 4], deterministic=True
+    )
     assert manifest.noise == []
     assert_validation_recorded(manifest)
     assert manifest.validation.batch_sizes == [2, 4]
