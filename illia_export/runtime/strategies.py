@@ -158,6 +158,10 @@ class BankSource:
         self._banks.move_to_end(key)
         return _Call(req, self._chunk, bank)
 
+    def holds(self, req: NoiseRequest) -> bool:
+        """Whether the bank this request needs is cached (then nothing new is allocated)."""
+        return self.key(req) in self._banks
+
     def _evict(self, room_for: int) -> None:
         """Drop least recently used banks until `room_for` more bytes fit (before drawing)."""
         while self._banks and (
