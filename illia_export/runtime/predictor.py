@@ -510,6 +510,8 @@ class Predictor:
         cached_copies = 0
         if strategy == "bank" and not source.holds(req):
             cached_copies = 2 if vectorized and precomputes(backend) else 1
+        elif strategy == "local" and source.will_cache(req):
+            cached_copies = 1
         mem = memory.plan(
             num_samples=num_samples,
             batch=batch,
