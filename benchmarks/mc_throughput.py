@@ -294,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         "baseline alike: what TorchScript's keep_memory=True option does)",
     )
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument(
+        "--small-batch", action="store_true",
+        help="also run the small-batch section (benchmarks/small_batch.py: W1 at B=1/64/256 per strategy)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -311,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
             add_ratios(res)
             results.append(res)
             print(table([res]), flush=True)
+        if args.small_batch:
+            from benchmarks import small_batch
+
+            small = small_batch.run(Path(tmp), args.threads or 1, repeats)
+            print("\n" + small_batch.table(small), flush=True)
+            results.append({"workload": "small-batch W1", **small})
     meta = {
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__,

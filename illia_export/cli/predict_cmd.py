@@ -177,6 +177,9 @@ def _run_arrays(args, out: Path | None) -> int:
     )
     arrays = load_inputs(args.input, [t.name for t in predictor.manifest.inputs])
     rows = len(next(iter(arrays.values())))
+    if rows == 0:
+        shapes = {k: list(a.shape) for k, a in arrays.items()}
+        raise InputError(f"--input {args.input} holds no rows (shapes {shapes}); pass at least one row to predict")
     step = args.batch_size or rows
     seed = args.seed
     if seed is None:

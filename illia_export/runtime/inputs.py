@@ -97,10 +97,18 @@ def check_int_fit(name: str, arr: np.ndarray, want: np.dtype, error: type[Except
 
 
 def check_shape(
-    name: str, shape: Sequence[int], spec: TensorSpec, bound: dict[str, int], expected: str
+    name: str, shape: Sequence[int], spec: TensorSpec, bound: dict[str, int], expected: Any
 ) -> None:
-    """Rank, fixed dims, symbolic dims equal across inputs (`bound` collects them), no empty batch."""
+    """Rank, fixed dims, symbolic dims equal across inputs (`bound` collects them), no empty batch.
+    `expected`: the shape as the caller names it in errors (a string, or a callable building it
+    only when an error needs it)."""
     shape = list(shape)
+    if callable(expected):
+        ok = len(shape) == len(spec.shape) and all(
+            (got == dim) if isinstance(dim, int) else (bound.get(dim, got) == got)
+            for dim, got in zip(spec.shape, shape)
+        )
+        expected = "" if ok else expected()
     if len(shape) != len(spec.shape):
         raise ShapeError(f"input {name!r} must have shape {expected}, got {shape} (rank {len(shape)})")
     for axis, (dim, got) in enumerate(zip(spec.shape, shape)):
@@ -164,11 +172,14 @@ def check_array(spec: TensorSpec, value: Any, bound: dict[str, int]) -> np.ndarr
     if arr.dtype.kind not in "fiub":
         raise ShapeError(f"input {spec.name!r} must be a numeric array ({spec.dtype}), got dtype {arr.dtype}")
     want = np.dtype(spec.dtype)
-    expected = f"[{', '.join(str(d) for d in spec.shape)}] {spec.dtype}"
+
+    def expected() -> str:
+        return f"[{', '.join(str(d) for d in spec.shape)}] {spec.dtype}"
+
     if arr.dtype != want:
         same_kind = (arr.dtype.kind == "f" and want.kind == "f") or (arr.dtype.kind in "iu" and want.kind in "iu")
         if not same_kind:
-            raise ShapeError(f"input {spec.name!r} must be {expected}, got dtype {arr.dtype}")
+            raise ShapeError(f"input {spec.name!r} must be {expected()}, got dtype {arr.dtype}")
         check_int_fit(spec.name, arr, want, error=ShapeError)
         arr = arr.astype(want)
     check_shape(spec.name, arr.shape, spec, bound, expected)

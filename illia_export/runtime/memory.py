@@ -79,44 +79,44 @@ def _meminfo_available() -> int | None:
         return None
 
 
-def _cgroup_dirs() -> tuple[list[str], list[str]]:
-    """This process's cgroup v2 and v1 (memory controller) folders, from /proc/self/cgroup."""
-    v2, v1 = [], []
+def _cgroup_dirs(root: str, proc_cgroup: str) -> list[tuple[str, str, str, str]]:
+    """``(folder, top, limit file, usage file)`` of this process's cgroup v2 and v1 (memory
+    controller), from /proc/self/cgroup."""
+    out = []
     try:
-        with open("/proc/self/cgroup") as fh:
+        with open(proc_cgroup) as fh:
             lines = fh.read().splitlines()
     except OSError:
-        return v2, v1
+        return out
     for line in lines:
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
         _, controllers, path = parts
+        path = path.rstrip("/")
         if controllers == "":
-            v2.append("/sys/fs/cgroup" + path.rstrip("/"))
+            out.append((root + path, root, "memory.max", "memory.current"))
         elif "memory" in controllers.split(","):
-            v1.append("/sys/fs/cgroup/memory" + path.rstrip("/"))
-    return v2, v1
+            top = root + "/memory"
+            out.append((top + path, top, "memory.limit_in_bytes", "memory.usage_in_bytes"))
+    return out
 
 
-def cgroup_headroom() -> int | None:
+def cgroup_headroom(root: str = "/sys/fs/cgroup", proc_cgroup: str = "/proc/self/cgroup") -> int | None:
     """Bytes this process's cgroup may still allocate: ``memory.max - memory.current`` (v2) or
     ``memory.limit_in_bytes - memory.usage_in_bytes`` (v1), the smallest over the cgroup and
     its parents; None without a limit."""
-    v2, v1 = _cgroup_dirs()
     best: int | None = None
-    for base, limit_name, usage_name in [(d, "memory.max", "memory.current") for d in v2] + [
-        (d, "memory.limit_in_bytes", "memory.usage_in_bytes") for d in v1
-    ]:
+    for base, top, limit_name, usage_name in _cgroup_dirs(root, proc_cgroup):
         path = base
-        while path.startswith("/sys/fs/cgroup"):
+        while path.startswith(top):
             limit = _read_int(f"{path}/{limit_name}")
             # v1 reports "no limit" as a huge number (PAGE_COUNTER_MAX pages)
             if limit is not None and limit < 2**60:
                 usage = _read_int(f"{path}/{usage_name}") or 0
                 room = max(0, limit - usage)
                 best = room if best is None else min(best, room)
-            if path in ("/sys/fs/cgroup", "/sys/fs/cgroup/memory"):
+            if path == top:
                 break
             path = path.rsplit("/", 1)[0]
     return best

@@ -34,9 +34,11 @@ normative; test vectors there):
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +71,12 @@ def stream_key(seed: int, stream: int) -> int:
     """The 64-bit key of noise stream `stream` (manifest position) for `seed`."""
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    return _stream_key(seed, stream)
+
+
+@functools.lru_cache(maxsize=1024)
+def _stream_key(seed: int, stream: int) -> int:
+    # memoized: a one-row call keys every stream again with the same seed (~1 us each)
     return mix64_int((seed + GOLDEN * (stream + 1)) & _MASK64)
 
 
@@ -551,6 +559,11 @@ def kernel_status() -> str:
     )
 
 
+#: Below this many values one thread fills the buffer: starting workers (and asking the OS for
+#: the affinity mask, ~2 us) costs more than the work.
+SMALL_FILL = 1 << 16
+
+
 def _usable_cores() -> int:
     import os
 
@@ -558,6 +571,28 @@ def _usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover
         return max(1, os.cpu_count() or 1)
+
+
+_ADDRESSES: dict[int, tuple[Any, int]] = {}
+
+
+def _numpy_address(a: np.ndarray) -> int:
+    """``a.ctypes.data``, remembered per array (asking numpy costs ~2-4 us, and a one-row call
+    fills a dozen buffers it reuses). Keyed by ``id`` with a weak reference that must still
+    point at `a`, so a freed array's id never returns a stale address."""
+    hit = _ADDRESSES.get(id(a))
+    if hit is not None and hit[0]() is a:
+        return hit[1]
+    addr = int(a.ctypes.data)
+    try:
+        import weakref
+
+        if len(_ADDRESSES) > 512:
+            _ADDRESSES.clear()
+        _ADDRESSES[id(a)] = (weakref.ref(a), addr)
+    except TypeError:  # pragma: no cover - arrays support weak references
+        pass
+    return addr
 
 
 def _address(a, n_expected: int, what: str) -> int:
@@ -570,7 +605,7 @@ def _address(a, n_expected: int, what: str) -> int:
             )
         if what == "out" and not a.flags.writeable:
             raise ValueError("`out` must be writable")
-        return int(a.ctypes.data)
+        return _numpy_address(a)
     if hasattr(a, "data_ptr"):
         import torch
 
@@ -636,7 +671,7 @@ def fill(
         out_addr,
         mu_addr,
         sigma_addr,
-        int(threads or _usable_cores()),
+        int(threads or (1 if n * num_samples < SMALL_FILL else _usable_cores())),
     )
     return out
 

@@ -32,6 +32,9 @@ from illia_export.runtime.memory import (  # noqa: F401
 )
 
 STRATEGIES = ("fresh", "bank", "local")
+#: ``predict``'s default: ``local`` for a single row where the artifact has a local variant
+#: (exact per example, and for one row the joint is the row's own distribution), else ``fresh``.
+AUTO = "auto"
 NOISE_IMPLS = ("auto", "torch", "numpy")
 
 

@@ -158,6 +158,10 @@ class BankSource:
         self._banks.move_to_end(key)
         return _Call(req, self._chunk, bank)
 
+    def holds(self, req: NoiseRequest) -> bool:
+        """Whether the bank this request needs is cached (then nothing new is allocated)."""
+        return self.key(req) in self._banks
+
     def _evict(self, room_for: int) -> None:
         """Drop least recently used banks until `room_for` more bytes fit (before drawing)."""
         while self._banks and (
@@ -202,9 +206,16 @@ class LocalSource:
         words = req.words.tobytes() if req.keyed and req.words is not None else None
         return (req.seed, req.num_samples, tuple(req.shapes), req.generator, tuple(req.keyed), words)
 
+    def will_cache(self, req: NoiseRequest) -> bool:
+        """Whether :meth:`open` will draw and keep all S samples for this request (a new key)."""
+        return self.cacheable(req) and (self._cache is None or self._cache[0] != self.key(req))
+
+    @staticmethod
+    def cacheable(req: NoiseRequest) -> bool:
+        return req.explicit_seed and 4 * req.num_samples * elements(req.shapes) <= LOCAL_CACHE_BYTES
+
     def open(self, req: NoiseRequest) -> _Call:
-        cacheable = req.explicit_seed and 4 * req.num_samples * elements(req.shapes) <= LOCAL_CACHE_BYTES
-        if not cacheable:
+        if not self.cacheable(req):
             return _Call(req, FreshSource._chunk, None)
         key = self.key(req)
         if self._cache is None or self._cache[0] != key:

@@ -122,3 +122,35 @@ def test_predict_missing_input_file_exit_2(artifacts, tmp_path, capsys):
         main(["predict", str(artifacts["mlp_onnx_vectorized"]), "--input", str(tmp_path / "none.npy")]) == 2
     )
     assert "not found" in capsys.readouterr().err
+
+
+def test_predict_empty_batch_is_one_clear_line(artifacts, tmp_path, capsys):
+    """Guard: an input with 0 rows used to end in 'internal error: ValueError: range() arg 3'."""
+    np.save(tmp_path / "empty.npy", np.zeros((0, 6), np.float32))
+    code = main(["predict", str(artifacts["mlp_onnx_vectorized"]), "-i", str(tmp_path / "empty.npy")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "holds no rows" in err and "internal error" not in err
+
+
+def test_ctrl_c_during_the_monte_carlo_run_is_one_line_and_130(artifacts, x_file, tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the middle of the chunks (the third graph call): exit 130, one line, no
+    traceback, no output file."""
+    import illia_export.runtime.predictor as predictor_module
+
+    calls = []
+    real = predictor_module.run_feed
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(predictor_module, "run_feed", interrupted)
+    out = tmp_path / "out.npz"
+    code = main(["predict", str(artifacts["mlp_onnx_vectorized"]), "-i", str(x_file), "-S", "64",
+                 "--chunk-size", "4", "--seed", "0", "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 130 and err == "illia-export: interrupted", err
+    assert len(calls) == 3 and not out.exists()

@@ -352,3 +352,17 @@ def test_bank_runs_the_full_graph_when_the_split_fails(artifacts, monkeypatch):
     bank = p.predict(X, num_samples=4, seed=2, strategy="bank")
     assert p.backend._split is False
     np.testing.assert_allclose(bank.samples, p.predict(X, num_samples=4, seed=2).samples, atol=1e-6)
+
+
+def test_auto_is_local_for_one_row_with_an_exact_variant_else_fresh(artifacts):
+    """The default strategy: one row of a Linear-only artifact (exact local variant) runs
+    `local`; larger batches, and artifacts without a variant, run `fresh`."""
+    p = load(artifacts["mlp_onnx_vectorized"])
+    one = p.predict(X[:1], num_samples=6, seed=3)
+    assert one.strategy == "local"
+    np.testing.assert_array_equal(one.samples, p.predict(X[:1], num_samples=6, seed=3, strategy="local").samples)
+    many = p.predict(X, num_samples=6, seed=3)
+    assert many.strategy == "fresh"
+    np.testing.assert_array_equal(many.samples, p.predict(X, num_samples=6, seed=3, strategy="fresh").samples)
+    cnn = load(artifacts["cnn_onnx"])
+    assert cnn.manifest.local is None and cnn.resolve_strategy("auto", 1) == "fresh"
