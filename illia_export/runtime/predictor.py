@@ -76,7 +76,8 @@ def load(
             and TFLite ``num_threads``); default: the cores this process may use
             (``len(os.sched_getaffinity(0))``, which Ray and containers restrict; ``os.cpu_count()``
             where affinity is unknown). ``warmup``: run :meth:`Predictor.warmup` once after
-            loading (default False).
+            loading (default False). ``trust_native_code`` / ``expected_digest`` /
+            ``allow_unverified``: the caller's trust (:mod:`illia_export.artifact.trust`).
 
     Returns:
         A :class:`Predictor`.

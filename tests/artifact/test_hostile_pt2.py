@@ -122,6 +122,6 @@ def test_serve_start_up_runs_nothing(bare, tmp_path):
     with pytest.raises(ArtifactError, match="pickle"):
         build_model(ServeOptions(artifact=str(path), name="evil"))
     assert not marker.exists()
-    r = cli("serve", str(path), "--port", "0")
+    r = cli("serve", str(path), "--port", "65431", timeout=120)
     assert_one_line_error(r, "pickle")
     assert not marker.exists()
