@@ -262,3 +262,81 @@ def test_frozen_bank_refused_after_export_leaves_nothing(capsys, dropout_state, 
     _error_case(capsys, [str(dropout_state), "--factory", "user_models:make_net", "--input-shape", "2,6",
                          "--mc-dropout", "--opset", "17", "-o", str(out), "--frozen-bank", "4"], "opset >= 18")
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".onnx") == []
+
+
+TOKEN_FACTORY = '''
+import torch
+from torch import nn
+
+
+class TokenPool(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, ids):
+        return self.fc(self.drop(self.emb(ids)).mean(1))
+
+
+def make_tokens():
+    torch.manual_seed(0)
+    return TokenPool()
+'''
+
+
+@pytest.fixture()
+def token_state(tmp_path, monkeypatch):
+    """A token classifier (int64 ids [B, T], embedding dropout) saved as a state dict."""
+    (tmp_path / "user_tokens.py").write_text(TOKEN_FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    module = importlib.import_module("user_tokens")
+    state = tmp_path / "tok.pt"
+    torch.save(module.make_tokens().state_dict(), state)
+    yield state
+    sys.modules.pop("user_tokens", None)
+
+
+def test_format_comes_from_the_output_suffix(capsys, token_state, tmp_path):
+    out = tmp_path / "tok.pt2"
+    args = [str(token_state), "--factory", "user_tokens:make_tokens", "--input-shape", "2,6", "--dtype", "int64",
+            "--mc-dropout", "--samples", "per-call", "-o", str(out), "--json"]
+    assert main(args) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["format"] == "pt2"
+    assert manifest["inputs"][0]["shape"] == ["batch", "seq_len"] and manifest["inputs"][0]["range"] == [0, 50]
+    assert manifest["noise"][0]["shape"] == ["batch", "seq_len", 8]
+    assert manifest["validation"]["batch_sizes"] == [5, 9]
+
+
+def test_input_shape_fixes_the_sequence_length(capsys, token_state, tmp_path):
+    out = tmp_path / "tok.onnx"
+    args = [str(token_state), "--factory", "user_tokens:make_tokens", "--input-shape", "2,=6", "--dtype", "int64",
+            "--mc-dropout", "--samples", "per-call", "-o", str(out), "--json"]
+    assert main(args) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["inputs"][0]["shape"] == ["batch", 6]
+    assert manifest["noise"][0]["shape"] == ["batch", 6, 8]
+
+
+@pytest.mark.parametrize(
+    ("extra", "expect"),
+    [
+        (["-f", "onnx", "-o", "x.pt2"], "format='onnx' contradicts the path"),
+        (["-o", "x.bin"], "cannot tell the format of"),
+        (["-o", "x.aoti"], ".aoti.pt2"),
+        (["--opset", "-1"], "opset=-1 is not a valid ONNX opset"),
+        (["--input-shape", "rows=2,6"], "axis 0 is the batch"),
+        (["--input-shape", "2,6=6"], "must be an identifier"),
+    ],
+)
+def test_format_opset_and_axis_errors_fail_before_export(capsys, token_state, tmp_path, extra, expect):
+    args = [str(token_state), "--factory", "user_tokens:make_tokens", "--dtype", "int64"]
+    if "--input-shape" not in extra:
+        args += ["--input-shape", "2,6"]
+    args += [str(tmp_path / a) if a.startswith("x.") else a for a in extra]
+    _error_case(capsys, args, expect)
+    _no_leftovers(tmp_path, {"tok.pt", "user_tokens.py", "__pycache__"})

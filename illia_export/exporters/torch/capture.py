@@ -82,6 +82,7 @@ class Discovery:
     all_outputs: list[Any] = field(default_factory=list)  # the outputs at each of them
     validation_sizes: list[dict[str, int]] = field(default_factory=list)  # where to validate
     grouped_batch: bool = False  # the model refused odd batches (probed at multiples instead)
+    vocab: dict[int, int] = field(default_factory=dict)  # integer input index -> rows of the table it indexes
 
 
 # ------------------------------------------------------------------------------------- discovery
@@ -181,10 +182,17 @@ def discover(
 
             hooks.append(module.register_forward_pre_hook(hook))
     first_calls: dict[str, list[int]] = {}
+    vocab: dict[int, int] = {}
+    base_inputs: list[torch.Tensor] = []
+    for module in modules.values():
+        if isinstance(getattr(module, "num_embeddings", None), int):
+            hooks.append(module.register_forward_pre_hook(_table_hook(base_inputs, vocab)))
 
     def run(sizes: dict[str, int]):
         linear_calls.clear()
-        result = _record(model, ti.resize_to(inputs, axes, sizes), tracker, seed=1 + len(probe.results))
+        xs = ti.resize_to(inputs, axes, sizes)
+        base_inputs[:] = xs if not probe.results else []
+        result = _record(model, xs, tracker, seed=1 + len(probe.results))
         if not probe.results:
             first_calls.update({k: list(v) for k, v in linear_calls.items()})
         return result
@@ -226,7 +234,7 @@ def discover(
     outputs = [out for _, out in probe.results]
     return Discovery(
         sites, dropout_sites(model, sites, owners), first_calls, outputs[0], outputs[1], sizes=probe.sizes,
-        all_outputs=outputs, validation_sizes=probe.validation_sizes(), grouped_batch=probe.grouped,
+        all_outputs=outputs, validation_sizes=probe.validation_sizes(), grouped_batch=probe.grouped, vocab=vocab,
     )
 
 
@@ -246,6 +254,21 @@ def dropout_sites(model, sites: list[Site], owners: dict[str, float | None]) -> 
         attr = next((getattr(module, a) for a in ("p", "drop_prob", "dropout_prob", "dropout") if isinstance(getattr(module, a, None), float)), None)
         out.append(mf.DropoutSite(path, float(p if p is not None else attr if attr is not None else 0.0), True))
     return out
+
+
+def _table_hook(base_inputs: list[torch.Tensor], vocab: dict[int, int]):
+    """A pre-hook on embedding tables: which integer input indexes which table, as is (a
+    transformer's position and token-type tables get other ids, which say nothing of the input)."""
+
+    def hook(module, args):
+        ids = args[0] if args else None
+        if not isinstance(ids, torch.Tensor) or ids.is_floating_point():
+            return
+        for i, x in enumerate(base_inputs):
+            if not x.is_floating_point() and ids.shape == x.shape and torch.equal(ids, x):
+                vocab[i] = min(vocab.get(i, module.num_embeddings), int(module.num_embeddings))
+
+    return hook
 
 
 # ---------------------------------------------------------------------------------- the wrapper

@@ -274,12 +274,17 @@ def _output_specs(cap: Capture, lead: list) -> list[mf.TensorSpec]:
     return specs
 
 
-def token_range(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[int] | None:
-    """``[0, vocabulary)`` for a model with one integer input and embedding tables, else None.
+def token_range(model: torch.nn.Module, inputs: list[torch.Tensor], index: int, vocab: dict[int, int]) -> list[int] | None:
+    """``[0, vocabulary)`` of integer input `index`, else None.
 
+    The vocabulary is the size of the embedding table(s) discovery saw the input index as is
+    (a transformer's word table, not its position or token-type tables); for a model that
+    transforms its ids first, the smallest embedding table when it has one integer input.
     The runtime refuses ids outside it: in a vectorized graph an out-of-range id would read
     another Monte Carlo sample's rows of the stacked tables.
     """
+    if index in vocab:
+        return [0, vocab[index]]
     integer = [x for x in inputs if not x.is_floating_point()]
     sizes = [
         int(m.num_embeddings)
@@ -293,15 +298,17 @@ def token_range(model: torch.nn.Module, inputs: list[torch.Tensor]) -> list[int]
 
 def build_manifest(cap: Capture, fmt: str, task: str, source_kind: str, opset: int) -> mf.Manifest:
     lead = [mf.SAMPLE_DIM] if cap.vectorized else []
-    vocab = token_range(cap.model, cap.inputs)
     return mf.Manifest(
         format=fmt,
         source=source_kind,
         inputs=[
             mf.TensorSpec(
-                n, ti.spec_shape(x, ax), ti.dtype_name(x), range=None if x.is_floating_point() else vocab
+                n,
+                ti.spec_shape(x, ax),
+                ti.dtype_name(x),
+                range=None if x.is_floating_point() else token_range(cap.model, cap.inputs, i, cap.discovery.vocab),
             )
-            for n, x, ax in zip(cap.input_names, cap.inputs, cap.axes)
+            for i, (n, x, ax) in enumerate(zip(cap.input_names, cap.inputs, cap.axes))
         ],
         noise=[
             mf.NoiseSpec(s.name, s.parameter, s.spec_shape(cap.vectorized), kind=s.kind, transform=s.transform)

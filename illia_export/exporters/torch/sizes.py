@@ -14,7 +14,6 @@ multiples of the capture batch instead.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +21,6 @@ from illia_export.artifact import manifest as mf
 from illia_export.errors import ExportError, IlliaExportError
 
 Sizes = dict[str, int]
-_MULTIPLE = re.compile(r"^(?:([1-9][0-9]*)\*)?([A-Za-z_][A-Za-z0-9_]*)$")
 #: The smallest batch size discovery probes above the example's: draws that change "above batch 8"
 #: are caught even for a small example.
 LARGE_BATCH = 9
@@ -32,12 +30,7 @@ EXTRA_STEPS = 3
 
 def parse_dim(dim: mf.Dim) -> tuple[int, str] | None:
     """``"seq_len"`` -> ``(1, "seq_len")``, ``"2*batch"`` -> ``(2, "batch")``; ints and ``"samples"`` -> None."""
-    if not isinstance(dim, str) or dim == mf.SAMPLE_DIM:
-        return None
-    m = _MULTIPLE.match(dim)
-    if not m:
-        return None
-    return int(m.group(1) or 1), m.group(2)
+    return mf.dim_factor(dim)
 
 
 def dim_name(k: int, name: str) -> str:

@@ -299,3 +299,26 @@ def test_check_same_draws_compares_kinds_not_only_counts():
         check_same_draws([[Draw("randn")], [Draw("rand")]], SIZES[:2])
     with pytest.raises(ExportError, match="draws at batch=2, seq_len=6 but not at batch=5"):
         check_same_draws([[Draw("randn")], []], SIZES[:2])
+
+
+class BertLikeEmbeddings(nn.Module):
+    """Word, position and token-type tables, as in a transformers BERT: only the word table is
+    indexed by the input ids, so only it bounds them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.word = nn.Embedding(50, 8)
+        self.position = nn.Embedding(64, 8)
+        self.token_type = nn.Embedding(2, 8)
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, ids):
+        pos = torch.arange(ids.shape[1]).expand_as(ids)
+        h = self.word(ids) + self.position(pos) + self.token_type(torch.zeros_like(ids))
+        return self.drop(h).mean(1)
+
+
+def test_token_range_is_the_table_the_ids_index():
+    cap = _prepare(BertLikeEmbeddings(), _ids(), "per-call")
+    manifest = build_manifest(cap, "onnx", "raw", "torch", 18)
+    assert manifest.inputs[0].range == [0, 50]  # not the token-type table's [0, 2)
