@@ -138,7 +138,7 @@ def classify(func: Callable, args: Sequence[Any], kwargs: dict) -> DrawCall | No
         name = "Tensor.bernoulli_" if inplace else "bernoulli"
         prob = args[1] if len(args) > 1 and not isinstance(args[1], torch.Generator) else kwargs.get("p")
         prob = 0.5 if prob is None and inplace else prob
-        drop = 1.0 - float(prob) if isinstance(prob, (int, float)) else None
+        drop = round(1.0 - float(prob), 12) if isinstance(prob, (int, float)) else None
         return DrawCall(name, "bernoulli", "draw", tuple(args[0].shape), args[0] if inplace else None, p=drop)
     if func in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout) or (
         func in _TORCH_DROPOUT
