@@ -176,3 +176,26 @@ def test_randomness_inside_a_fused_kernel_is_refused_naming_the_module(tmp_path)
     with pytest.raises(ToleranceError, match=r"module '0' \(GRU\).*inter-layer dropout.*dropout=0.3"):
         illia_export.export(model.eval(), torch.randn(2, 3, 4), tmp_path / "g.onnx", mc_dropout=True)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_multihead_attention_dropout_is_intercepted_inside_the_functional(need_weights):
+    """nn.MultiheadAttention draws its attention dropout inside F.multi_head_attention_forward
+    (F.dropout on the weights, or SDPA): fed noise must give torch's own distribution."""
+    from illia_export.exporters.torch.draws import DrawMode
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, dropout=0.3, batch_first=True).train()
+    x = torch.randn(2, 5, 8)
+    gen = torch.Generator().manual_seed(0)
+    fed = []
+    with torch.no_grad():
+        for _ in range(1000):
+            with DrawMode(generator=gen) as mode:
+                fed.append(mha(x, x, x, need_weights=need_weights)[0])
+        assert [r.call.op for r in mode.recorded] == ["dropout" if need_weights else "scaled_dot_product_attention"]
+        torch.manual_seed(1)
+        own = torch.stack([mha(x, x, x, need_weights=need_weights)[0] for _ in range(1000)])
+    fed = torch.stack(fed)
+    assert 0.9 < float((fed.std(0) / own.std(0)).median()) < 1.1
+    assert float(((fed.mean(0) - own.mean(0)).abs() / own.std(0)).median()) * 1000**0.5 < 2.0
