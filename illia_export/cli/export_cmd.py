@@ -84,8 +84,8 @@ def register(sub) -> None:
         nargs="?",
         const="all",
         metavar="NAMES",
-        help="sample dropout modules although the model is in eval mode: all of them, or the comma-separated "
-        "module names given (PyTorch)",
+        help="sample what model.train() samples (every dropout-like draw; normalization layers stay in eval), "
+        "or only in the comma-separated modules given and their children (PyTorch)",
     )
     p.add_argument(
         "--samples",
@@ -399,6 +399,8 @@ def run(args) -> int:
     for d in manifest.dropout:
         state = "sampled" if d.sampled else "off (eval mode; --mc-dropout samples it)"
         print(f"dropout {d.path!r} (p={d.p:g}): {state}")
+    for path, why in (manifest.extra.get("kept_in_eval") or {}).items():
+        print(f"kept in eval mode: {path!r} ({why})")
     if manifest.local is None and manifest.local_unavailable:
         print(f"no local variant: {manifest.local_unavailable}")
     if manifest.validation is not None:

@@ -138,7 +138,7 @@ def classify(func: Callable, args: Sequence[Any], kwargs: dict) -> DrawCall | No
         name = "Tensor.bernoulli_" if inplace else "bernoulli"
         prob = args[1] if len(args) > 1 and not isinstance(args[1], torch.Generator) else kwargs.get("p")
         prob = 0.5 if prob is None and inplace else prob
-        drop = 1.0 - float(prob) if isinstance(prob, (int, float)) else None
+        drop = round(1.0 - float(prob), 12) if isinstance(prob, (int, float)) else None
         return DrawCall(name, "bernoulli", "draw", tuple(args[0].shape), args[0] if inplace else None, p=drop)
     if func in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout) or (
         func in _TORCH_DROPOUT
@@ -385,12 +385,31 @@ class DrawMode(TorchFunctionMode):
         self.recorded: list[RecordedDraw] = []
         self.used = 0
 
+    def _inside(self, func, args: Sequence[Any], kwargs: dict) -> Any:
+        """Run a Python-level torch function with this mode active *inside* it.
+
+        A mode handles a call with itself switched off, so the draws inside
+        ``F.multi_head_attention_forward`` (its attention dropout: ``F.dropout`` or SDPA) would
+        reach torch's generator unseen. The function re-dispatches on ``has_torch_function``,
+        so that check is switched off in ``torch.nn.functional`` for the call (the only
+        function of that module that uses it is this one's guard), and the mode re-entered.
+        """
+        saved = F.has_torch_function
+        F.has_torch_function = lambda *_: False
+        try:
+            with self:
+                return func(*args, **kwargs)
+        finally:
+            F.has_torch_function = saved
+
     def _where(self) -> str:
         path = self.tracker.current if self.tracker is not None else ""
         return f"module {path!r}" if path else "the model's forward"
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is F.multi_head_attention_forward:
+            return self._inside(func, args, kwargs)
         if self.sampled_weights and func in _WEIGHT_RANK:
             w = args[1] if len(args) > 1 else kwargs.get("weight")
             if isinstance(w, torch.Tensor) and w.dim() == _WEIGHT_RANK[func] + 1:

@@ -9,6 +9,8 @@ transformers' BERT built from a config (no downloads).
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -136,6 +138,7 @@ class EmbedsClassifier(nn.Module):
 
 
 def tiny_bert(hidden_dropout: float, attention_dropout: float, attn_implementation: str) -> nn.Module:
+    os.environ.setdefault("USE_TF", "0")  # transformers would import TensorFlow (seconds) when it is installed
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
