@@ -1,16 +1,25 @@
-"""Monte Carlo throughput of the illia-export runtime on the reference workloads W1-W3.
+"""Monte Carlo throughput of the illia-export runtime on the reference workloads W1-W4.
 
-For each workload, backend (onnxruntime, TorchScript) and strategy (fresh, bank, local where the
-artifact has a local variant), times ``Predictor.predict(x, num_samples=S, seed=0)`` and
-compares it with:
+For each workload, batch size (``--batches``, default 1, 64 and 256), backend (onnxruntime,
+TorchScript, ``.pt2``) and strategy (fresh, bank, local where the artifact has a local variant),
+times ``Predictor.predict(x, num_samples=S, seed=0)`` and compares it, in the same run and at
+the same thread count, with:
 
-* ``naive``: the eager loop a user writes today: S forwards of the Bayesian torch model, each
-  drawing all weights anew (``torch.randn_like`` inside every layer);
+* ``naive``: the eager loop a user writes today: S forwards of the stochastic torch model, each
+  drawing all weights (or dropout masks) anew;
+* ``vmap``: ``torch.func.vmap`` over S weight sets (``mu + softplus(rho) * randn``, the plain
+  network through ``functional_call``), or over S dropout draws (``randomness="different"``);
 * ``det``: the deterministic network (same architecture, plain ``torch.nn`` layers) run once on
   a batch of S*B inputs, eager, under ``torch.inference_mode``;
+* ``det ORT``: the same deterministic network exported to ONNX, one onnxruntime call on S*B
+  inputs: the floor a vectorized artifact is measured against;
 * ``randn``: ``torch.randn(S, |W|)``, the cost of the weight noise alone;
-* ``v2``: the compiled ``illia-noise-v2`` kernel writing the same S*|W| normals (the runtime's
-  generator; shown for reference).
+* ``v2``: the compiled ``illia-noise-v2`` kernel writing the same S*|W| normals.
+
+Workloads: W1 MLP 784-512-512-10 (S=32), W2 CNN (two convolutions, S=32), W3 LSTM (S=16), W4
+MC-dropout CNN (W2's plain network with dropout after each convolution, exported with
+``mc_dropout=True``, S=32). ``.pt2 pc`` rows run a per-call ``.pt2`` artifact (one graph call per
+sample, the eager loop's structure).
 
 Every strategy runs with the runtime's default generator for new exports
 (``illia_export.runtime.noise.DEFAULT_GENERATOR``, ``illia-noise-v2``); ``fresh/v1`` is
@@ -19,17 +28,18 @@ still get.
 
 Columns: ``ms`` (median of the repeats), ``best`` (fastest repeat), ``cpu ms`` (median CPU time
 of the process, all threads), ``MC/s`` (S*B sample predictions per second, from the median),
-``x naive`` (speed-up over the naive loop), ``/det`` (time over the deterministic S*B forward)
-and, for ``fresh``, ``/(r+d)`` (time over randn + det). The columns after ``|`` are the same
-ratios from CPU times, steadier when other jobs compete for the cores. Strategy
-``local`` runs with seed 0 (its pre-activation noise is kept between calls, like a bank);
-``local*`` with ``seed=None`` (noise drawn on every call).
+``x naive`` (speed-up over the naive loop), ``/det`` (time over the deterministic S*B torch
+forward), ``/ORT`` (over the deterministic S*B onnxruntime forward) and, for ``fresh``,
+``/(r+d)`` (time over randn + det). The columns after ``|`` are the same ratios from CPU times,
+steadier when other jobs compete for the cores. Strategy ``local`` runs with seed 0 (its
+pre-activation noise is kept between calls, like a bank); ``local*`` with ``seed=None`` (noise
+drawn on every call).
 
 Usage::
 
-    python benchmarks/mc_throughput.py                # W1-W3, ~3-6 min on 2 cores
-    python benchmarks/mc_throughput.py --quick        # W1 only, fewer repeats
-    python benchmarks/mc_throughput.py --out bench.json
+    python benchmarks/mc_throughput.py --threads 1         # W1-W4 at B=1/64/256, ~10 min on 2 cores
+    python benchmarks/mc_throughput.py --quick             # W1 only, B=64, fewer repeats
+    python benchmarks/mc_throughput.py --workloads W2,W4 --batches 64 --out bench.json
 """
 
 from __future__ import annotations
@@ -84,6 +94,20 @@ class CNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
+class DropoutCNN(nn.Module):
+    """W4: W2's plain network with dropout (p=0.2) after each convolution's ReLU (MC dropout)."""
+
+    def __init__(self, bayesian: bool = True) -> None:
+        super().__init__()
+        self.conv1, self.conv2, self.fc = nn.Conv2d(1, 16, 3), nn.Conv2d(16, 32, 3), nn.Linear(800, 10)
+        self.drop = nn.Dropout(0.2) if bayesian else nn.Identity()
+
+    def forward(self, x):
+        x = torch.max_pool2d(self.drop(torch.relu(self.conv1(x))), 2)
+        x = torch.max_pool2d(self.drop(torch.relu(self.conv2(x))), 2)
+        return self.fc(x.flatten(1))
+
+
 class SeqModel(nn.Module):
     """W3: illia LSTM(num_embeddings=1000, embeddings_dim=64, hidden 128, output 5)."""
 
@@ -113,32 +137,16 @@ class PlainSeq(nn.Module):
 
 def workloads(quick: bool) -> list[dict[str, Any]]:
     w = [
+        dict(name="W1 MLP", model=MLP, det=lambda: MLP(False), x=lambda b: torch.randn(b, 784), S=32),
+        dict(name="W2 CNN", model=CNN, det=lambda: CNN(False), x=lambda b: torch.randn(b, 1, 28, 28), S=32),
+        dict(name="W3 LSTM", model=SeqModel, det=PlainSeq, x=lambda b: torch.randint(0, 1000, (b, 32)), S=16),
         dict(
-            name="W1 MLP",
-            model=MLP,
-            det=lambda: MLP(False),
-            x=lambda b: torch.randn(b, 784),
-            batch=64,
-            S=32,
-            task="classification",
-        ),
-        dict(
-            name="W2 CNN",
-            model=CNN,
-            det=lambda: CNN(False),
+            name="W4 MC-dropout CNN",
+            model=DropoutCNN,
+            det=lambda: DropoutCNN(False),
             x=lambda b: torch.randn(b, 1, 28, 28),
-            batch=64,
             S=32,
-            task="classification",
-        ),
-        dict(
-            name="W3 LSTM",
-            model=SeqModel,
-            det=PlainSeq,
-            x=lambda b: torch.randint(0, 1000, (b, 32)),
-            batch=32,
-            S=16,
-            task="classification",
+            mc_dropout=True,
         ),
     ]
     return w[:1] if quick else w
@@ -172,57 +180,153 @@ def num_weights(model: nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if n.endswith(".mu"))
 
 
+#: Artifacts timed per workload: (label, format, samples mode, ``load`` options).
+ARTIFACTS = {
+    "onnx": [("onnxruntime", "onnx", "vectorized")],
+    "torchscript": [("torchscript", "torchscript", "vectorized")],
+    "pt2": [("pt2", "pt2", "vectorized"), ("pt2 pc", "pt2", "per-call")],
+}
+_SUFFIX = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2"}
+
+
+def export_artifacts(
+    spec: dict[str, Any], model: nn.Module, tmp: Path, backends: list[str]
+) -> dict[str, Any]:
+    """Export `model` once per timed artifact: ``{label: path or error text}``."""
+    out: dict[str, Any] = {}
+    stem = spec["name"].split()[0]
+    for backend in backends:
+        for label, fmt, samples in ARTIFACTS.get(backend, []):
+            if spec.get("mc_dropout") and fmt == "torchscript":
+                continue  # MC dropout needs the torch.export capture
+            path = tmp / f"{stem}-{label.replace(' ', '_')}.{_SUFFIX[fmt]}"
+            kwargs = {"mc_dropout": True} if spec.get("mc_dropout") else {}
+            try:
+                illia_export.export(
+                    model,
+                    spec["x"](2),
+                    path,
+                    format=fmt,
+                    samples=samples,
+                    task="classification",
+                    validate=False,
+                    **kwargs,
+                )
+                out[label] = path
+            except Exception as exc:  # report and go on with the other formats/workloads
+                out[label] = f"{label} export failed: {type(exc).__name__}: {exc}"
+    return out
+
+
+def det_ort_session(det: nn.Module, x: torch.Tensor, tmp: Path, threads: int | None):
+    """The deterministic network as ONNX (legacy exporter, dynamic batch) in onnxruntime."""
+    import warnings
+
+    import onnxruntime as ort
+
+    path = tmp / f"det-{id(det)}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(det, (x,), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def vmap_contender(model: nn.Module, det: nn.Module, x: torch.Tensor, S: int, mc_dropout: bool):
+    """``torch.func.vmap`` over S samples, or None where the workload has no such form (W3)."""
+    from torch.func import functional_call, vmap
+
+    if mc_dropout:
+        train = model.train()
+
+        def run():
+            out = vmap(lambda _: train(x), randomness="different")(torch.arange(S))
+            return out
+
+        return run
+    dists = {n[: -len(".mu")]: m for n, m in model.named_parameters() if n.endswith(".mu")}
+    names = {}
+    for name, _ in det.named_parameters():
+        layer, kind = name.rsplit(".", 1)
+        key = f"{layer}.{'weights' if kind == 'weight' else 'bias'}_distribution"
+        if key not in dists:
+            return None
+        names[name] = key
+    params = dict(model.named_parameters())
+
+    def run():
+        sampled = {
+            n: params[k + ".mu"]
+            + torch.nn.functional.softplus(params[k + ".rho"]) * torch.randn(S, *params[k + ".mu"].shape)
+            for n, k in names.items()
+        }
+        return vmap(lambda p: functional_call(det, p, (x,)))(sampled)
+
+    return run
+
+
 def bench_workload(
-    spec: dict[str, Any], repeats: int, tmp: Path, backends: list[str], threads: int | None
+    spec: dict[str, Any],
+    batch: int,
+    repeats: int,
+    model: nn.Module,
+    det: nn.Module,
+    artifacts: dict[str, Any],
+    tmp: Path,
+    threads: int | None,
 ) -> dict[str, Any]:
     torch.manual_seed(0)
-    model = spec["model"]().eval()
-    det = spec["det"]().eval()
-    B, S = spec["batch"], spec["S"]
+    B, S = batch, spec["S"]
     x = spec["x"](B)
     xs = spec["x"](S * B)
     W = num_weights(model)
     res: dict[str, Any] = {"workload": spec["name"], "batch": B, "samples": S, "num_weights": W, "rows": []}
+    mc_dropout = bool(spec.get("mc_dropout"))
 
     with torch.inference_mode():
+        if mc_dropout:
+            model.train()
         res["naive"] = timeit(lambda: torch.stack([model(x) for _ in range(S)]), repeats)
+        model.eval()
         res["det"] = timeit(lambda: det(xs), repeats)
-        res["randn"] = timeit(lambda: torch.randn(S, W), repeats)
-    if noise_mod.kernel_available():
+        res["randn"] = timeit(lambda: torch.randn(S, max(W, 1)), repeats)
+        vm = vmap_contender(model, det, x, S, mc_dropout)
+        if vm is not None:
+            res["vmap"] = timeit(vm, repeats)
+        model.eval()
+    if noise_mod.kernel_available() and W:
         buf = torch.empty(S, W)
         res["v2"] = timeit(lambda: noise_mod.fill_v2(0, 0, (W,), 0, S, buf), repeats)
+    session = det_ort_session(det, spec["x"](2), tmp, threads)
+    xs_np = xs.numpy()
+    res["det_ort"] = timeit(lambda: session.run(None, {"x": xs_np}), repeats)
 
     x_np = x.numpy()
-    for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
-        if fmt not in backends:
+    v1, v2 = noise_mod.GENERATOR_V1, noise_mod.DEFAULT_GENERATOR
+    for label, path in artifacts.items():
+        if not isinstance(path, Path):
+            res.setdefault("errors", []).append(path)
             continue
-        path = tmp / f"{spec['name'].split()[0]}.{ext}"
-        t0 = time.perf_counter()
-        try:
-            illia_export.export(model, spec["x"](2), path, format=fmt, task=spec["task"], validate=False)
-        except Exception as exc:  # report and go on with the other formats/workloads
-            res.setdefault("errors", []).append(f"{fmt} export failed: {type(exc).__name__}: {exc}")
-            continue
-        export_s = time.perf_counter() - t0
-        opts: dict[str, Any] = {"intra_op_num_threads": threads} if fmt == "onnx" and threads else {}
+        opts: dict[str, Any] = {"threads": threads} if threads else {}
         predictor = load(path, **opts)
         # (strategy, seed): "local" with a fixed seed reuses its pre-activation noise between
         # calls; "local*" (seed=None) draws it on every call.
-        v1, v2 = noise_mod.GENERATOR_V1, noise_mod.DEFAULT_GENERATOR
-        runs = [("fresh", 0, v2), ("fresh/v1", 0, v1), ("bank", 0, v2)] + (
-            [("local", 0, v2), ("local*", None, v2)] if predictor.manifest.local else []
-        )
-        for label, seed, gen in runs:
-            strategy = label.split("/")[0].rstrip("*")
+        runs = [("fresh", 0, v2), ("bank", 0, v2)]
+        if label == "onnxruntime":
+            runs.insert(1, ("fresh/v1", 0, v1))
+        if predictor.manifest.local and label in ("onnxruntime", "torchscript"):
+            runs += [("local", 0, v2), ("local*", None, v2)]
+        for strat, seed, gen in runs:
+            strategy = strat.split("/")[0].rstrip("*")
 
             # TorchScript's profiling executor specializes the graph over the first calls.
             def call(p=predictor, sd=seed, st=strategy, g=gen):
                 return p.predict(x_np, num_samples=S, seed=sd, strategy=st, generator=g)
 
             t = timeit(call, repeats, warmup=3)
-            res["rows"].append(
-                {"backend": predictor.backend.name, "strategy": label, "export_s": export_s, **t}
-            )
+            res["rows"].append({"backend": label, "strategy": strat, **t})
     return res
 
 
@@ -236,6 +340,7 @@ def add_ratios(res: dict[str, Any]) -> None:
             ms, naive, det, randn = row[key], res["naive"][key], res["det"][key], res["randn"][key]
             row["speedup_vs_naive" + suffix] = naive / ms
             row["over_det" + suffix] = ms / det
+            row["over_det_ort" + suffix] = ms / res["det_ort"][key]
             fresh = row["strategy"].startswith("fresh")
             row["over_randn_plus_det" + suffix] = ms / (randn + det) if fresh else None
 
@@ -248,6 +353,16 @@ def _r(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _contenders(res: dict[str, Any]) -> str:
+    """The contenders as ratios to the deterministic ORT forward (CPU time), one line."""
+    ref = res["det_ort"]["cpu_ms"]
+    parts = [f"det ORT S*B {_t(res['det_ort'])} ms"]
+    for key, label in (("naive", "eager loop"), ("vmap", "vmap"), ("det", "det torch")):
+        if key in res:
+            parts.append(f"{label} {res[key]['cpu_ms'] / ref:.2f}x")
+    return "contenders (cpu time / det ORT): " + ", ".join(parts)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = []
     for res in results:
@@ -258,9 +373,11 @@ def table(results: list[dict[str, Any]]) -> str:
             + (f", v2 S*|W| {_t(res['v2'])}" if "v2" in res else "")
             + "   [median / best / cpu ms]"
         )
+        lines.append("  " + _contenders(res))
         lines.append(
             f"  {'backend':<12} {'strategy':<8} {'ms':>8} {'best':>8} {'cpu ms':>8} {'MC/s':>10} "
-            f"{'x naive':>8} {'/det':>6} {'/(r+d)':>7} | {'cpu: x naive':>12} {'/det':>6} {'/(r+d)':>7}"
+            f"{'x naive':>8} {'/det':>6} {'/ORT':>6} {'/(r+d)':>7} | {'cpu: x naive':>12} {'/det':>6} {'/ORT':>6} "
+            f"{'/(r+d)':>7}"
         )
         for err in res.get("errors", []):
             lines.append(f"  ! {err.splitlines()[0][:200]}")
@@ -268,8 +385,8 @@ def table(results: list[dict[str, Any]]) -> str:
             lines.append(
                 f"  {r['backend']:<12} {r['strategy']:<8} {r['median_ms']:>8.1f} {r['best_ms']:>8.1f} "
                 f"{r['cpu_ms']:>8.1f} {r['mc_per_s']:>10,.0f} {r['speedup_vs_naive']:>8.2f} {r['over_det']:>6.2f} "
-                f"{_r(r['over_randn_plus_det']):>7} | {r['speedup_vs_naive_cpu']:>12.2f} {r['over_det_cpu']:>6.2f} "
-                f"{_r(r['over_randn_plus_det_cpu']):>7}"
+                f"{r['over_det_ort']:>6.2f} {_r(r['over_randn_plus_det']):>7} | {r['speedup_vs_naive_cpu']:>12.2f} "
+                f"{r['over_det_cpu']:>6.2f} {r['over_det_ort_cpu']:>6.2f} {_r(r['over_randn_plus_det_cpu']):>7}"
             )
     return "\n".join(lines)
 
@@ -280,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--repeats", type=int, default=None, help="timed repeats per measurement (default 7, quick 3)"
     )
-    ap.add_argument("--backends", default="onnx,torchscript", help="comma list: onnx, torchscript")
+    ap.add_argument("--backends", default="onnx,torchscript,pt2", help="comma list: onnx, torchscript, pt2")
+    ap.add_argument("--batches", default=None, help="comma list of batch sizes (default 1,64,256; quick 64)")
+    ap.add_argument("--workloads", default=None, help="comma list of workload tags, e.g. W1,W4 (default all)")
     ap.add_argument(
         "--threads",
         type=int,
@@ -307,18 +426,31 @@ def main(argv: list[str] | None = None) -> int:
         keep_process_memory()
     repeats = args.repeats or (3 if args.quick else 7)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    batches = [int(b) for b in (args.batches or ("64" if args.quick else "1,64,256")).split(",") if b.strip()]
+    chosen = workloads(args.quick)
+    if args.workloads:
+        tags = {w.strip().upper() for w in args.workloads.split(",")}
+        chosen = [w for w in workloads(False) if w["name"].split()[0] in tags]
+    threads = args.threads
+    print(
+        f"threads: {threads or 'all cores'} (torch {torch.get_num_threads()}, onnxruntime {threads or 'default'})"
+    )
     results = []
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in workloads(args.quick):
-            res = bench_workload(spec, repeats, Path(tmp), backends, args.threads)
-            add_ratios(res)
-            results.append(res)
-            print(table([res]), flush=True)
+        for spec in chosen:
+            torch.manual_seed(0)
+            model, det = spec["model"]().eval(), spec["det"]().eval()
+            artifacts = export_artifacts(spec, model, Path(tmp), backends)
+            for batch in batches:
+                res = bench_workload(spec, batch, repeats, model, det, artifacts, Path(tmp), threads)
+                add_ratios(res)
+                results.append(res)
+                print(table([res]), flush=True)
         if args.small_batch:
             from benchmarks import small_batch
 
-            small = small_batch.run(Path(tmp), args.threads or 1, repeats)
+            small = small_batch.run(Path(tmp), threads or 1, repeats)
             print("\n" + small_batch.table(small), flush=True)
             results.append({"workload": "small-batch W1", **small})
     meta = {
@@ -329,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "loadavg_end": os.getloadavg(),
         "repeats": repeats,
+        "threads": threads,
+        "batches": batches,
         "keep_process_memory": not args.no_keep_memory,
         "total_s": time.perf_counter() - t_start,
     }
