@@ -308,3 +308,70 @@ def test_ort_only_refuses_aoti_package(cpp_ort_build, aoti_w1, tmp_path):
     proc = _mc(cpp_ort_build, aoti_w1.path, aoti_w1.input, tmp_path / "o")
     assert proc.returncode == 1
     assert "is an AOTInductor package, and this illia runtime was built without its backend" in proc.stderr
+
+
+def _seq_noise_onnx(path):
+    """A hand-made vectorized artifact whose noise follows 'batch' and 'seq_len' in both orders:
+    out[s, b, t] = x[b, t] + a[s, b, t] + c[s, t, b]   (x: [batch, seq_len, 4])."""
+    import onnx
+    import torch
+
+    from illia_export.artifact.manifest import Manifest, NoiseSpec, TensorSpec, embed_in_onnx
+
+    class SeqNoise(torch.nn.Module):
+        def forward(self, x, a, c):
+            return x.unsqueeze(0) + a + c.transpose(1, 2)
+
+    torch.onnx.export(
+        SeqNoise(),
+        (torch.randn(3, 5, 4), torch.randn(2, 3, 5, 4), torch.randn(2, 5, 3, 4)),
+        str(path),
+        input_names=["x", "eps_a", "eps_c"],
+        output_names=["y"],
+        dynamic_axes={
+            "x": {0: "batch", 1: "seq_len"},
+            "eps_a": {0: "samples", 1: "batch", 2: "seq_len"},
+            "eps_c": {0: "samples", 1: "seq_len", 2: "batch"},
+            "y": {0: "samples", 1: "batch", 2: "seq_len"},
+        },
+        dynamo=False,
+    )
+    model = onnx.load(str(path))
+    manifest = Manifest(
+        format="onnx",
+        source="torch",
+        inputs=[TensorSpec("x", ["batch", "seq_len", 4])],
+        noise=[
+            NoiseSpec("eps_a", "a", ["samples", "batch", "seq_len", 4], kind="draw"),
+            NoiseSpec("eps_c", "c", ["samples", "seq_len", "batch", 4], kind="draw"),
+        ],
+        outputs=[TensorSpec("y", ["samples", "batch", "seq_len", 4])],
+        sample_axis=0,
+        task="regression",
+        noise_generator="illia-noise-v2",
+    )
+    embed_in_onnx(model, manifest)
+    onnx.save(model, str(path))
+
+
+def test_noise_dims_follow_seq_len_and_rows_are_keyed(cpp_ort_build, tmp_path):
+    """Noise sized from any input dim ('seq_len' too), per-example noise row-keyed with the
+    row's block in C order over the other dims, the batch dim first or not (docs/noise.md),
+    computed here from the numpy reference of the row-keyed draw."""
+    from illia_export.runtime.noise import row_words, standard_normal_rows
+
+    path = tmp_path / "seq.onnx"
+    _seq_noise_onnx(path)
+    x = np.random.default_rng(0).standard_normal((6, 7, 4)).astype(np.float32)  # batch 6, seq_len 7
+    np.save(tmp_path / "x.npy", x)
+    S, words = 5, row_words(np.arange(6))
+    a = standard_normal_rows("illia-noise-v2", SEED, 0, words, (7, 4), 0, S, use_kernel=False)  # [S, B, T, 4]
+    c = standard_normal_rows("illia-noise-v2", SEED, 1, words, (7, 4), 0, S, use_kernel=False)  # [S, B, T, 4]
+    values = (x[None] + a + c).astype(np.float64)  # c's rows, moved to [S, T, B, 4] and back by the graph
+    want = {"mean": values.mean(0), "std": values.std(0)}
+    for strategy in ("fresh", "bank"):
+        got = run_mc(
+            cpp_ort_build, _Art(path, tmp_path / "x.npy"), tmp_path / strategy, "--strategy", strategy,
+            "--chunk-size", 2, "--no-digest-check", samples=S,
+        )
+        assert_close(got, want, 1e-5)

@@ -198,11 +198,14 @@ std::vector<std::string> output_files(const illia::Manifest& m) {
   return files;
 }
 
-/// Make `dir` and check that none of `files` would replace a file illia-mc did not write there.
-std::map<std::string, Stamp> claim_out_dir(const fs::path& dir, const std::vector<std::string>& files) {
+/// Check that none of `files` would replace a file illia-mc did not write in `dir`, and (with
+/// `create`) make the folder. Called before the run (nothing created, so a refused input leaves
+/// no folder behind) and again right before writing.
+std::map<std::string, Stamp> claim_out_dir(const fs::path& dir, const std::vector<std::string>& files, bool create) {
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     throw OutputError("--out " + dir.string() + " exists and is not a folder; give a folder");
+  if (!create && !fs::exists(dir, ec)) return {};
   fs::create_directories(dir, ec);
   if (ec) throw OutputError("cannot create output folder " + dir.string() + ": " + ec.message());
   std::map<std::string, Stamp> ledger = read_ledger(dir);
@@ -261,7 +264,8 @@ int main(int argc, char** argv) {
     for (const std::string& path : args.inputs) inputs.push_back(illia::read_npy(path));
     if (!args.row_ids.empty()) args.options.row_ids = read_row_ids(args.row_ids).i64;
     const fs::path out_dir(args.out);
-    std::map<std::string, Stamp> ledger = claim_out_dir(out_dir, output_files(predictor.manifest()));
+    const std::vector<std::string> files = output_files(predictor.manifest());
+    claim_out_dir(out_dir, files, /*create=*/false);  // fail before the run, create nothing yet
 
     illia::Prediction prediction;
     double best_ms = 0.0, total_ms = 0.0;
@@ -273,6 +277,7 @@ int main(int argc, char** argv) {
       total_ms += ms;
     }
 
+    std::map<std::string, Stamp> ledger = claim_out_dir(out_dir, files, /*create=*/true);
     for (size_t o = 0; o < prediction.outputs.size(); ++o) {
       const illia::OutputSummary& s = prediction.outputs[o];
       const std::string suffix = o == 0 ? "" : "_" + s.name;
