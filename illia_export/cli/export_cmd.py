@@ -72,7 +72,7 @@ def register(sub) -> None:
         const="all",
         metavar="NAMES",
         help="sample dropout modules although the model is in eval mode: all of them, or the comma-separated "
-        "module names given (PyTorch)",
+        "module names given (PyTorch dropout modules; nnx.Dropout for JAX)",
     )
     p.add_argument(
         "--samples",
@@ -258,6 +258,8 @@ def run(args) -> int:
     )
     if args.opset is not None:
         common["opset"] = args.opset
+    if args.mc_dropout:
+        common["mc_dropout"] = True if args.mc_dropout == "all" else [n for n in args.mc_dropout.split(",") if n]
     if is_jax:
         from illia_export.exporters.jax.export import export_jax, load_jax_model
 
@@ -280,8 +282,6 @@ def run(args) -> int:
             raise ExportError(
                 f"format {args.format!r} is for JAX models; a PyTorch model exports to {', '.join(TORCH_FORMATS)}"
             )
-        if args.mc_dropout:
-            common["mc_dropout"] = True if args.mc_dropout == "all" else [n for n in args.mc_dropout.split(",") if n]
         from illia_export.exporters.torch.export import export_torch
         from illia_export.exporters.torch.source import load_torch_source
 
