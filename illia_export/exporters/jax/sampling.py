@@ -17,6 +17,9 @@ import numpy as np
 from illia_export.artifact import manifest as mf
 from illia_export.errors import ExportError
 
+#: XLA options for the one-off source sampling of the distribution check.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
 
 def dropout_modules(model: Any) -> dict[str, Any]:
     """Dropout-like modules: a boolean ``deterministic`` flag and a positive ``rate``/``dropout_rate``.
@@ -88,9 +91,10 @@ def inference_copy(model: Any, fmt: str, mc_dropout: Any) -> tuple[Any, list[mf.
 def source_samples(model: Any, inputs: Sequence[np.ndarray], num: int) -> list[np.ndarray]:
     """`num` forward passes of the nnx model with its own rngs: ``[num, B, ...]`` per output.
 
-    The calls are one ``lax.scan`` that carries the model's state, so call ``i`` sees the rng
-    counters that call ``i - 1`` left, exactly as calling the model `num` times does (~50x
-    faster than a Python loop of ``nnx.jit`` calls). The caller's model is not touched.
+    The calls are one compiled ``lax.scan`` that carries the model's state, so call ``i`` sees
+    the rng counters that call ``i - 1`` left, exactly as calling the model `num` times does
+    (checked against a loop of ``nnx.jit`` calls: identical samples). Compiling dominates, so it
+    uses XLA's cheap settings. The caller's model is not touched.
     """
     import jax
     from flax import nnx
@@ -105,7 +109,12 @@ def source_samples(model: Any, inputs: Sequence[np.ndarray], num: int) -> list[n
         out = flatten_outputs(m(*xs))[1]
         return nnx.state(m), out
 
-    _, outs = jax.jit(lambda st: jax.lax.scan(body, st, None, length=num))(state)
+    lowered = jax.jit(lambda st: jax.lax.scan(body, st, None, length=num)).lower(state)
+    try:  # the check runs once: a cheap compile beats a fast loop (XLA CPU compile 7.1 s -> 3.0 s, run 0.2 -> 0.6 s)
+        compiled = lowered.compile(compiler_options=_FAST_COMPILE)
+    except Exception:  # an XLA without these flags
+        compiled = lowered.compile()
+    _, outs = compiled(state)
     return [np.asarray(o) for o in outs]
 
 
