@@ -294,3 +294,14 @@ def test_a_sampler_behind_a_jitted_helper_is_refused_by_name(tmp_path):
     ):
         export_jax(WithGumbel(), X, tmp_path / "g.onnx", samples="per-call")
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_source_sampling_is_the_model_called_repeatedly():
+    from illia_export.exporters.jax.sampling import source_samples
+
+    model = DropMLP()
+    count = int(model.drop1.rngs.count[...])
+    (scanned,) = source_samples(model, [X], 40)
+    np.testing.assert_allclose(scanned, own_samples(model, X, 40), atol=1e-5)
+    assert int(model.drop1.rngs.count[...]) == count
+    assert scanned.std(0).min() > 0
