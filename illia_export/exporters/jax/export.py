@@ -1,12 +1,16 @@
 """Export Flax-NNX Bayesian models: TF SavedModel, TFLite (jax2tf) and ONNX (jax2onnx).
 
-Pipeline: model -> :class:`~illia_export.exporters.jax.noise.PureFunction` (noise as explicit
-inputs) -> convert (jax2tf or jax2onnx) into a temporary path -> validate against the nnx
-model on several noise draws and zero noise at two batch sizes -> embed the manifest -> move
-into place. A failed conversion or validation leaves nothing at the output path.
+Pipeline: a copy of the model in its export modes (``mc_dropout``, :mod:`.sampling`) ->
+discover its ``jax.random`` draws (:mod:`.draws`) -> :class:`~illia_export.exporters.jax.noise.PureFunction`
+(weight noise and draws as explicit inputs; key derivations removed by dead-code elimination)
+-> refuse a model with no noise unless ``deterministic=True`` -> convert (jax2tf or jax2onnx)
+into a temporary path -> validate against the nnx model on several noise draws and zero noise
+at two batch sizes -> distribution check against the model's own sampling -> embed the
+manifest -> move into place. A failed conversion or validation leaves nothing at the output path.
 
 Graph conventions (the artifact contract): model inputs first (``"input"`` or ``"input_0"``,
-...), then one noise input per distribution in manifest order; outputs ``"output"`` or
+...), then one noise input per distribution in manifest order, then one per ``jax.random``
+draw in call order; outputs ``"output"`` or
 ``"output_0"``, .... The batch axis is dynamic; with ``samples="vectorized"`` the noise has a
 dynamic leading ``"samples"`` axis and outputs are ``[S, B, ...]``.
 

@@ -100,8 +100,11 @@ def source_samples(model: Any, inputs: Sequence[np.ndarray], num: int) -> list[n
     from flax import nnx
 
     from illia_export.exporters.jax.noise import flatten_outputs
+    from illia_export.nn.jax.module import unfreeze
 
-    graphdef, state = nnx.split(model)
+    # a frozen Bayesian layer repeats its last weights, but the graph always samples (injected
+    # noise wins over the frozen state): the reference is the unfrozen model
+    graphdef, state = nnx.split(unfreeze(nnx.clone(model)))
     xs = tuple(np.asarray(x) for x in inputs)
 
     def body(carry: Any, _: Any) -> tuple[Any, tuple]:
