@@ -312,8 +312,8 @@ def test_a_frozen_bayesian_model_is_checked_against_its_unfrozen_sampling(tmp_pa
 
     model = models.make_mlp(hidden=8)
     x = np.random.default_rng(0).standard_normal((2, 12)).astype(np.float32)
-    freeze(model)
-    model(x)  # frozen: repeats these weights; the graph samples (injected noise wins)
+    model(x)
+    freeze(model)  # calls now repeat the last weights; the graph samples (injected noise wins)
     manifest = export_jax(model, x, tmp_path / "f.onnx", samples="per-call", distribution_samples=300)
     assert 0.8 <= manifest.validation.distribution["output"]["std_ratio"] <= 1.25
     assert all(layer.frozen for layer in model.layers)
