@@ -85,7 +85,8 @@ def register(sub) -> None:
         const="all",
         metavar="NAMES",
         help="sample what model.train() samples (every dropout-like draw; normalization layers stay in eval), "
-        "or only in the comma-separated modules given and their children (PyTorch)",
+        "or only in the comma-separated modules given and their children (PyTorch; nnx.Dropout and other "
+        "jax.random draws for JAX)",
     )
     p.add_argument(
         "--samples",
@@ -329,6 +330,8 @@ def run(args) -> int:
     )
     if args.opset is not None:
         common["opset"] = args.opset
+    if args.mc_dropout:
+        common["mc_dropout"] = True if args.mc_dropout == "all" else [n for n in args.mc_dropout.split(",") if n]
     if is_jax:
         from illia_export.exporters.jax.export import export_jax, load_jax_model
 
@@ -352,8 +355,6 @@ def run(args) -> int:
             raise ExportError(
                 f"format {args.format!r} is for JAX models; a PyTorch model exports to {', '.join(TORCH_FORMATS)}"
             )
-        if args.mc_dropout:
-            common["mc_dropout"] = True if args.mc_dropout == "all" else [n for n in args.mc_dropout.split(",") if n]
         from illia_export.exporters.torch.export import export_torch
         from illia_export.exporters.torch.source import load_torch_source
 

@@ -118,12 +118,19 @@ class DrawMode:
         _LOCK.acquire()
         self._saved = (rc._normal, rc._uniform, rc._bernoulli)
         originals = self._saved
-        rc._normal = lambda key, shape, dtype: self._draw("normal", originals[0], (key, shape, dtype), shape, dtype)
+        rc._normal = lambda key, shape, dtype: self._draw(
+            "normal", originals[0], (key, shape, dtype), shape, dtype
+        )
         rc._uniform = lambda key, minval, maxval, shape, dtype: self._draw(
             "uniform", originals[1], (key, minval, maxval, shape, dtype), shape, dtype, lo=minval, hi=maxval
         )
         rc._bernoulli = lambda key, p, shape, mode: self._draw(
-            "bernoulli", originals[2], (key, p, shape, mode), shape if shape is not None else np.shape(p), None, p=p
+            "bernoulli",
+            originals[2],
+            (key, p, shape, mode),
+            shape if shape is not None else np.shape(p),
+            None,
+            p=p,
         )
         return self
 
@@ -167,9 +174,16 @@ class DrawMode:
         dropout = op == "bernoulli" and isinstance(module, nnx.Dropout)
         if dropout:
             op = "dropout"
-        transform = {"normal": "affine", "uniform": "uniform", "bernoulli": "bernoulli", "dropout": "dropout"}[op]
+        transform = {
+            "normal": "affine",
+            "uniform": "uniform",
+            "bernoulli": "bernoulli",
+            "dropout": "dropout",
+        }[op]
         if self.feed is None:
-            self.recorded.append(RecordedDraw(path, type(module).__name__ if module else "", op, transform, shape))
+            self.recorded.append(
+                RecordedDraw(path, type(module).__name__ if module else "", op, transform, shape)
+            )
             self._inside = True  # the real sampler's own nested calls (bernoulli -> uniform) are not draws
             try:
                 return original(*args)

@@ -1,12 +1,16 @@
 """Export Flax-NNX Bayesian models: TF SavedModel, TFLite (jax2tf) and ONNX (jax2onnx).
 
-Pipeline: model -> :class:`~illia_export.exporters.jax.noise.PureFunction` (noise as explicit
-inputs) -> convert (jax2tf or jax2onnx) into a temporary path -> validate against the nnx
-model on several noise draws and zero noise at two batch sizes -> embed the manifest -> move
-into place. A failed conversion or validation leaves nothing at the output path.
+Pipeline: a copy of the model in its export modes (``mc_dropout``, :mod:`.sampling`) ->
+discover its ``jax.random`` draws (:mod:`.draws`) -> :class:`~illia_export.exporters.jax.noise.PureFunction`
+(weight noise and draws as explicit inputs; key derivations removed by dead-code elimination)
+-> refuse a model with no noise unless ``deterministic=True`` -> convert (jax2tf or jax2onnx)
+into a temporary path -> validate against the nnx model on several noise draws and zero noise
+at two batch sizes -> distribution check against the model's own sampling -> embed the
+manifest -> move into place. A failed conversion or validation leaves nothing at the output path.
 
 Graph conventions (the artifact contract): model inputs first (``"input"`` or ``"input_0"``,
-...), then one noise input per distribution in manifest order; outputs ``"output"`` or
+...), then one noise input per distribution in manifest order, then one per ``jax.random``
+draw in call order; outputs ``"output"`` or
 ``"output_0"``, .... The batch axis is dynamic; with ``samples="vectorized"`` the noise has a
 dynamic leading ``"samples"`` axis and outputs are ``[S, B, ...]``.
 
@@ -38,6 +42,7 @@ from illia_export.artifact import manifest as mf
 from illia_export.artifact.atomic import atomic_output
 from illia_export.artifact.digest import stamp_digest
 from illia_export.errors import ArtifactError, ExportError, ShapeError
+from illia_export.exporters.jax.sampling import distribution_check, inference_copy
 from illia_export.exporters.likelihood import resolve_likelihood
 from illia_export.exporters.verify.distribution import DEFAULT_SAMPLES
 from illia_export.exporters.verify.same_noise import DEFAULT_RTOL, DEFAULT_TOLERANCE
@@ -105,69 +110,6 @@ def _resize(arr: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([arr] * reps, axis=0)[:batch]
 
 
-def dropout_modules(model: Any) -> dict[str, Any]:
-    """Dropout-like modules: a boolean ``deterministic`` flag and a positive ``rate``/``dropout_rate``.
-
-    ``nnx.Dropout`` and ``nnx.MultiHeadAttention`` (attention dropout) are such modules.
-    """
-    from flax import nnx
-
-    found = {}
-    for path, module in nnx.iter_modules(model):
-        rate = getattr(module, "rate", None) if isinstance(module, nnx.Dropout) else getattr(module, "dropout_rate", None)
-        if hasattr(module, "deterministic") and isinstance(rate, (int, float)) and rate > 0:
-            found[".".join(map(str, path))] = module
-    return found
-
-
-def select_dropout(model: Any, mc_dropout: bool | str | Sequence[str] | None) -> list[str]:
-    """The dropout modules to sample: all for True, the named ones for a list, none for None/False."""
-    found = dropout_modules(model)
-    if mc_dropout is None or mc_dropout is False:
-        return []
-    if mc_dropout is True:
-        if not found:
-            raise ExportError(
-                "mc_dropout=True, but the model has no dropout module (nnx.Dropout, or a module with a "
-                "`deterministic` flag and a dropout rate)"
-            )
-        return list(found)
-    names = [mc_dropout] if isinstance(mc_dropout, str) else list(mc_dropout)
-    unknown = [n for n in names if n not in found]
-    if unknown:
-        raise ExportError(
-            f"mc_dropout names {unknown}, which are not dropout modules of the model; its dropout modules are "
-            f"{sorted(found) or 'none'}"
-        )
-    return names
-
-
-def inference_copy(model: Any, fmt: str, mc_dropout: Any) -> tuple[Any, list[mf.DropoutSite]]:
-    """A copy of `model` in its export modes: the dropout modules selected by `mc_dropout` sample
-    (``deterministic=False``), every other one is off; the user's model is left untouched.
-
-    A BatchNorm in training mode (batch statistics) is refused: it is not randomness, and the
-    graph cannot reproduce it per example.
-    """
-    from flax import nnx
-
-    work = nnx.clone(model)
-    for path, module in nnx.iter_modules(work):
-        where = ".".join(map(str, path)) or "<root>"
-        if isinstance(module, nnx.BatchNorm) and not module.use_running_average:
-            raise ExportError(
-                f"cannot export to {fmt}: layer {where!r} (nnx.BatchNorm) is in training mode (batch "
-                "statistics); call model.eval() before exporting (mc_dropout=True still samples the dropout layers)"
-            )
-    sampled = select_dropout(work, mc_dropout)
-    sites = []
-    for path, module in dropout_modules(work).items():
-        module.deterministic = path not in sampled
-        rate = module.rate if isinstance(module, nnx.Dropout) else module.dropout_rate
-        sites.append(mf.DropoutSite(path, float(rate), path in sampled))
-    return work, sites
-
-
 class _Prepared:
     """Everything format-independent: pure functions, specs, symbolic shapes."""
 
@@ -209,6 +151,9 @@ class _Prepared:
             for i, (name, x) in enumerate(zip(self.input_names, self.inputs))
         ]
         draws = discover_draws(model, tuple(self.inputs))
+        # the manifest says "sampled" only for a dropout module that owns a noise input
+        owners = {d.module for d in draws}
+        self.dropout = [mf.DropoutSite(d.path, d.p, d.sampled and d.path in owners) for d in self.dropout]
         self.pure = make_pure_function(model, vectorized=self.vectorized, portable=True, draws=draws)
         self.reference = make_pure_function(model, vectorized=self.vectorized, portable=False, draws=draws)
         self.noise = self.pure.noise
@@ -583,37 +528,11 @@ def _validate(
     return comparison.result(draws)
 
 
-def source_samples(model: Any, inputs: Sequence[np.ndarray], num: int) -> list[np.ndarray]:
-    """`num` forward passes of the nnx model with its own rngs: ``[num, B, ...]`` per output.
-
-    Runs on a copy (the caller's rng counters do not move); each call advances the copy's
-    rng streams, as calling the model repeatedly does.
-    """
-    import jax
-    from flax import nnx
-
-    from illia_export.exporters.jax.noise import flatten_outputs
-
-    work = nnx.clone(model)
-    step = nnx.jit(lambda m, *xs: flatten_outputs(m(*xs))[1])
-    per = [[np.asarray(o) for o in step(work, *inputs)] for _ in range(num)]
-    jax.block_until_ready(per[-1])
-    return [np.stack([p[i] for p in per]) for i in range(len(per[0]))]
-
-
 def _distribution(prep: _Prepared, path: Path, manifest: mf.Manifest, num: int) -> dict:
-    """The distribution check: the model's own sampling against the artifact fed by the runtime."""
-    from illia_export.exporters.verify.distribution import compare
-    from illia_export.runtime.predictor import Predictor
-
     rows = min(prep.inputs[0].shape[0], 4)
-    rows -= rows % prep.batch_multiple or 0
-    rows = max(rows, prep.batch_multiple)
+    rows = max(prep.batch_multiple, rows - rows % prep.batch_multiple)
     xs = [_resize(x, rows) for x in prep.inputs]
-    source = source_samples(prep.model, xs, num)
-    pred = Predictor(path, manifest).predict(xs if len(xs) > 1 else xs[0], num_samples=num, seed=4321)
-    artifact = [pred.outputs[n] for n in prep.output_names]
-    return compare(prep.output_names, source, artifact)
+    return distribution_check(prep.model, xs, prep.output_names, path, manifest, num)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from illia_export.artifact import manifest as mf
 from illia_export.artifact.manifest import check_unique_names, noise_input_name
 from illia_export.distributions.jax import GaussianDistribution
 from illia_export.errors import ExportError, ShapeError
-from illia_export.exporters.jax.draws import DrawMode, is_random_primitive, module_paths
+from illia_export.exporters.jax.draws import DrawMode, module_paths
 from illia_export.nn.jax.module import portable_ops
 
 
@@ -307,26 +307,6 @@ def _batch_dims(shape1: tuple[int, ...], shape2: tuple[int, ...], b1: int, b2: i
             )
         dims.append(mf.BATCH_DIM if k == 1 else f"{k}*{mf.BATCH_DIM}")
     return dims
-
-
-def find_random_primitives(fn: Callable[..., Any], *args: Any) -> list[str]:
-    """Names of random-number primitives in the jaxpr of ``fn(*args)`` (before dead-code elimination)."""
-    found: set[str] = set()
-
-    def walk(jaxpr: Any) -> None:
-        for eqn in jaxpr.eqns:
-            if is_random_primitive(eqn.primitive.name):
-                found.add(eqn.primitive.name)
-            for value in eqn.params.values():
-                for item in value if isinstance(value, (tuple, list)) else (value,):
-                    inner = getattr(item, "jaxpr", None)
-                    if inner is not None and hasattr(inner, "eqns"):
-                        walk(inner)
-                    elif hasattr(item, "eqns"):
-                        walk(item)
-
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
-    return sorted(found)
 
 
 def zeros_noise(noise: list[JaxNoiseInput], num_samples: int | None, batch: int | None = None) -> dict[str, np.ndarray]:

@@ -83,3 +83,21 @@ def make_mlp(hidden: int = 16, seed: int = 0) -> MLP:
 def make_seq(seed: int = 0) -> Seq:
     """Factory for the CLI tests: the token model (Embedding + LSTM)."""
     return Seq(seed)
+
+
+class DropMLP(nnx.Module):
+    """Plain nnx MC-dropout model: Linear -> ReLU -> Dropout(0.3) -> Linear."""
+
+    def __init__(self, seed: int = 0):
+        r = nnx.Rngs(params=seed, dropout=seed + 1)
+        self.fc = nnx.Linear(12, 16, rngs=r)
+        self.drop = nnx.Dropout(0.3, rngs=r)
+        self.head = nnx.Linear(16, 5, rngs=r)
+
+    def __call__(self, x):
+        return self.head(self.drop(jax.nn.relu(self.fc(x))))
+
+
+def make_drop_mlp(seed: int = 0) -> DropMLP:
+    """CLI factory: ``tests.exporters.jax.models:make_drop_mlp`` (sampled with ``--mc-dropout``)."""
+    return DropMLP(seed)

@@ -59,3 +59,16 @@ def test_cli_token_model_gets_in_range_tokens_and_a_dynamic_sequence(tmp_path, c
     noise = {n.name: np.zeros([2] + n.event_shape, np.float32) for n in manifest.noise}
     outs = _runners.run("onnx", out, {"input": tokens, **noise}, [o.name for o in manifest.outputs])
     assert outs[0].shape == (2, 3, 3)
+
+
+def test_cli_mc_dropout_samples_an_nnx_dropout(tmp_path, capsys):
+    weights = save_jax_weights(models.make_drop_mlp(seed=1), tmp_path / "drop.npz")
+    out = tmp_path / "drop.onnx"
+    args = ["tests.exporters.jax.models:make_drop_mlp", "--weights", str(weights), "--input-shape", "2,12"]
+    # without --mc-dropout nothing is random: refused, pointing at the flag's API twin
+    assert main([*args, "-o", str(out)]) != 0
+    assert "mc_dropout=True" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--mc-dropout", "-o", str(out)]) == 0, capsys.readouterr().err
+    manifest = read_manifest(out)
+    assert [(n.name, n.shape, n.kind) for n in manifest.noise] == [("eps_drop_dropout", ["samples", "batch", 16], "dropout")]
+    assert 0.8 <= manifest.validation.distribution["output"]["std_ratio"] <= 1.25

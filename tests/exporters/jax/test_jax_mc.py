@@ -44,6 +44,11 @@ class DropMLP(nnx.Module):
         return self.head(self.drop2(jax.nn.relu(self.fc2(h))))
 
 
+class UnusedDrop(DropMLP):
+    def __call__(self, x):
+        return self.head(jax.nn.relu(self.fc2(self.drop1(jax.nn.relu(self.fc1(x))))))
+
+
 class NoisyLayer(nnx.Module):
     """A custom layer with its own randomness: weight-like normal noise, per-example uniform/bernoulli."""
 
@@ -103,7 +108,13 @@ def artifacts(tmp_path_factory):
             model = FACTORIES[name]()
             path = root / f"{name}-{mode}{SUFFIX[fmt]}"
             manifest = export_jax(
-                model, X, path, fmt, samples=mode, mc_dropout=True if name == "drop" else None, distribution_samples=S
+                model,
+                X,
+                path,
+                fmt,
+                samples=mode,
+                mc_dropout=True if name == "drop" else None,
+                distribution_samples=S,
             )
             cache[key] = (model, path, manifest)
         return cache[key]
@@ -181,9 +192,9 @@ def test_same_noise_transforms_are_the_contract(artifacts):
     z1 = rng.standard_normal((4, 2, 24)).astype(np.float32)
     z2 = rng.standard_normal((4, 2, 16)).astype(np.float32)
     (got,) = sess.run(["output"], {"input": X, "eps_drop1_dropout": z1, "eps_drop2_dropout": z2})
-    p = {k: np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
-    p = {".".join(map(str, k)): v for k, v in p.items()} if False else {
-        ".".join(map(str, k)): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+    p = {
+        ".".join(map(str, k)): np.asarray(v.get_value())
+        for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
     }
     h = np.maximum(X @ p["fc1.kernel"] + p["fc1.bias"], 0)
     h = h * (norm.cdf(z1) >= 0.3) / 0.7
@@ -195,28 +206,43 @@ def test_same_noise_transforms_are_the_contract(artifacts):
 
 def test_mc_dropout_selects_and_refuses_clearly(tmp_path):
     x = X
-    m = export_jax(DropMLP(), x, tmp_path / "sub.onnx", samples="per-call", mc_dropout=["drop2"], distribution_samples=0)
+    m = export_jax(
+        DropMLP(), x, tmp_path / "sub.onnx", samples="per-call", mc_dropout=["drop2"], distribution_samples=0
+    )
     assert [n.name for n in m.noise] == ["eps_drop2_dropout"]
     assert [(d.path, d.sampled) for d in m.dropout] == [("drop1", False), ("drop2", True)]
+    # "sampled" only for a module that owns a noise input (drop2 is never called here)
+    m = export_jax(
+        UnusedDrop(), x, tmp_path / "u.onnx", samples="per-call", mc_dropout=True, distribution_samples=0
+    )
+    assert [(d.path, d.sampled) for d in m.dropout] == [("drop1", True), ("drop2", False)]
+    assert [n.name for n in m.noise] == ["eps_drop1_dropout"]
     with pytest.raises(ExportError, match=r"\['nope'\].*\['drop1', 'drop2'\]"):
         export_jax(DropMLP(), x, tmp_path / "a.onnx", mc_dropout=["nope"])
     with pytest.raises(ExportError, match="mc_dropout=True, but the model has no dropout module"):
-        illia_export.export(models.make_mlp(), np.zeros((2, 12), np.float32), tmp_path / "b.onnx", mc_dropout=True)
+        illia_export.export(
+            models.make_mlp(), np.zeros((2, 12), np.float32), tmp_path / "b.onnx", mc_dropout=True
+        )
     with pytest.raises(ExportError, match=r"\['local'\] do not apply to a JAX model"):
         illia_export.export(DropMLP(), x, tmp_path / "c.onnx", mc_dropout=True, local=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.onnx", "u.onnx"]
 
 
 def test_no_noise_is_refused_unless_deterministic(tmp_path):
     model = DropMLP()
     # dropout off (no mc_dropout): nothing random is left, and the message says how to sample it
-    with pytest.raises(ExportError, match=r"draws no random numbers.*\['drop1', 'drop2'\].*mc_dropout=True.*deterministic=True"):
+    with pytest.raises(
+        ExportError,
+        match=r"draws no random numbers.*\['drop1', 'drop2'\].*mc_dropout=True.*deterministic=True",
+    ):
         export_jax(model, X, tmp_path / "a.onnx", samples="per-call")
     with pytest.raises(ExportError, match="draws no random numbers"):
         export_jax(model, X, tmp_path / "a.onnx", samples="vectorized")
     with pytest.raises(ExportError, match="samples='per-call'"):
         export_jax(model, X, tmp_path / "b.onnx", samples="vectorized", deterministic=True)
-    with pytest.raises(ExportError, match=r"deterministic=True, but the model draws 2 random numbers.*drop1\.dropout"):
+    with pytest.raises(
+        ExportError, match=r"deterministic=True, but the model draws 2 random numbers.*drop1\.dropout"
+    ):
         export_jax(model, X, tmp_path / "c.onnx", samples="per-call", deterministic=True, mc_dropout=True)
     assert list(tmp_path.iterdir()) == []
     manifest = export_jax(model, X, tmp_path / "d.onnx", samples="per-call", deterministic=True)
@@ -235,7 +261,9 @@ def test_a_draw_that_loses_its_randomness_fails_the_distribution_check(tmp_path,
     # the check against the model's own sampling must
     monkeypatch.setattr(jax_draws, "phi", lambda z: jnp.full(jnp.shape(z), 0.99, jnp.float32))
     with pytest.raises(ToleranceError, match="randomness is missing"):
-        export_jax(DropMLP(), X, tmp_path / "m.onnx", samples="vectorized", mc_dropout=True, distribution_samples=S)
+        export_jax(
+            DropMLP(), X, tmp_path / "m.onnx", samples="vectorized", mc_dropout=True, distribution_samples=S
+        )
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -244,8 +272,8 @@ def test_export_leaves_the_users_model_alone(tmp_path):
     count = int(model.noisy.rngs.noise.count[...])
     model2 = DropMLP()
     model2.eval()
-    export_jax(model, X, tmp_path / "n.onnx", samples="per-call", distribution_samples=50)
-    export_jax(model2, X, tmp_path / "d.onnx", samples="per-call", mc_dropout=True, distribution_samples=50)
+    export_jax(model, X, tmp_path / "n.onnx", samples="per-call", distribution_samples=300)
+    export_jax(model2, X, tmp_path / "d.onnx", samples="per-call", mc_dropout=True, distribution_samples=300)
     assert int(model.noisy.rngs.noise.count[...]) == count
     assert model2.drop1.deterministic is True and model2.drop2.deterministic is True
 
@@ -260,6 +288,32 @@ class WithGumbel(nnx.Module):
 
 
 def test_a_sampler_behind_a_jitted_helper_is_refused_by_name(tmp_path):
-    with pytest.raises(ExportError, match=r"the model's forward draws through jax.random's 'gumbel'.*jax.random.normal / uniform / bernoulli"):
+    with pytest.raises(
+        ExportError,
+        match=r"the model's forward draws through jax.random's 'gumbel'.*jax.random.normal / uniform / bernoulli",
+    ):
         export_jax(WithGumbel(), X, tmp_path / "g.onnx", samples="per-call")
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_source_sampling_is_the_model_called_repeatedly():
+    from illia_export.exporters.jax.sampling import source_samples
+
+    model = DropMLP()
+    count = int(model.drop1.rngs.count[...])
+    (scanned,) = source_samples(model, [X], 40)
+    np.testing.assert_allclose(scanned, own_samples(model, X, 40), atol=1e-5)
+    assert int(model.drop1.rngs.count[...]) == count
+    assert scanned.std(0).min() > 0
+
+
+def test_a_frozen_bayesian_model_is_checked_against_its_unfrozen_sampling(tmp_path):
+    from illia_export.nn.jax.module import freeze
+
+    model = models.make_mlp(hidden=8)
+    x = np.random.default_rng(0).standard_normal((2, 12)).astype(np.float32)
+    model(x)
+    freeze(model)  # calls now repeat the last weights; the graph samples (injected noise wins)
+    manifest = export_jax(model, x, tmp_path / "f.onnx", samples="per-call", distribution_samples=300)
+    assert 0.8 <= manifest.validation.distribution["output"]["std_ratio"] <= 1.25
+    assert all(layer.frozen for layer in model.layers)
