@@ -14,6 +14,7 @@ Readiness is false (503) while the server stops, or when the model is not ready.
 from __future__ import annotations
 
 from http import HTTPStatus
+
 from illia_export import __version__
 from illia_export.errors import IlliaExportError
 from illia_export.serve import binary, wire

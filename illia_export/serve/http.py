@@ -36,9 +36,9 @@ from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 
 from illia_export.errors import require
+from illia_export.serve.wire import Response, error_response
 
 httptools = require("httptools", "serve", "illia-export serve")
-from illia_export.serve.wire import Response, error_response
 
 
 @dataclass(frozen=True)
