@@ -32,13 +32,13 @@ import itertools
 import resource
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 
 from illia_export.errors import require
+from illia_export.serve.wire import Response, error_response
 
 httptools = require("httptools", "serve", "illia-export serve")
-from illia_export.serve.wire import Response, error_response
 
 
 @dataclass(frozen=True)
@@ -341,7 +341,11 @@ class HttpServer:
 
     async def start(self, host: str, port: int) -> None:
         self.loop = asyncio.get_running_loop()
-        raise_fd_limit(self.limits.max_connections + 64)
+        soft = raise_fd_limit(self.limits.max_connections + 64)
+        if soft != resource.RLIM_INFINITY and self.limits.max_connections > soft - 64:
+            # Past the open-file limit accept() fails and valid clients wait: keep the cap (and
+            # its eviction of idle connections) below it, with room for the process's own files.
+            self.limits = replace(self.limits, max_connections=max(1, int(soft) - 64))
         self._server = await self.loop.create_server(
             lambda: _Connection(self), host, port, backlog=min(4096, self.limits.max_connections + 128),
             reuse_address=True,
