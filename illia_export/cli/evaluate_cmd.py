@@ -34,16 +34,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if not 0 <= value < 2**64:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**64), got {text!r}")
-    return value
-
-
 def _levels(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -78,24 +68,9 @@ def register(sub) -> None:
         help="integer class labels [N] (classifiers) or targets shaped like the mean output (regressors)",
     )
     p.add_argument("--ood", metavar="OOD.npy", help="out-of-distribution inputs (adds OOD AUROC)")
-    p.add_argument(
-        "--samples",
-        "-S",
-        type=_positive_int,
-        default=64,
-        metavar="N",
-        help="Monte Carlo samples (default: 64)",
-    )
-    p.add_argument("--seed", type=_seed, default=0, help="noise seed (default: 0)")
-    p.add_argument(
-        "--strategy",
-        choices=("fresh", "bank", "local"),
-        default="fresh",
-        help="sampling strategy of the runtime (default: fresh)",
-    )
-    p.add_argument(
-        "--chunk-size", type=_positive_int, metavar="N", help="samples per graph call (bounds memory)"
-    )
+    from illia_export.cli.options import add_sampling_arguments
+
+    add_sampling_arguments(p, seed_default=0, seed_help="noise seed (default: 0)")
     p.add_argument(
         "--bins", type=_positive_int, default=15, metavar="N", help="ECE confidence bins (default: 15)"
     )
@@ -107,9 +82,8 @@ def register(sub) -> None:
         help="regressors: nominal levels of the central intervals whose coverage is reported "
         "(default: 0.5,0.8,0.9,0.95)",
     )
-    p.add_argument("--device", default="cpu", help="runtime device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print the metrics as exactly one JSON object")
-    from illia_export.cli.trust_options import add_trust_arguments
+    from illia_export.cli.options import add_trust_arguments
 
     add_trust_arguments(p)
     p.set_defaults(func=run)
@@ -212,10 +186,11 @@ def _run_regression(args, x, y) -> int:
 
 def run(args) -> int:
     from illia_export.artifact.manifest import read_manifest
-    from illia_export.cli.trust_options import trust_options
+    from illia_export.cli.options import check_sampling_arguments, trust_options
     from illia_export.evaluation import evaluate
     from illia_export.runtime import load
 
+    check_sampling_arguments(args)
     x = _load(args.input, "--input")
     y = _load(args.labels, "--labels")
     read_manifest(args.artifact)  # a clear error for a non-artifact before anything is loaded

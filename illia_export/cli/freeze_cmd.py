@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from illia_export.errors import InputError
-
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -21,20 +19,17 @@ def register(sub) -> None:
     p.add_argument("--output", "-o", required=True, metavar="OUT.onnx", help="the frozen model to write")
     p.add_argument("--samples", "-S", type=int, required=True, metavar="S", help="posterior samples baked in")
     p.add_argument("--seed", type=int, required=True, help="the bank's seed (reproduces predict --strategy bank)")
-    from illia_export.cli.trust_options import add_trust_arguments
+    from illia_export.cli.options import add_trust_arguments
 
     add_trust_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from illia_export.cli.options import check_sampling_arguments, trust_options
     from illia_export.runtime.freeze import freeze_bank
 
-    if args.samples < 1:
-        raise InputError(f"--samples (={args.samples}) must be a positive integer")
-    if not 0 <= args.seed < 2**64:
-        raise InputError(f"--seed (={args.seed}) must be an integer in [0, 2**64)")
-    from illia_export.cli.trust_options import trust_options
+    check_sampling_arguments(args)
 
     out = freeze_bank(args.artifact, args.output, num_samples=args.samples, seed=args.seed, **trust_options(args))
     size = out.stat().st_size / 2**20

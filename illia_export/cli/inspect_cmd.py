@@ -16,7 +16,7 @@ def register(sub) -> None:
     )
     p.add_argument("artifact", metavar="ARTIFACT", help="exported file or SavedModel folder")
     p.add_argument("--json", action="store_true", help="print the manifest as one JSON object")
-    from illia_export.cli.trust_options import add_trust_arguments
+    from illia_export.cli.options import add_trust_arguments
 
     add_trust_arguments(p)
     p.set_defaults(func=run)
@@ -159,7 +159,7 @@ def check_integrity(path: Path, manifest: Manifest, **load_options) -> str:
 
 
 def run(args) -> int:
-    from illia_export.cli.trust_options import trust_options
+    from illia_export.cli.options import trust_options
 
     path = Path(args.artifact)
     manifest = read_manifest(path)

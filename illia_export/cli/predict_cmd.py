@@ -31,20 +31,9 @@ def register(sub) -> None:
         metavar="FILE",
         help=".npy (single input), .npz (by input name) or .parquet (a column per input, or feature columns)",
     )
-    p.add_argument(
-        "--samples", "-S", type=int, default=64, metavar="S", help="Monte Carlo samples (default 64)"
-    )
-    p.add_argument("--seed", type=int, default=None, help="noise seed (default: a random one, printed)")
-    p.add_argument(
-        "--strategy",
-        choices=("fresh", "bank", "local"),
-        default="fresh",
-        help="noise strategy (default fresh)",
-    )
-    p.add_argument(
-        "--chunk-size", type=int, default=None, metavar="N", help="samples per graph call (bounds memory)"
-    )
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    from illia_export.cli.options import add_sampling_arguments
+
+    add_sampling_arguments(p)
     p.add_argument(
         "--task",
         choices=("classification", "regression", "raw"),
@@ -83,7 +72,7 @@ def register(sub) -> None:
         "--allow-nonfinite", action="store_true", help="accept NaN/inf inputs (refused by default)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    from illia_export.cli.trust_options import add_trust_arguments
+    from illia_export.cli.options import add_trust_arguments
 
     add_trust_arguments(p)
     p.set_defaults(func=run)
@@ -136,16 +125,11 @@ def _uses_tables(args) -> bool:
 
 
 def run(args) -> int:
-    if args.samples < 1:
-        raise InputError(f"--samples (={args.samples}) must be a positive integer")
-    if args.seed is not None and not 0 <= args.seed < 2**64:
-        raise InputError(f"--seed (={args.seed}) must be an integer in [0, 2**64)")
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise InputError(f"--chunk-size (={args.chunk_size}) must be a positive integer")
+    from illia_export.cli.options import check_sampling_arguments
+
+    check_sampling_arguments(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size (={args.batch_size}) must be a positive integer")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads (={args.threads}) must be a positive integer")
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix.lower() not in (".npz", ".json", ".parquet"):
         raise ArtifactError(f"--output must end in .npz, .json or .parquet, got {out.name}")
@@ -170,7 +154,7 @@ def _run_arrays(args, out: Path | None) -> int:
         # Before the Monte Carlo run: never overwrite the inputs or the artifact, nor a folder,
         # and fail now (not after the run) when the folder is missing.
         check_output_path(out, sources=[args.input, args.artifact], create_parents=False, what="--output")
-    from illia_export.cli.trust_options import trust_options
+    from illia_export.cli.options import trust_options
 
     predictor = load(
         args.artifact, device=args.device, **({"threads": args.threads} if args.threads else {}), **trust_options(args)

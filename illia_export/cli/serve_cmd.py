@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from illia_export.cli.trust_options import trust_options
+from illia_export.cli.options import trust_options
 from illia_export.errors import InputError
 
 #: Model names go into URLs (/v2/models/NAME/infer).
@@ -28,23 +28,20 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in a container)")
     p.add_argument("--name", default=None, help="model name in the URLs (default: the artifact's file stem)")
-    p.add_argument("--samples", "-S", type=int, default=32, metavar="S", help="default Monte Carlo samples per request (default 32)")
+    from illia_export.cli.options import add_sampling_arguments
+
+    add_sampling_arguments(
+        p, samples=32, samples_help="default Monte Carlo samples per request", chunk_size=False,
+        seed_help="default seed of requests without one (default: a new seed per request; one bank seed per server)",
+    )
     p.add_argument("--max-samples", type=int, default=1024, metavar="N", help="largest num_samples a request may ask for (default 1024)")
-    p.add_argument(
-        "--strategy", choices=("fresh", "bank", "local"), default="fresh", help="default noise strategy (default fresh)"
-    )
-    p.add_argument(
-        "--seed", type=int, default=None,
-        help="default seed of requests without one (default: a new seed per request; one bank seed per server)",
-    )
     p.add_argument("--max-batch-size", type=int, default=256, metavar="ROWS", help="most rows merged into one predict call (default 256)")
     p.add_argument(
         "--max-latency-ms", type=float, default=0.0, metavar="MS",
         help="longest a request waits for others to merge with (default 0: merge only what queued meanwhile)",
     )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="backend CPU threads (default: the usable cores)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
-    from illia_export.cli.trust_options import add_trust_arguments
+    from illia_export.cli.options import add_trust_arguments
 
     add_trust_arguments(p)
     p.add_argument(
@@ -66,23 +63,19 @@ def register(sub) -> None:
 
 def options_from_args(args):
     """Check the arguments and build the server's options."""
+    from illia_export.cli.options import check_sampling_arguments
     from illia_export.serve.http import HttpLimits
     from illia_export.serve.server import ServeOptions
 
     if not 0 < args.port < 65536:
         raise InputError(f"--port (={args.port}) must lie in [1, 65535]")
-    if args.samples < 1:
-        raise InputError(f"--samples (={args.samples}) must be a positive integer")
+    check_sampling_arguments(args)
     if args.max_samples < args.samples:
         raise InputError(f"--max-samples (={args.max_samples}) must be at least --samples (={args.samples})")
-    if args.seed is not None and not 0 <= args.seed < 2**64:
-        raise InputError(f"--seed (={args.seed}) must be an integer in [0, 2**64)")
     if args.max_batch_size < 1:
         raise InputError(f"--max-batch-size (={args.max_batch_size}) must be a positive integer")
     if not 0 <= args.max_latency_ms <= 60_000:
         raise InputError(f"--max-latency-ms (={args.max_latency_ms}) must lie in [0, 60000]")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads (={args.threads}) must be a positive integer")
     for flag in ("max_body_mb", "idle_timeout", "header_timeout", "body_timeout"):
         value = getattr(args, flag)
         if not 0 < value <= 86400:
