@@ -205,6 +205,7 @@ def _run_arrays(args, out: Path | None) -> int:
 
 def _run_tables(args, out: Path | None) -> int:
     """Parquet in or out, or Ray: one row of summary columns per input row."""
+    from illia_export.cli.options import trust_options
     from illia_export.scale.files import score_file
 
     if out is not None and out.suffix.lower() != ".parquet":
@@ -235,6 +236,7 @@ def _run_tables(args, out: Path | None) -> int:
         id_column=args.id_column,
         columns=columns,
         allow_nonfinite=args.allow_nonfinite,
+        load_options=trust_options(args),
     )
     print(
         f"scored {run.rows} rows with {args.samples} samples, strategy {args.strategy}, seed {run.seed}, "

@@ -202,6 +202,7 @@ def score_file(
     device: str = "cpu",
     progress: bool = False,
     settings: ScoreSettings | None = None,
+    load_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> ScoreRun:
     """Score every row of a ``.parquet``/``.npy``/``.npz`` file.
@@ -221,6 +222,8 @@ def score_file(
         address, actors, cpus_per_actor, threads: the Ray cluster and actor pool.
         settings / options: :class:`ScoreSettings` or its fields (``num_samples``, ``seed``,
             ``strategy``, ``id_column``, ...).
+        load_options: ``runtime.load``'s trust options (``trust_native_code``,
+            ``expected_digest``, ``allow_unverified``), on both engines.
 
     Returns:
         A :class:`ScoreRun`.
@@ -249,7 +252,8 @@ def score_file(
     settings = replace(settings or ScoreSettings(), **options)
     if settings.seed is None:
         settings = replace(settings, seed=random_seed())
-    predictor = load(artifact, device=device, **({"threads": threads} if threads else {}))
+    load_options = dict(load_options or {})
+    predictor = load(artifact, device=device, **({"threads": threads} if threads else {}), **load_options)
     check_ids_needed(predictor, settings, True)  # files always have ids; this checks the strategy
     meta = run_metadata(predictor, settings, settings.seed)
     t0 = time.perf_counter()
@@ -272,7 +276,7 @@ def score_file(
             ds = _ray_dataset(src, predictor, settings, n_actors, batch_size)
             scored = score_dataset(
                 ds, artifact, settings, batch_size=batch_size, actors=actors, cpus_per_actor=cpus_per_actor,
-                threads=threads, device=device,
+                threads=threads, device=device, load_options=load_options,
             )
             tables = _unwrapped(scored.iter_batches(batch_format="pyarrow", batch_size=None))
         else:

@@ -111,6 +111,7 @@ def score_dataset(
     cpus_per_actor: float | None = None,
     threads: int | None = None,
     device: str = "cpu",
+    load_options: dict[str, Any] | None = None,
     **options: Any,
 ):
     """Monte Carlo prediction columns for a Ray Data ``Dataset`` (lazy: returns a Dataset).
@@ -126,6 +127,8 @@ def score_dataset(
             cluster's CPUs).
         threads: backend threads per actor (default: its CPUs, at least 1).
         device: ``"cpu"`` or ``"cuda"`` (then give the actors GPUs with ``num_gpus`` in Ray).
+        load_options: ``runtime.load``'s trust options (``trust_native_code``,
+            ``expected_digest``, ``allow_unverified``), used by the driver and every actor.
 
     Returns:
         The scored Dataset: the id column (or every input column with ``keep_inputs``), then
@@ -143,7 +146,8 @@ def score_dataset(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size (={batch_size!r}) must be a positive integer")
     path = os.path.abspath(os.fspath(artifact))
-    predictor = load(path)  # the driver checks the artifact and the settings before any worker starts
+    load_options = dict(load_options or {})
+    predictor = load(path, **load_options)  # the driver checks the artifact and the settings before any worker starts
     if settings.seed is None:
         settings = replace(settings, seed=random_seed())
         log.warning("illia-export: scoring with seed %d (pass seed=%d to reproduce)", settings.seed, settings.seed)
@@ -157,7 +161,9 @@ def score_dataset(
     check_resources(ray, n_actors, cpus)
     return dataset.map_batches(
         BatchScorer,
-        fn_constructor_kwargs={"artifact": path, "settings": settings, "threads": threads, "device": device},
+        fn_constructor_kwargs={
+            "artifact": path, "settings": settings, "threads": threads, "device": device, **load_options,
+        },
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=n_actors),

@@ -223,3 +223,19 @@ def test_stamp_digest_stamps_the_local_variant(bare, tmp_path):
     assert m.local.digest == graph_digest(tmp_path / m.local.file, "onnx")
     restamp(path)
     load(path)
+
+
+def test_trust_flags_reach_the_batch_scoring_path(bare, tmp_path):
+    """predict with a Parquet output goes through scale.score_file: the trust flags must reach its
+    load (a scheme-1 artifact is refused there too, and --allow-unverified loads it)."""
+    from illia_export.cli import main
+
+    pytest.importorskip("pyarrow")
+    path = Path(shutil.copy(bare["onnx"], tmp_path / "m.onnx"))
+    _edit_manifest(path, lambda o: (o.pop("digest_scheme"), o.update(digest=graph_digest(path, "onnx"))))
+    np.save(tmp_path / "x.npy", X)
+    args = ["predict", str(path), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "out.parquet"), "-S", "3"]
+    assert main(args) == 2
+    assert not (tmp_path / "out.parquet").exists()
+    assert main(args + ["--allow-unverified"]) == 0
+    assert (tmp_path / "out.parquet").is_file()
