@@ -383,7 +383,7 @@ class Predictor:
         x: InputLike,
         num_samples: int = 32,
         seed: int | None = None,
-        strategy: str = AUTO,
+        strategy: str = "fresh",
         chunk_size: int | None = None,
         progress: bool = False,
         task: str | None = None,
@@ -400,10 +400,12 @@ class Predictor:
             seed: seed of the noise (a non-negative int). ``None`` draws one from the OS: per
                 call for ``fresh``/``local``, once per predictor for ``bank``. The seed used is
                 in ``Prediction.seed``.
-            strategy: ``"auto"`` (default): ``"local"`` for a single row when the artifact has a
-                local variant (exact for one row, and fast), else ``"fresh"``; the choice is in
-                ``Prediction.strategy``. ``"fresh"``: samples ``[0, S)`` of the seed's noise streams, generated on
-                every call (exact weight-space MC). ``"bank"``: the same noise, drawn once per
+            strategy: ``"fresh"`` (default): samples ``[0, S)`` of the seed's noise streams, generated on
+                every call (exact weight-space MC); the same numbers as the CLI, the server, Ray and
+                ``illia-mc`` for the same seed, whatever the batching. ``"auto"``: ``"local"`` for a
+                single row when the artifact has a local variant (exact in distribution for one row,
+                and ~100x less noise to draw), else ``"fresh"`` — fast for one row, but a row's
+                numbers then depend on whether it came alone; the choice is in ``Prediction.strategy``. ``"bank"``: the same noise, drawn once per
                 (seed, S) and kept for later calls (a fixed ensemble of S weight samples; same
                 numbers as ``fresh`` with that seed; several seeds kept, LRU). ``"local"``: the
                 local-reparameterization variant (Linear-only artifacts), pre-activation noise

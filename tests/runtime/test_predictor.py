@@ -355,14 +355,18 @@ def test_bank_runs_the_full_graph_when_the_split_fails(artifacts, monkeypatch):
 
 
 def test_auto_is_local_for_one_row_with_an_exact_variant_else_fresh(artifacts):
-    """The default strategy: one row of a Linear-only artifact (exact local variant) runs
-    `local`; larger batches, and artifacts without a variant, run `fresh`."""
+    """strategy='auto': one row of a Linear-only artifact (exact local variant) runs `local`;
+    larger batches, and artifacts without a variant, run `fresh`. The default stays `fresh`, so a
+    row gets the same numbers alone or in a batch, as on the CLI, the server and illia-mc."""
     p = load(artifacts["mlp_onnx_vectorized"])
-    one = p.predict(X[:1], num_samples=6, seed=3)
+    one = p.predict(X[:1], num_samples=6, seed=3, strategy="auto")
     assert one.strategy == "local"
     np.testing.assert_array_equal(one.samples, p.predict(X[:1], num_samples=6, seed=3, strategy="local").samples)
-    many = p.predict(X, num_samples=6, seed=3)
+    many = p.predict(X, num_samples=6, seed=3, strategy="auto")
     assert many.strategy == "fresh"
     np.testing.assert_array_equal(many.samples, p.predict(X, num_samples=6, seed=3, strategy="fresh").samples)
+    default = p.predict(X[:1], num_samples=6, seed=3)
+    assert default.strategy == "fresh"
+    np.testing.assert_array_equal(default.samples[:, 0], many.samples[:, 0])
     cnn = load(artifacts["cnn_onnx"])
     assert cnn.manifest.local is None and cnn.resolve_strategy("auto", 1) == "fresh"
