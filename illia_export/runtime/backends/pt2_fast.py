@@ -151,6 +151,20 @@ def _feed_weights(gm, noise_nodes, shapes, vectorized, const) -> tuple[list, lis
             uses = list(src.users)
             if len(uses) != 1:
                 continue
+        # ``eps * 1.0 + 0.0`` (a library's ``normal_(mean=0, std=1)``) passes the weights through unchanged
+        while (
+            len(uses) == 1
+            and uses[0].target in (mul_t, add_t)
+            and len(uses[0].args) == 2
+            and not uses[0].kwargs
+        ):
+            step, other = uses[0], uses[0].args[1] if uses[0].args[0] is src else uses[0].args[0]
+            neutral = 1.0 if step.target is mul_t else 0.0
+            if isinstance(other, bool) or not isinstance(other, (int, float)) or other != neutral:
+                break
+            src, uses = step, list(step.users)
+        if len(uses) != 1:
+            continue
         mul = uses[0]
         if mul.target is not mul_t or mul.kwargs or len(mul.args) != 2 or list(mul.args).count(src) != 1:
             continue
@@ -236,6 +250,7 @@ def rewrite(gm, num_inputs: int, shapes, vectorized: bool, feed: bool) -> Rewrit
         pairs, tensors = _feed_weights(gm, noise_nodes, shapes, vectorized, _constants(graph))
     convs = _group_convs(gm) if vectorized else 0
     guards = _lift_checks(gm)
+    graph.eliminate_dead_code()  # e.g. a library's KL term, computed on every call and never returned
     _plain_calls(gm)
     graph.lint()
     gm.recompile()
