@@ -149,11 +149,22 @@ def export(
             std, the Laplace ``b``, the Student-t scale). May be omitted when the outputs are
             named (``{"mean": ..., "log_variance": ...}``).
         df: Student-t degrees of freedom (> 0), for ``likelihood="student_t"`` only.
-        **options: backend options, among them ``dynamic_axes`` — dynamic dims per input,
-            keyed by input index or name: ``{0: {2: "height"}}`` names an axis (inputs that
-            share a name share its size; per-example noise may follow it), ``{"input_ids": {1:
-            None}}`` fixes one. PyTorch makes axis 1 of integer token inputs dynamic
-            (``"seq_len"``) by itself — and ``trust_pickle`` for pickled modules.
+        **options: exporter options (an option the model's exporter does not take is an
+            ``ExportError`` naming it), among them:
+
+            * ``mc_dropout``: ``True`` samples what the model samples in training mode
+              (``model.train()`` with normalization layers kept in eval: every dropout-like
+              draw, attention dropout included); a list of module names samples only those
+              (PyTorch modules; ``nnx.Dropout`` and other ``jax.random`` draws for JAX).
+            * ``distribution_samples``: samples of the distribution check against the model's
+              own sampling (default 1000; 0 skips it).
+            * ``dynamic_axes`` — dynamic dims per input, keyed by input index or name:
+              ``{0: {2: "height"}}`` names an axis (inputs that share a name share its size;
+              per-example noise may follow it), ``{"input_ids": {1: None}}`` fixes one. PyTorch
+              makes axis 1 of integer token inputs dynamic (``"seq_len"``) by itself.
+            * ``trust_pickle`` (PyTorch): load a pickled module file.
+            * ``deterministic`` (JAX): allow an artifact without any noise input (refused
+              otherwise: an export that lost every draw must not pass silently).
 
     Returns:
         The manifest written into (or beside) the artifact.
@@ -186,6 +197,7 @@ def export(
 
         if opset is not None:
             common["opset"] = opset
+        _check_options(export_jax, options, "JAX")
         return export_jax(model, example_inputs, path, **common)
     try:
         import torch  # noqa: F401
@@ -195,4 +207,21 @@ def export(
         ) from exc
     from illia_export.exporters.torch.export import export_torch
 
+    _check_options(export_torch, options, "PyTorch")
     return export_torch(model, example_inputs, path, opset=opset, **common)
+
+
+def _check_options(exporter, options: dict[str, Any], framework: str) -> None:
+    """An option the exporter does not take is an ExportError naming it, not a raw TypeError."""
+    import inspect
+
+    params = inspect.signature(exporter).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # the exporter checks its own options
+    known = set(params) - {"model", "example_inputs", "path"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ExportError(
+            f"the {framework} exporter takes no option {', '.join(repr(u) for u in unknown)}; its options are "
+            f"{sorted(known)}"
+        )

@@ -89,6 +89,12 @@ def register(sub) -> None:
         "jax.random draws for JAX)",
     )
     p.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="JAX: allow an artifact without any noise input (refused otherwise: an export that lost every draw "
+        "must not pass silently)",
+    )
+    p.add_argument(
         "--samples",
         choices=("vectorized", "per-call"),
         default="vectorized",
@@ -349,8 +355,14 @@ def run(args) -> int:
             ) from exc
         inputs = example_inputs(args, _token_high(model))
         axes = _token_axes(inputs, shape_axes(args))
+        if args.deterministic:
+            common["deterministic"] = True
         manifest = export_jax(model, tuple(inputs), out, dynamic_axes=axes, **common)
     else:
+        if args.deterministic:
+            raise ExportError(
+                "--deterministic is for JAX models; a PyTorch model without random draws is refused with the reason"
+            )
         if args.format not in TORCH_FORMATS:
             raise ExportError(
                 f"format {args.format!r} is for JAX models; a PyTorch model exports to {', '.join(TORCH_FORMATS)}"

@@ -119,3 +119,10 @@ def test_one_set_of_defaults():
 
     args = build_parser().parse_args(["export", "m.pt", "--input-shape", "1,4"])
     assert (args.tolerance, args.rtol, args.format) == (DEFAULT_TOLERANCE, DEFAULT_RTOL, None)
+
+
+def test_an_option_the_torch_exporter_does_not_take_is_named(tmp_path):
+    """`deterministic` is a JAX option: on a torch model it is refused by name, not a raw TypeError."""
+    with pytest.raises(ExportError, match="takes no option 'deterministic'.*mc_dropout"):
+        illia_export.export(Linear(4, 2), torch.zeros(2, 4), tmp_path / "m.onnx", deterministic=True)
+    assert not list(tmp_path.iterdir())
