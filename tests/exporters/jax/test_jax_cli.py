@@ -72,3 +72,16 @@ def test_cli_mc_dropout_samples_an_nnx_dropout(tmp_path, capsys):
     manifest = read_manifest(out)
     assert [(n.name, n.shape, n.kind) for n in manifest.noise] == [("eps_drop_dropout", ["samples", "batch", 16], "dropout")]
     assert 0.8 <= manifest.validation.distribution["output"]["std_ratio"] <= 1.25
+
+
+def test_cli_deterministic_exports_a_model_without_noise(tmp_path, capsys):
+    """An nnx model whose dropout stays off has no noise input: refused by default, written with
+    --deterministic (the user says the artifact is meant to be deterministic)."""
+    weights = save_jax_weights(models.make_drop_mlp(seed=1), tmp_path / "drop.npz")
+    out = tmp_path / "det.onnx"
+    args = ["tests.exporters.jax.models:make_drop_mlp", "--weights", str(weights), "--input-shape", "2,12",
+            "--samples", "per-call", "-o", str(out)]
+    assert main(args) != 0 and not out.exists()
+    capsys.readouterr()
+    assert main([*args, "--deterministic"]) == 0, capsys.readouterr().err
+    assert read_manifest(out).noise == []
