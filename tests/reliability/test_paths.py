@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 import illia_export  # noqa: E402
 from illia_export.artifact.atomic import atomic_output, check_output_path  # noqa: E402
-from illia_export.errors import ArtifactError  # noqa: E402
+from illia_export.errors import ArtifactError, ExportError  # noqa: E402
 
 from .conftest import MLP, assert_one_line_error, cli  # noqa: E402
 
@@ -38,9 +38,16 @@ def _no_temp_left(folder: Path) -> None:
 
 def test_api_refuses_an_existing_folder_as_output(tmp_path):
     folder = _user_folder(tmp_path)
-    with pytest.raises(ArtifactError, match="existing folder"):
+    # a folder path means SavedModel: format="onnx" contradicts it before anything runs
+    with pytest.raises(ExportError, match="contradicts the path"):
         illia_export.export(MLP(), torch.zeros(2, 6), folder, format="onnx")
     _intact(folder)
+    # a user folder that happens to carry the artifact's suffix: the atomic-write guard refuses it
+    named = tmp_path / "results.onnx"
+    folder.rename(named)
+    with pytest.raises(ArtifactError, match="existing folder"):
+        illia_export.export(MLP(), torch.zeros(2, 6), named)
+    _intact(named)
     _no_temp_left(tmp_path)
 
 

@@ -117,10 +117,8 @@ def single_model() -> SingleLinear:
 
 def write_multi_output_onnx(path: Path, manifest: dict | None, ir_version: int = 10) -> None:
     """A hand-built vectorized graph: x [B, 2], eps [S, 2] -> y = x * eps [S, B, 2], z = y + 1."""
-    import onnx
     from onnx import TensorProto, helper
 
-    from illia_export.artifact.manifest import ONNX_METADATA_KEY
 
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 2])
     eps = helper.make_tensor_value_info("eps_scale", TensorProto.FLOAT, ["samples", 2])
@@ -136,10 +134,20 @@ def write_multi_output_onnx(path: Path, manifest: dict | None, ir_version: int =
     graph = helper.make_graph(nodes, "multi", [x, eps], [y, z], initializer=[one, axes])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = ir_version
+    save_stamped(model, path, manifest)
+
+
+def save_stamped(model, path: Path, manifest: dict | None) -> None:
+    """Save a hand-built ONNX graph with `manifest` embedded; a valid manifest without a digest is
+    stamped as the exporters do (runtime.load refuses unverified manifests), an invalid one (a test
+    that means it to be refused) is written as given."""
+    import onnx
+
+    from illia_export.artifact.manifest import ONNX_METADATA_KEY
+
     if manifest is not None:
         text = json.dumps(manifest)
         if isinstance(manifest, dict) and "digest" not in manifest:
-            # stamp the digest as the exporters do (runtime.load refuses unverified manifests)
             from illia_export.artifact.digest import stamp_digest
             from illia_export.artifact.manifest import Manifest
             from illia_export.errors import ManifestError
@@ -147,7 +155,7 @@ def write_multi_output_onnx(path: Path, manifest: dict | None, ir_version: int =
             try:
                 stamped = Manifest.from_dict(manifest)
             except ManifestError:
-                stamped = None  # a manifest the test means to be refused: written as given
+                stamped = None
             if stamped is not None:
                 onnx.save(model, str(path))
                 stamp_digest(path, stamped)

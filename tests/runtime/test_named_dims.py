@@ -4,18 +4,18 @@ row-keyed default layout: a hand-built ONNX graph ``y = x + eps`` whose per-exam
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from illia_export.artifact.manifest import ONNX_METADATA_KEY, Manifest  # noqa: E402
+from illia_export.artifact.manifest import Manifest  # noqa: E402
 from illia_export.errors import ManifestError  # noqa: E402
 from illia_export.runtime import load  # noqa: E402
 from illia_export.runtime import noise as nz  # noqa: E402
+
+from .conftest import save_stamped  # noqa: E402
 
 D = 4
 SEED = 5
@@ -47,10 +47,7 @@ def write_seq_onnx(path, noise_shape=("samples", "batch", "seq_len", D)) -> None
     graph = helper.make_graph([helper.make_node("Add", ["x", "eps_tok"], ["y"])], "seq", [x, eps], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 10
-    prop = model.metadata_props.add()
-    prop.key = ONNX_METADATA_KEY
-    prop.value = json.dumps(manifest(list(noise_shape)))
-    onnx.save(model, str(path))
+    save_stamped(model, path, manifest(list(noise_shape)))
 
 
 @pytest.fixture(scope="module")
