@@ -33,11 +33,12 @@ from illia_export.exporters.torch.capture import (
     Site,
     batch_dims,
     discover,
-    export_program,
     draw_keys,
+    export_program,
     flatten_outputs,
     vectorizable,
 )
+from illia_export.exporters.torch.draws import DrawMode
 from illia_export.exporters.torch.modes import (
     ModePlan,
     apply_modes,
@@ -46,7 +47,6 @@ from illia_export.exporters.torch.modes import (
     plan_modes,
     probe,
 )
-from illia_export.exporters.torch.draws import DrawMode
 from illia_export.exporters.torch.registry import family_adapters
 from illia_export.exporters.torch.writers import ArtifactRunner, embed_manifest, write
 from illia_export.exporters.verify.distribution import DEFAULT_SAMPLES
