@@ -108,7 +108,9 @@ def likely_dropout(model: torch.nn.Module) -> list[str]:
     """Modules that look dropout-like by type or name (for messages only)."""
     words = ("drop", "dropconnect", "droppath", "dropblock")
     return [
-        p for p, m in model.named_modules() if p and (isinstance(m, DROPOUT_TYPES) or any(w in type(m).__name__.lower() for w in words))
+        p
+        for p, m in model.named_modules()
+        if p and (isinstance(m, DROPOUT_TYPES) or any(w in type(m).__name__.lower() for w in words))
     ]
 
 
@@ -180,7 +182,10 @@ def probe(
             module.training = True
         if draws != base_draws:
             continue
-        if any(a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(out, base_out)):
+        if any(
+            a.shape != b.shape or not torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+            for a, b in zip(out, base_out)
+        ):
             plan.train.remove(path)
             plan.kept[path] = (
                 f"{type(module).__name__}: its training flag changes its output for the same random draws "
@@ -238,7 +243,11 @@ def find_hidden_randomness(model: torch.nn.Module, inputs: Sequence[torch.Tensor
         if a == b:
             continue
         module = model.get_submodule(path) if path else model
-        where = f"module {path!r} ({type(module).__name__})" if path else f"the model's forward ({type(module).__name__})"
+        where = (
+            f"module {path!r} ({type(module).__name__})"
+            if path
+            else f"the model's forward ({type(module).__name__})"
+        )
         hint = ""
         if isinstance(module, torch.nn.RNNBase) and module.dropout and module.training:
             hint = (
@@ -249,6 +258,10 @@ def find_hidden_randomness(model: torch.nn.Module, inputs: Sequence[torch.Tensor
         raise ToleranceError(
             f"validation failed: {where} draws randomness the capture cannot see: two runs with the same noise "
             "inputs give different outputs (a random op outside torch's Python API: a fused kernel, numpy, a C++ "
-            "extension), which the artifact would miss." + (hint or " Draw with torch (rand, randn, bernoulli, "
-            "F.dropout) so the draw becomes a noise input, or keep the module in eval mode.")
+            "extension), which the artifact would miss."
+            + (
+                hint
+                or " Draw with torch (rand, randn, bernoulli, "
+                "F.dropout) so the draw becomes a noise input, or keep the module in eval mode."
+            )
         )

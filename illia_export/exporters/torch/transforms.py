@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _U_LOW, _U_HIGH = 1e-7, 1.0 - 2.0**-24
@@ -142,4 +141,3 @@ def multinomial(weights: torch.Tensor, num: int, replacement: bool, z: torch.Ten
         picks.append(index)
         perturbed = perturbed.masked_fill(positions == index, float("-inf"))
     return torch.cat(picks, dim=-1)
-
