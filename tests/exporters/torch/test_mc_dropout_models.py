@@ -129,7 +129,7 @@ def _capture(model, x, mc_dropout, plan=None):
 
 
 def test_a_flag_that_changes_more_than_randomness_stays_in_eval_and_is_named():
-    model = WithDoubler()
+    model = WithDoubler().eval()
     plan = plan_modes(model, True)
     cap = _capture(model, torch.randn(3, 4), True, plan)
     assert [d.path for d in cap.discovery.dropout if d.sampled] == ["drop"]
