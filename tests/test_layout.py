@@ -60,3 +60,19 @@ def test_checker_sees_lazy_imports(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def g():\n    from illia_export.exporters.torch import export\n")
     assert ("exporters", 2) in imported_parts(f)
+
+
+#: A module longer than this says why in a ``Length:`` paragraph of its docstring (issue #21).
+MAX_LINES = 450
+
+
+def test_long_modules_say_why():
+    unexplained = []
+    for f in sorted(PKG.rglob("*.py")):
+        text = f.read_text()
+        if text.count("\n") <= MAX_LINES:
+            continue
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if "\nLength:" not in "\n" + doc:
+            unexplained.append(f"{f.relative_to(PKG.parent)} ({text.count(chr(10))} lines)")
+    assert not unexplained, "modules over ~450 lines without a 'Length:' reason:\n" + "\n".join(unexplained)

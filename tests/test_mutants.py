@@ -20,6 +20,13 @@ _spec.loader.exec_module(mutants)
 ALL = mutants.load_mutants()
 
 
+def test_every_guarded_area_records_mutants():
+    """The areas whose guards issue #21 asked to prove (validation, artifact/trust, runtime row keys
+    and caches, serve, the C++ tool, the torch capture's size rules) each keep their mutant list."""
+    areas = {m["area"] for m in ALL}
+    assert {"verify", "artifact", "runtime", "serve", "cpp", "torch_dims", "torch_legacy"} <= areas, areas
+
+
 @pytest.mark.parametrize("mutant", ALL, ids=[m["id"] for m in ALL])
 def test_mutant_applies_and_names_real_tests(mutant):
     mutated = mutants.check_applicable(mutant)

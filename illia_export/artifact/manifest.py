@@ -4,7 +4,7 @@ This module is the single owner of the contract: the dataclasses, their JSON for
 noise-naming rule, and where the manifest lives in each format. Exporters write manifests
 through it; runtimes (Python and C++) and the CLI read them through it.
 
-The module is longer than the usual ~450 lines on purpose: the schema, its JSON checks and the
+Length: longer than the usual ~450 lines on purpose: the schema, its JSON checks and the
 per-format embedding are one contract that exporters, runtimes and the C++ reader must agree on,
 and splitting it would scatter the rules a change has to keep in step.
 

@@ -30,6 +30,11 @@ normative; test vectors there):
   * elements are laid out row-major in the distribution's shape.
 
 ``mix64`` is the SplitMix64 finalizer. :func:`generate` dispatches on the generator name.
+
+Length: the two generators with, for each, the numpy reference, the torch port (CPU threads,
+CUDA) and the compiled-kernel binding, plus row keys. They share keys, layout and the row rule,
+and this file is the executable form of docs/noise.md; kept together so a change to the spec
+touches one module.
 """
 
 from __future__ import annotations

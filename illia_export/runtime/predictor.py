@@ -2,7 +2,9 @@
 
 The orchestration only: input checks live in `inputs.py`, noise per strategy (and its caches)
 in `strategies.py`, memory sizing in `memory.py`, chunk running in `chunks.py`. About half of
-this module is the public API's docstrings (`load`, `predict`, `noise`), hence ~580 lines.
+this module is the public API's docstrings (`load`, `predict`, `noise`).
+
+Length: ~580 lines, about half of them the public docstrings above.
 """
 
 from __future__ import annotations

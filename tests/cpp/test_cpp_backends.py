@@ -113,7 +113,7 @@ def _per_example_onnx(path, contract=2, noise_dim="2*batch", generator="illia-no
     out[s, b] = x[b] + eps[s, b] + 2 * eps[s, B + b]."""
     import torch
 
-    from illia_export.artifact.manifest import Manifest, NoiseSpec, TensorSpec, embed_in_onnx
+    from illia_export.artifact.manifest import Manifest, NoiseSpec, TensorSpec
 
     class PerExample(torch.nn.Module):
         def forward(self, x, eps):
@@ -148,9 +148,22 @@ def _per_example_onnx(path, contract=2, noise_dim="2*batch", generator="illia-no
         contract=contract,
         noise_generator=generator,
     )
+    _stamp_and_embed(model, path, manifest)
+    return x
+
+
+def _stamp_and_embed(model, path, manifest) -> None:
+    """Embed `manifest` with the scheme-2 digest the exporters stamp (graph + sampling fields), so
+    both runtimes check it: illia-mc recomputes the canonical manifest JSON itself."""
+    import onnx
+
+    from illia_export.artifact.digest import stamp_digest
+    from illia_export.artifact.manifest import embed_in_onnx
+
+    onnx.save(model, str(path))
+    stamp_digest(path, manifest)
     embed_in_onnx(model, manifest)
     onnx.save(model, str(path))
-    return x
 
 
 def test_per_example_noise_dims(cpp_ort_build, tmp_path):
@@ -160,8 +173,7 @@ def test_per_example_noise_dims(cpp_ort_build, tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32))
     for strategy in ("fresh", "bank"):
-        # hand-made artifact: no digest recorded, so it runs only unchecked, on request
-        got = run_mc(cpp_ort_build, _Art(path, x), tmp_path / strategy, "--strategy", strategy, "--no-digest-check")
+        got = run_mc(cpp_ort_build, _Art(path, x), tmp_path / strategy, "--strategy", strategy)
         want = python_summary(path, x, strategy=strategy, task="regression")
         assert_close(got, want, TOL)
     assert got["std"].shape == (5, 4) and np.all(got["std"] > 1.0)  # eps + 2 eps': std ~ sqrt(5)
@@ -316,7 +328,7 @@ def _seq_noise_onnx(path):
     import onnx
     import torch
 
-    from illia_export.artifact.manifest import Manifest, NoiseSpec, TensorSpec, embed_in_onnx
+    from illia_export.artifact.manifest import Manifest, NoiseSpec, TensorSpec
 
     class SeqNoise(torch.nn.Module):
         def forward(self, x, a, c):
@@ -350,8 +362,7 @@ def _seq_noise_onnx(path):
         task="regression",
         noise_generator="illia-noise-v2",
     )
-    embed_in_onnx(model, manifest)
-    onnx.save(model, str(path))
+    _stamp_and_embed(model, path, manifest)
 
 
 def test_noise_dims_follow_seq_len_and_rows_are_keyed(cpp_ort_build, tmp_path):
@@ -372,6 +383,6 @@ def test_noise_dims_follow_seq_len_and_rows_are_keyed(cpp_ort_build, tmp_path):
     for strategy in ("fresh", "bank"):
         got = run_mc(
             cpp_ort_build, _Art(path, tmp_path / "x.npy"), tmp_path / strategy, "--strategy", strategy,
-            "--chunk-size", 2, "--no-digest-check", samples=S,
+            "--chunk-size", 2, samples=S,
         )
         assert_close(got, want, 1e-5)

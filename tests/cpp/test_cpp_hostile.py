@@ -111,6 +111,41 @@ def _without_digest(src, dst) -> None:
     onnx.save(model, str(dst))
 
 
+def _edit_manifest(src, dst, edit) -> None:
+    import onnx
+
+    model = onnx.load(str(src))
+    for prop in model.metadata_props:
+        if prop.key == "illia_export.manifest":
+            m = json.loads(prop.value)
+            edit(m)
+            prop.value = json.dumps(m)
+    onnx.save(model, str(dst))
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda m: m["noise"].reverse(), "do not match the digest"),
+        (lambda m: m.update(noise_generator="illia-noise-v1"), "do not match the digest"),
+        (lambda m: m.pop("digest_scheme"), "digest scheme 1"),
+    ],
+    ids=["noise_reversed", "generator_swapped", "scheme_one"],
+)
+def test_manifest_edits_fail_the_scheme_two_digest(cpp_ort_build, w1, tmp_path, edit, message):
+    """The digest covers the manifest's sampling fields: illia-mc recomputes their canonical JSON
+    (docs/formats.md) and refuses an edit that would give other numbers for the same seed; the
+    untouched artifact (scheme 2) runs, so the check can fail only for the edit."""
+    edited = tmp_path / "edited.onnx"
+    _edit_manifest(w1.path, edited, edit)
+    proc = _mc(cpp_ort_build, edited, w1.input, tmp_path / "o")
+    _one_line_error(proc, 1, message)
+    assert not (tmp_path / "o").exists()
+    same = tmp_path / "same.onnx"
+    _edit_manifest(w1.path, same, lambda m: None)  # re-serialized by Python's json: still verifies
+    assert _mc(cpp_ort_build, same, w1.input, tmp_path / "ok").returncode == 0
+
+
 def test_artifact_without_digest_needs_the_explicit_flag(cpp_ort_build, w1, tmp_path):
     bare = tmp_path / "bare.onnx"
     _without_digest(w1.path, bare)

@@ -22,6 +22,10 @@ signature keys.
 
 Also here: the CLI's model convention for JAX (``pkg.module:factory`` + ``--weights``), see
 :func:`load_jax_model` and :func:`save_jax_weights`.
+
+Length: the JAX writers (SavedModel, TFLite, ONNX), their same-noise validation per format
+and the export entry point; the capture stages already live in :mod:`.draws`, :mod:`.noise`
+and :mod:`.sampling`. The writers are the next split (a ``writers`` module as on the torch side).
 """
 
 from __future__ import annotations

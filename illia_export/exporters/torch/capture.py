@@ -16,6 +16,10 @@ Stages (docs/architecture.md, "Capture pipeline"):
 3. :func:`export_program` runs ``torch.export`` with one shared ``samples`` dim and one Dim per
    named input dim, shared across inputs and noise (derived dims for ``k*batch``), under ``backed_size_oblivious`` so no size is
    specialized to 0/1, and refuses a program that ignores one of its noise inputs.
+
+Length: discovery and the capture wrapper share the Site records and the folding rules of the
+vectorized graph; the size probing already lives in :mod:`.sizes`, the modes in :mod:`.modes`
+and the draw interception in :mod:`.draws`.
 """
 
 from __future__ import annotations

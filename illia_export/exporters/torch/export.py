@@ -8,6 +8,10 @@ wrapper (:mod:`torch_wrapper`) -> TorchScript, or ONNX through the TorchScript-b
 legacy path needs a scriptable model built from ``illia_export.nn.torch`` layers; it keeps
 ``freeze``/``unfreeze``/``kl_cost`` on TorchScript artifacts. A failed step leaves nothing at
 the output path.
+
+Length: the entry point plus the whole legacy TorchScript path (scripting, wrapper, legacy ONNX
+exporter, its validation and local variant). Making that path a capture strategy that feeds the
+torch.export pipeline's tail (issue #21) would remove most of it; it is the next step.
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ same-noise validation (other S and B than captured, every draw, rtol + atol, NaN
 distribution validation (source's own RNG vs the runtime's noise) -> optional local variant ->
 manifest embedded -> renamed into place. The caller's module modes and torch's global RNG are
 restored whatever happens.
+
+Length: the pipeline's orchestration and its verification steps (same-noise, distribution,
+local variant, mc_dropout's mode planning and messages) are one sequence whose order matters;
+the stages themselves live in :mod:`.capture`, :mod:`.writers`, :mod:`.modes` and
+:mod:`illia_export.exporters.verify`.
 """
 
 from __future__ import annotations

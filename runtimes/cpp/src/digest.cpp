@@ -184,11 +184,17 @@ void dump_string(const std::string& s, std::string* out) {
   *out += '"';
 }
 
-void dump(const json::Value& v, std::string* out) {
+// compact: the scheme-2 canonical form (separators "," ":" and numbers as written); otherwise
+// Python's default json.dumps separators, integers only (AOTInductor metadata).
+void dump(const json::Value& v, std::string* out, bool compact = false) {
   switch (v.kind) {
     case json::Value::Kind::Null: *out += "null"; break;
     case json::Value::Kind::Bool: *out += v.boolean ? "true" : "false"; break;
     case json::Value::Kind::Number: {
+      if (compact) {  // a manifest Python wrote holds Python's repr of each number
+        *out += v.raw;
+        break;
+      }
       if (!v.is_integer)  // Python's float repr is not reproduced here: refuse, do not guess
         throw ArtifactError("AOTInductor metadata holds a non-integer number; its digest cannot be recomputed here");
       char buf[32];
@@ -200,8 +206,8 @@ void dump(const json::Value& v, std::string* out) {
     case json::Value::Kind::Array: {
       *out += '[';
       for (size_t i = 0; i < v.array.size(); ++i) {
-        if (i) *out += ", ";
-        dump(v.array[i], out);
+        if (i) *out += compact ? "," : ", ";
+        dump(v.array[i], out, compact);
       }
       *out += ']';
       break;
@@ -210,11 +216,11 @@ void dump(const json::Value& v, std::string* out) {
       *out += '{';
       bool first = true;
       for (const auto& kv : v.object) {  // std::map: sorted by UTF-8 bytes = code points
-        if (!first) *out += ", ";
+        if (!first) *out += compact ? "," : ", ";
         first = false;
         dump_string(kv.first, out);
-        *out += ": ";
-        dump(kv.second, out);
+        *out += compact ? ":" : ": ";
+        dump(kv.second, out, compact);
       }
       *out += '}';
       break;
@@ -297,6 +303,23 @@ std::string compute_digest(const std::string& path, const std::string& format) {
   return "sha256:" + h.hex();
 }
 
+std::string canonical_manifest_json(const json::Value& root) {
+  json::Value covered = root;
+  for (const char* key : {"digest", "validation", "extra"}) covered.object.erase(key);
+  std::string out;
+  dump(covered, &out, true);
+  return out;
+}
+
+std::string compute_digest_v2(const std::string& path, const Manifest& manifest) {
+  const std::string graph = compute_digest(path, manifest.format);
+  Sha256 h;
+  const std::string head = "illia-digest-v2\n" + graph + "\n";
+  h.update(head.data(), head.size());
+  h.update(manifest.canonical.data(), manifest.canonical.size());
+  return "sha256:" + h.hex();
+}
+
 void verify_digest(const std::string& path, const Manifest& manifest, bool allow_missing) {
   if (manifest.format == "onnx" && (ends_with(path, ".ort") || ends_with(path, ".ORT")))
     return;  // an ORT-format conversion keeps the .onnx file's manifest (and digest), not its bytes
@@ -309,10 +332,16 @@ void verify_digest(const std::string& path, const Manifest& manifest, bool allow
   if (!valid_digest_text(manifest.digest))
     throw ManifestError("manifest.digest must look like 'sha256:<64 hex digits>', got '" + manifest.digest.substr(0, 80) +
                         "'");
-  const std::string got = compute_digest(path, manifest.format);
+  if (manifest.digest_scheme != 2) {
+    if (allow_missing) return;
+    throw ArtifactError(path + " has a digest of its graph bytes only (digest scheme 1): nothing ties its noise list, "
+                               "generator and dims to the graph. Re-export it with a current illia-export, or run it "
+                               "unchecked with --no-digest-check");
+  }
+  const std::string got = compute_digest_v2(path, manifest);
   if (got != manifest.digest)
-    throw ArtifactError(path + ": the graph bytes do not match the digest in the manifest (recorded " +
-                        manifest.digest.substr(0, 19) + "..., file has " + got.substr(0, 19) +
+    throw ArtifactError(path + ": the graph bytes or the manifest's sampling fields do not match the digest in the "
+                        "manifest (recorded " + manifest.digest.substr(0, 19) + "..., file has " + got.substr(0, 19) +
                         "...): the artifact was corrupted or modified after export; re-export it");
 }
 

@@ -112,6 +112,7 @@ class Parser {
     v.kind = Value::Kind::Number;
     v.number = d;
     v.is_integer = integer;
+    v.raw = token;
     return v;
   }
 

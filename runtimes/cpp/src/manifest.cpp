@@ -1,4 +1,6 @@
 #include "illia/manifest.h"
+
+#include "illia/digest.h"
 #include "illia/noise.h"
 
 #include <climits>
@@ -163,6 +165,12 @@ Manifest parse_manifest(const std::string& text) {
   m.noise_generator = optional_string(root, "noise_generator", kDefaultNoiseGenerator, "manifest");
   m.source = optional_string(root, "source", "", "manifest");
   m.digest = optional_string(root, "digest", "", "manifest");
+  if (const json::Value* scheme = root.find("digest_scheme"); scheme && !scheme->is_null()) {
+    if (scheme->kind != json::Value::Kind::Number || !scheme->is_integer || scheme->number < 1 || scheme->number > 2)
+      throw ManifestError("manifest.digest_scheme must be 1 or 2");
+    m.digest_scheme = static_cast<int>(scheme->number);
+  }
+  m.canonical = canonical_manifest_json(root);
   m.task = optional_string(root, "task", "raw", "manifest");
   if (m.task != "classification" && m.task != "regression" && m.task != "raw")
     throw ManifestError("unknown task '" + m.task + "'; expected classification, regression or raw");

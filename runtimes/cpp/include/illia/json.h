@@ -16,6 +16,7 @@ struct Value {
   bool boolean = false;
   double number = 0.0;
   bool is_integer = false;  ///< the number was written without fraction or exponent
+  std::string raw;          ///< numbers: the lexeme as written (the digest's canonical JSON reuses it)
   std::string string;
   std::vector<Value> array;
   std::map<std::string, Value> object;

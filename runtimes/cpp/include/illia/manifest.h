@@ -79,6 +79,12 @@ struct Manifest {
   /// "sha256:<hex>" of the graph bytes (v2, optional): checked by Predictor::load
   /// (illia/digest.h); "" when the manifest records none.
   std::string digest;
+  /// 2: `digest` covers the graph and the canonical JSON of the manifest's sampling fields
+  /// (`canonical`); 1 or 0 (absent): an older digest of the graph bytes only.
+  int digest_scheme = 0;
+  /// The canonical JSON (docs/formats.md, "Integrity digest") of every manifest field except
+  /// digest, validation and extra, as the scheme-2 digest hashes it.
+  std::string canonical;
   std::vector<TensorSpec> inputs;
   std::vector<NoiseSpec> noise;
   std::vector<TensorSpec> outputs;
