@@ -33,7 +33,7 @@ def python_summary(
     by row index, the layout every runtime uses by default)."""
     from illia_export.runtime import load
 
-    predictor = load(path)
+    predictor = load(path, trust_native_code=True)  # the test's own exports (AOTI packages among them)
     x = np.load(x_npy)
     # row ids where the artifact's per-example noise can be keyed ('<k>*batch' cannot: stream-wide)
     keyable = not any(isinstance(d, str) and d.endswith("*batch") for n in predictor.manifest.noise for d in n.shape)

@@ -64,16 +64,10 @@ def test_illia_mc_uses_the_manifest_generator(cpp_build, artifacts, tmp_path, sa
 
 def test_illia_mc_refuses_an_unknown_generator(cpp_build, artifacts, tmp_path):
     art = _with_generator(artifacts("w1"), tmp_path / "w1_v9.pt", "illia-noise-v9")
-    proc = cpp_build.run(
-        cpp_build.illia_mc,
-        art.path,
-        "--input",
-        art.input,
-        "--samples",
-        2,
-        "--seed",
-        0,
-        "--out",
-        tmp_path / "o",
-    )
+    args = [cpp_build.illia_mc, art.path, "--input", art.input, "--samples", 2, "--seed", 0, "--out", tmp_path / "o"]
+    # the edited generator is a sampling field: the scheme-2 digest refuses the file first
+    proc = cpp_build.run(*args)
+    assert proc.returncode == 1 and "do not match the digest" in proc.stderr
+    # unchecked, on request: then the generator itself is refused by name
+    proc = cpp_build.run(*args, "--no-digest-check")
     assert proc.returncode == 1 and "noise_generator 'illia-noise-v9' is not supported" in proc.stderr

@@ -67,10 +67,12 @@ def _manifest_digest(path) -> str:
 
 def test_digest_matches_python(cpp_ort_build, w1, tmp_path):
     """The C++ digest of an untouched export equals the recorded one (same algorithm as
-    illia_export/artifact/digest.py), so the export runs with the check on."""
+    illia_export/artifact/digest.py: scheme 2, graph + canonical manifest JSON), so the export
+    runs with the check on."""
     from illia_export.artifact.digest import compute_digest
+    from illia_export.artifact.manifest import read_manifest
 
-    assert _manifest_digest(w1.path) == compute_digest(w1.path, "onnx")
+    assert _manifest_digest(w1.path) == compute_digest(w1.path, "onnx", read_manifest(w1.path))
     proc = _mc(cpp_ort_build, w1.path, w1.input, tmp_path / "o")
     assert proc.returncode == 0, proc.stderr
 

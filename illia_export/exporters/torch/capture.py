@@ -283,8 +283,13 @@ def flatten_outputs(out: Any) -> tuple[list[torch.Tensor], list[str] | None]:
     if isinstance(out, dict):
         tensors, names = [], []
         for key, value in out.items():
+            if type(value).__module__.startswith("transformers.cache_utils"):
+                continue  # a decoder's key/value cache (GPT-2 ...): generation state, not a prediction
             if not isinstance(value, torch.Tensor):
-                raise ExportError(f"output {key!r} of the model is a {type(value).__name__}, not a tensor")
+                raise ExportError(
+                    f"output {key!r} of the model is a {type(value).__name__}, not a tensor: return tensors only "
+                    "(wrap the model, or turn the extra output off in its config)"
+                )
             tensors.append(value)
             names.append(str(key))
         return tensors, names
