@@ -339,3 +339,16 @@ def test_dict_outputs_keep_their_names_and_give_the_likelihood(tmp_path):
     assert (manifest.likelihood.mean, manifest.likelihood.scale_kind) == ("mean", "log_variance")
     pred = runtime.load(tmp_path / "h.pt2").predict(np.ones((3, 5), np.float32), num_samples=50, seed=0)
     np.testing.assert_allclose(pred.predictive_variance, pred.aleatoric_variance + pred.epistemic_variance)
+
+
+def test_decoder_cache_outputs_are_left_out_and_other_non_tensors_named():
+    """A transformers decoder returns its key/value cache (GPT-2's past_key_values) beside the
+    logits: generation state, not a prediction, so it is not a graph output. Any other non-tensor
+    output is refused by name."""
+    from illia_export.exporters.torch.capture import flatten_outputs
+
+    cache_type = type("DynamicCache", (), {"__module__": "transformers.cache_utils"})
+    logits = torch.zeros(2, 3)
+    assert flatten_outputs({"logits": logits, "past_key_values": cache_type()}) == ([logits], ["logits"])
+    with pytest.raises(ExportError, match="output 'state' of the model is a object, not a tensor"):
+        flatten_outputs({"logits": logits, "state": object()})
