@@ -35,3 +35,15 @@ def scale_files(tmp_path_factory):
     tensor = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), 6)
     pq.write_table(pa.table({"user": ids, "input": tensor, "note": pa.array(["n"] * ROWS)}), root / "ids.parquet")
     return {"root": root, "x": x, "ids": ids, **{p.stem: p for p in root.glob("*.onnx")}}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray instance (2 CPUs) for a test module, shut down after it unless one was running."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    if started:
+        ray.shutdown()

@@ -47,16 +47,6 @@ def _bad_tables(x):
     }
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 @pytest.mark.parametrize("case", ["string column", "null value", "ragged list", "NaN id", "null id"])
 def test_bad_rows_give_the_same_typed_error_on_both_engines(case, scale_files, tmp_path, local_ray):
     columns, id_column, error, message = _bad_tables(scale_files["x"])[case]

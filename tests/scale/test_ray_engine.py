@@ -21,16 +21,6 @@ S = 8
 SEED = 5
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 PARTITIONS = [dict(batch_size=64, actors=1), dict(batch_size=150, actors=2)]
 
 
