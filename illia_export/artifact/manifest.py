@@ -402,6 +402,7 @@ class Likelihood:
 class DropoutSite:
     """A dropout module of the source model and whether the artifact samples it."""
 
+    #: Dotted module path; ``""`` is the model itself (a functional dropout in its own forward).
     path: str
     p: float
     sampled: bool
@@ -586,9 +587,12 @@ class Manifest:
             p = _number(_require(d, "p", w), f"{w}.p")
             if not 0.0 <= p <= 1.0:
                 raise ManifestError(f"{w}.p must lie in [0, 1], got {p}")
+            path = _require(d, "path", w)
+            if not isinstance(path, str):  # "" is the model itself (F.dropout in its own forward)
+                raise ManifestError(f"{w}.path must be a string, got {_short(path)}")
             dropout.append(
                 DropoutSite(
-                    path=_string(_require(d, "path", w), f"{w}.path"),
+                    path=path,
                     p=p,
                     sampled=_boolean(_require(d, "sampled", w), f"{w}.sampled"),
                 )

@@ -367,6 +367,6 @@ def test_auto_is_local_for_one_row_with_an_exact_variant_else_fresh(artifacts):
     np.testing.assert_array_equal(many.samples, p.predict(X, num_samples=6, seed=3, strategy="fresh").samples)
     default = p.predict(X[:1], num_samples=6, seed=3)
     assert default.strategy == "fresh"
-    np.testing.assert_array_equal(default.samples[:, 0], many.samples[:, 0])
+    np.testing.assert_allclose(default.samples[:, 0], many.samples[:, 0], rtol=0, atol=1e-6)  # same draw
     cnn = load(artifacts["cnn_onnx"])
     assert cnn.manifest.local is None and cnn.resolve_strategy("auto", 1) == "fresh"
