@@ -17,6 +17,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from tests.runtime.conftest import save_stamped
+
 from .test_cpp_runtime import assert_close, run_mc
 
 pytestmark = pytest.mark.cpp
@@ -148,22 +150,8 @@ def _per_example_onnx(path, contract=2, noise_dim="2*batch", generator="illia-no
         contract=contract,
         noise_generator=generator,
     )
-    _stamp_and_embed(model, path, manifest)
+    save_stamped(model, path, manifest.to_dict())  # the scheme-2 digest both runtimes check
     return x
-
-
-def _stamp_and_embed(model, path, manifest) -> None:
-    """Embed `manifest` with the scheme-2 digest the exporters stamp (graph + sampling fields), so
-    both runtimes check it: illia-mc recomputes the canonical manifest JSON itself."""
-    import onnx
-
-    from illia_export.artifact.digest import stamp_digest
-    from illia_export.artifact.manifest import embed_in_onnx
-
-    onnx.save(model, str(path))
-    stamp_digest(path, manifest)
-    embed_in_onnx(model, manifest)
-    onnx.save(model, str(path))
 
 
 def test_per_example_noise_dims(cpp_ort_build, tmp_path):
@@ -362,7 +350,7 @@ def _seq_noise_onnx(path):
         task="regression",
         noise_generator="illia-noise-v2",
     )
-    _stamp_and_embed(model, path, manifest)
+    save_stamped(model, path, manifest.to_dict())  # the scheme-2 digest both runtimes check
 
 
 def test_noise_dims_follow_seq_len_and_rows_are_keyed(cpp_ort_build, tmp_path):
