@@ -58,6 +58,7 @@ class RowNoiseBuilder:
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self._count = 0
+        self._scalars: dict[tuple[str, Any], str] = {}
         self._T = TensorProto
         # The row ids as unsigned 64-bit words (two's complement for negative ids, as row_words does).
         self.words = self._node("Cast", [row_id], "words", to=TensorProto.UINT64)
@@ -75,10 +76,17 @@ class RowNoiseBuilder:
         return out
 
     def _const(self, value: Any, dtype: Any, tag: str) -> str:
+        """An initializer holding `value`; scalars are shared by every stream (one per value and dtype)."""
         from onnx import numpy_helper
 
+        array = np.asarray(value, dtype=dtype)
+        key = (array.dtype.str, array.item()) if array.ndim == 0 else None
+        if key is not None and key in self._scalars:
+            return self._scalars[key]
         name = self._name(tag)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        self.initializers.append(numpy_helper.from_array(array, name))
+        if key is not None:
+            self._scalars[key] = name
         return name
 
     def _shr(self, x: str, bits: int, dtype: Any) -> str:
