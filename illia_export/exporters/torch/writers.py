@@ -7,8 +7,11 @@ manifest after validation, and :class:`ArtifactRunner` runs a written artifact f
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import logging
+import threading
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,16 +65,17 @@ def _write_onnx(program, args, path: Path, graph_inputs, outputs, opset) -> None
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # "torchvision is not installed": irrelevant to these graphs
     try:
-        onnx_program = torch.onnx.export(
-            program,
-            tuple(args),
-            dynamo=True,
-            input_names=[s.name for s in graph_inputs],
-            output_names=[s.name for s in outputs],
-            opset_version=opset,
-            verbose=False,
-            optimize=True,
-        )
+        with torchlib_ops_once():
+            onnx_program = torch.onnx.export(
+                program,
+                tuple(args),
+                dynamo=True,
+                input_names=[s.name for s in graph_inputs],
+                output_names=[s.name for s in outputs],
+                opset_version=opset,
+                verbose=False,
+                optimize=True,
+            )
     except Exception as exc:
         text = str(exc).strip()
         raise ExportError(f"the ONNX exporter failed: {text.splitlines()[0] if text else type(exc).__name__}") from exc
@@ -84,6 +88,53 @@ def _write_onnx(program, args, path: Path, graph_inputs, outputs, opset) -> None
     import onnx
 
     onnx.save(model, str(path))
+
+
+_TORCHLIB: dict[str, tuple] = {}
+_TORCHLIB_LOCK = threading.Lock()
+
+
+def _onnxscript_apis():
+    """The module torch.onnx reads its torch_lib function list from (behind torch's lazy import), or None."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+
+        apis = _registration.onnxscript_apis
+        name = getattr(apis, "_name", None)  # torch's _LazyModule
+        module = importlib.import_module(name) if isinstance(name, str) else apis
+        return module if callable(getattr(module, "get_torchlib_ops", None)) else None
+    except Exception:  # another torch / onnxscript layout: export uncached
+        return None
+
+
+@contextlib.contextmanager
+def torchlib_ops_once():
+    """Reuse onnxscript's torch_lib function list across ONNX exports of this process.
+
+    ``torch.onnx.export`` rebuilds its op registry on every call, and onnxscript re-parses the
+    source of ~500 torch_lib functions to list them (about a second each time here; an export
+    with a local variant does it twice). The list is the same for the whole process, so it is
+    computed once and handed back while our own exports run; the original function is restored
+    after, so nothing else in the process sees the patch.
+    """
+    module = _onnxscript_apis()
+    if module is None:
+        yield
+        return
+    original = module.get_torchlib_ops
+    key = f"{module.__name__}.get_torchlib_ops"
+
+    def cached():
+        with _TORCHLIB_LOCK:
+            if key not in _TORCHLIB:
+                _TORCHLIB[key] = tuple(original())
+        return list(_TORCHLIB[key])
+
+    module.get_torchlib_ops = cached
+    try:
+        yield
+    finally:
+        module.get_torchlib_ops = original
 
 
 def check_onnx_graph(model, arg_names: list[str]) -> None:
