@@ -81,7 +81,7 @@ def run_tests(tree: Path, tests: list[str]) -> bool:
     """Whether `tests` pass in `tree` (the tree first on the import path)."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-n", "0", *tests],
         cwd=tree, env=env, capture_output=True, text=True,
     )
     return proc.returncode == 0

@@ -17,6 +17,7 @@ import illia_export  # noqa: E402
 from illia_export.artifact import manifest as mf  # noqa: E402
 from illia_export.artifact.digest import stamp_digest  # noqa: E402
 from illia_export.nn.torch import Linear  # noqa: E402
+from tests.session_cache import build_once  # noqa: E402
 
 EXT = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2", "aoti": "pt2"}
 
@@ -51,7 +52,7 @@ def bare(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def bare_aoti(tmp_path_factory) -> Path:
     """The same layer as an AOTInductor package (one compile per session)."""
-    return _export(tmp_path_factory.mktemp("bare_aoti"), "aoti")
+    return build_once(tmp_path_factory, "bare-aoti", lambda root: _export(root, "aoti"))
 
 
 class Marker:

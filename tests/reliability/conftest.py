@@ -25,6 +25,7 @@ from tests.runtime.conftest import MLP  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = 20
+from tests.session_cache import build_once  # noqa: E402
 
 
 class TokenModel(torch.nn.Module):
@@ -124,34 +125,36 @@ def art(tmp_path_factory) -> dict[str, Path]:
     """Torch artifacts with digests stamped: an MLP (ONNX, TorchScript; vectorized and per-call)
     and a token model (ONNX, TorchScript) whose manifest records the vocabulary as the input range,
     plus one copy of the token ONNX without range. Also a TorchScript archive of the MLP (source)."""
-    root = tmp_path_factory.mktemp("rel")
-    torch.manual_seed(0)
-    out: dict[str, Path] = {}
-    mlp, tok = MLP(), TokenModel()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
-            for samples in ("vectorized", "per-call"):
-                p = root / f"mlp_{samples}.{ext}"
-                illia_export.export(
-                    mlp, torch.zeros(2, 6), p, format=fmt, samples=samples, task="classification"
-                )
-                out[f"mlp_{fmt}_{samples}"] = stamp(p, fmt)
-            p = root / f"tok.{ext}"
-            illia_export.export(tok, torch.randint(0, VOCAB, (2, 5)), p, format=fmt, task="classification")
-            obj = read_raw_manifest(p)
-            if fmt == "onnx":  # the capture records the vocabulary; the legacy TorchScript path does not
-                assert obj["inputs"][0]["range"] == [0, VOCAB]
-            # an artifact without the range (older exports): negative ids must still be refused
-            bare = copy_artifact(p, root / f"tok_norange.{ext}")
-            stripped = [dict(obj["inputs"][0], range=None)] + obj["inputs"][1:]
-            out[f"tok_{fmt}_norange"] = stamp(bare, fmt, inputs=stripped)
-            obj["inputs"][0]["range"] = [0, VOCAB]
-            out[f"tok_{fmt}"] = stamp(p, fmt, inputs=obj["inputs"])
-        src = root / "mlp_source.pt"
-        torch.jit.save(torch.jit.script(mlp), str(src))
-        out["mlp_source"] = src
-    return out
+    def build(root: Path):
+        torch.manual_seed(0)
+        out: dict[str, Path] = {}
+        mlp, tok = MLP(), TokenModel()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
+                for samples in ("vectorized", "per-call"):
+                    p = root / f"mlp_{samples}.{ext}"
+                    illia_export.export(
+                        mlp, torch.zeros(2, 6), p, format=fmt, samples=samples, task="classification"
+                    )
+                    out[f"mlp_{fmt}_{samples}"] = stamp(p, fmt)
+                p = root / f"tok.{ext}"
+                illia_export.export(tok, torch.randint(0, VOCAB, (2, 5)), p, format=fmt, task="classification")
+                obj = read_raw_manifest(p)
+                if fmt == "onnx":  # the capture records the vocabulary; the legacy TorchScript path does not
+                    assert obj["inputs"][0]["range"] == [0, VOCAB]
+                # an artifact without the range (older exports): negative ids must still be refused
+                bare = copy_artifact(p, root / f"tok_norange.{ext}")
+                stripped = [dict(obj["inputs"][0], range=None)] + obj["inputs"][1:]
+                out[f"tok_{fmt}_norange"] = stamp(bare, fmt, inputs=stripped)
+                obj["inputs"][0]["range"] = [0, VOCAB]
+                out[f"tok_{fmt}"] = stamp(p, fmt, inputs=obj["inputs"])
+            src = root / "mlp_source.pt"
+            torch.jit.save(torch.jit.script(mlp), str(src))
+            out["mlp_source"] = src
+        return out
+
+    return build_once(tmp_path_factory, "reliability-art", build)
 
 
 @pytest.fixture(scope="session")
@@ -164,12 +167,14 @@ def tf_art(tmp_path_factory) -> dict[str, Path]:
 
     from illia_export.exporters.jax.export import export_jax
 
-    root = tmp_path_factory.mktemp("reltf")
-    model = JaxMLP()
-    x = np.zeros((2, 12), np.float32)
-    out = {}
-    for fmt, name in (("tflite", "m.tflite"), ("savedmodel", "m_savedmodel")):
-        manifest = export_jax(model, x, root / name, fmt, task="classification")
-        assert manifest.digest is not None
-        out[fmt] = root / name
-    return out
+    def build(root: Path):
+        model = JaxMLP()
+        x = np.zeros((2, 12), np.float32)
+        out = {}
+        for fmt, name in (("tflite", "m.tflite"), ("savedmodel", "m_savedmodel")):
+            manifest = export_jax(model, x, root / name, fmt, task="classification")
+            assert manifest.digest is not None
+            out[fmt] = root / name
+        return out
+
+    return build_once(tmp_path_factory, "reliability-tf-art", build)

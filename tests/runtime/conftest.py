@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 
 import illia_export  # noqa: E402
 from illia_export.nn.torch import LSTM, Conv2d, Linear  # noqa: E402
+from tests.session_cache import build_once  # noqa: E402
 
 
 class MLP(torch.nn.Module):
@@ -83,31 +84,33 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
     """MLP (classification) as ONNX/TorchScript, vectorized and per-call; a single Linear
     (regression) as ONNX/TorchScript; a small CNN (no local variant) as ONNX; a small LSTM
     (three outputs, int64 tokens, ONNX Loop) as ONNX/TorchScript."""
-    root = tmp_path_factory.mktemp("artifacts")
-    torch.manual_seed(0)
-    mlp = MLP()
-    single = SingleLinear()
-    cnn = SmallCNN()
-    out: dict[str, Path] = {}
-    x_mlp = torch.zeros(2, 6)
-    for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
-        for samples in ("vectorized", "per-call"):
-            p = root / f"mlp_{samples}.{ext}"
-            illia_export.export(mlp, x_mlp, p, format=fmt, samples=samples, task="classification")
-            out[f"mlp_{fmt}_{samples}"] = p
-        p = root / f"single.{ext}"
-        illia_export.export(single, torch.zeros(2, 3), p, format=fmt, task="regression")
-        out[f"single_{fmt}"] = p
-    p = root / "cnn.onnx"
-    illia_export.export(cnn, torch.zeros(2, 1, 6, 6), p, format="onnx", task="classification")
-    out["cnn_onnx"] = p
-    lstm = LSTM(50, 8, 16, 3)  # outputs y [B, 3], h [B, 16], c [B, 16]
-    tokens = torch.randint(0, 50, (2, 5))
-    for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
-        p = root / f"lstm.{ext}"
-        illia_export.export(lstm, tokens, p, format=fmt, task="classification", validate=False)
-        out[f"lstm_{fmt}"] = p
-    return out
+    def build(root: Path):
+        torch.manual_seed(0)
+        mlp = MLP()
+        single = SingleLinear()
+        cnn = SmallCNN()
+        out: dict[str, Path] = {}
+        x_mlp = torch.zeros(2, 6)
+        for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
+            for samples in ("vectorized", "per-call"):
+                p = root / f"mlp_{samples}.{ext}"
+                illia_export.export(mlp, x_mlp, p, format=fmt, samples=samples, task="classification")
+                out[f"mlp_{fmt}_{samples}"] = p
+            p = root / f"single.{ext}"
+            illia_export.export(single, torch.zeros(2, 3), p, format=fmt, task="regression")
+            out[f"single_{fmt}"] = p
+        p = root / "cnn.onnx"
+        illia_export.export(cnn, torch.zeros(2, 1, 6, 6), p, format="onnx", task="classification")
+        out["cnn_onnx"] = p
+        lstm = LSTM(50, 8, 16, 3)  # outputs y [B, 3], h [B, 16], c [B, 16]
+        tokens = torch.randint(0, 50, (2, 5))
+        for fmt, ext in (("onnx", "onnx"), ("torchscript", "pt")):
+            p = root / f"lstm.{ext}"
+            illia_export.export(lstm, tokens, p, format=fmt, task="classification", validate=False)
+            out[f"lstm_{fmt}"] = p
+        return out
+
+    return build_once(tmp_path_factory, "runtime-artifacts", build)
 
 
 @pytest.fixture(scope="session")

@@ -23,20 +23,23 @@ import illia_export  # noqa: E402
 from tests.runtime.conftest import MLP, DropoutNet  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+from tests.session_cache import build_once  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def serve_artifacts(tmp_path_factory) -> dict[str, Path]:
     """A Bayesian MLP (weight noise only; has a local variant) and an MC-dropout net (per-example
     noise), both 6 -> 3 classifiers exported to ONNX."""
-    root = tmp_path_factory.mktemp("serve_artifacts")
-    torch.manual_seed(0)
-    out = {"mlp": root / "mlp.onnx", "drop": root / "drop.onnx"}
-    illia_export.export(MLP(), torch.zeros(2, 6), out["mlp"], format="onnx", task="classification")
-    illia_export.export(
-        DropoutNet(), torch.zeros(2, 6), out["drop"], format="onnx", mc_dropout=True, task="classification"
-    )
-    return out
+    def build(root: Path):
+        torch.manual_seed(0)
+        out = {"mlp": root / "mlp.onnx", "drop": root / "drop.onnx"}
+        illia_export.export(MLP(), torch.zeros(2, 6), out["mlp"], format="onnx", task="classification")
+        illia_export.export(
+            DropoutNet(), torch.zeros(2, 6), out["drop"], format="onnx", mc_dropout=True, task="classification"
+        )
+        return out
+
+    return build_once(tmp_path_factory, "serve-artifacts", build)
 
 
 def free_port() -> int:
