@@ -79,8 +79,9 @@ class CaptureResult:
     steps: list[ValidationStep]  # where the same-noise validation runs
     cases: Cases  # the noise and the source's outputs for it at one step
     distribution_inputs: list[Any]  # the rows the distribution check samples
-    #: ``(inputs, num, seed) -> [num, B, ...]`` per output: the source model's own RNG
-    source_samples: Callable[[list[Any], int, int], list[np.ndarray]]
+    #: ``(inputs, num, seed) -> [num, B, ...]`` per output: the source model's own RNG; None: no
+    #: distribution check (a traced archive, which never had one: see :mod:`.traced`)
+    source_samples: Callable[[list[Any], int, int], list[np.ndarray]] | None
     local: LocalPlan | None = None
 
     @property

@@ -216,7 +216,8 @@ def finish(
                 checked = check_same_noise(
                     result.output_names, result.steps, result.cases, runner, tolerance, rtol, noise_draws_count
                 )
-                checked.distribution = check_distribution(result, tmp, manifest, distribution_samples)
+                if result.source_samples is not None:
+                    checked.distribution = check_distribution(result, tmp, manifest, distribution_samples)
                 manifest.validation = checked
             if want_local:
                 write_local(

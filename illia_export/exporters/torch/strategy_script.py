@@ -336,7 +336,7 @@ def capture(
                     "to ONNX with samples='per-call' only. For TorchScript or vectorized exports, save a scripted "
                     "model (torch.jit.save(torch.jit.script(model), path))"
                 )
-            yield traced_result(prep, manifest, opset, reference, xs, own_sampling)
+            yield traced_result(prep, manifest, opset, reference, xs)
             return
         noise_names = [n.name for n in manifest.noise]
         wrapper = build_wrapper(

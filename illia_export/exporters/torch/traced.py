@@ -85,7 +85,7 @@ def replace_random_nodes(model, noise_sites) -> list[str]:
     return order
 
 
-def traced_result(prep, manifest: mf.Manifest, opset: int, reference, dist_inputs, own_sampling) -> CaptureResult:
+def traced_result(prep, manifest: mf.Manifest, opset: int, reference, dist_inputs) -> CaptureResult:
     """The record of a traced archive (a variant of the TorchScript strategy): a per-call ONNX graph
     whose noise inputs replace the traced draws, exported here (the noise order is the graph's)."""
     import onnx
@@ -126,7 +126,10 @@ def traced_result(prep, manifest: mf.Manifest, opset: int, reference, dist_input
         steps=steps,
         cases=_replayed(reference),
         distribution_inputs=dist_inputs,
-        source_samples=own_sampling,
+        # no distribution check, as before this path joined the tail: its same-noise cases replay the
+        # module's own generator, and the check's median |z| over a per-call graph's few, correlated
+        # outputs refused a correct traced CNN in a trial (z = 2 at 2 rows x 2 outputs)
+        source_samples=None,
         local=None,  # a trace has no sample axis, so no local variant either
     )
 
