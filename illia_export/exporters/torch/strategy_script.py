@@ -12,8 +12,9 @@ same noise with ``set_noise`` into an independent copy of the source. A *traced*
 The shared tail (:func:`.pipeline.finish`) does the rest. Validation sizes stay this path's own
 (the example batch B and B + 2, the second with 3 more positions for token inputs, S = 2):
 the strategy does not probe sizes, so it has no discovery to take the torch.export
-strategy's sizes from. Local-variant facts: calls of a Linear cannot be observed in an archive,
-so a Linear shared between calls is left to the variant's distribution check. The deprecation
+strategy's sizes from. Local-variant facts: the calls of each Linear are observed (hooks) on a
+live module; in an archive they cannot be, so a Linear shared between calls is left to the
+variant's distribution check. The deprecation
 warnings of the TorchScript APIs are silenced only inside :func:`capture`.
 """
 
@@ -248,6 +249,30 @@ def _writer(fmt: str, module, args: list, names: list[str], prep: Prepared, dyn:
     return write
 
 
+def linear_calls(prep: Prepared) -> dict[str, list[int]] | None:
+    """Input rank of each call of each illia Linear in one forward of a live module; None for an
+    archive (a ScriptModule runs no Python hooks), where the local variant's distribution check decides."""
+    import torch
+
+    from illia_export.nn.torch.linear import Linear
+
+    if prep.source.kind != "torch" or isinstance(prep.source.module, torch.jit.ScriptModule):
+        return None
+    calls: dict[str, list[int]] = {}
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, _p=p: calls.setdefault(_p, []).append(int(args[0].dim())))
+        for p, m in prep.source.module.named_modules()
+        if isinstance(m, Linear)
+    ]
+    try:
+        with torch.no_grad():
+            prep.source.module(*prep.inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
 def _local_plan(prep: Prepared, reference, fmt: str, dyn: dict, opset: int) -> LocalPlan:
     """The facts for the one local guard, and the writer of a local wrapper (TorchScript or ONNX)."""
     import torch
@@ -272,7 +297,7 @@ def _local_plan(prep: Prepared, reference, fmt: str, dyn: dict, opset: int) -> L
     return LocalPlan(
         formats=("onnx", "torchscript"),
         draws=draws,
-        linear_calls=None,  # not observable in an archive: the distribution check decides
+        linear_calls=linear_calls(prep),
         float_inputs=all(x.is_floating_point() for x in prep.inputs),
         layers=paths,
         outputs=outs,

@@ -84,3 +84,13 @@ def test_one_guard_judges_the_torchscript_strategy(tmp_path):
     with pytest.raises(ExportError, match="was asked for, but the draw '0.weights_distribution'"):
         illia_export.export(cnn, torch.randn(2, 1, 6, 6), tmp_path / "c2.onnx", local_variant=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.onnx", "cnn.pt", "m.local.pt", "m.pt", "mlp.pt"]
+
+
+def test_live_siamese_to_torchscript_is_refused_by_the_guard(tmp_path):
+    """From a live module the TorchScript strategy observes the calls of each Linear, so the one
+    guard refuses the shared Linear before any local graph is written."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 8)
+    manifest = illia_export.export(Siamese().eval(), x, tmp_path / "s.pt", format="torchscript")
+    assert manifest.local is None and "Linear 'shared' is applied 2 times" in manifest.local_unavailable
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pt"]
