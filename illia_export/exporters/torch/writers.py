@@ -1,17 +1,21 @@
-"""Writers of the torch.export capture: ONNX (dynamo exporter), ``.pt2`` ExportedProgram, AOTInductor.
+"""Writers: ONNX (dynamo exporter), ``.pt2`` ExportedProgram, AOTInductor; TorchScript and legacy ONNX.
 
-Each writer takes the ExportedProgram of :mod:`.capture` and a path (a temporary one from
-:func:`~illia_export.artifact.atomic.atomic_output`); :func:`embed_manifest` stores the final
-manifest after validation, and :class:`ArtifactRunner` runs a written artifact for validation.
+:func:`write` takes the ExportedProgram of the torch.export capture, :func:`write_torchscript` and
+:func:`write_legacy_onnx` the scripted wrapper of the TorchScript capture; each writes to a path
+(a temporary one from :func:`~illia_export.artifact.atomic.atomic_output`). :func:`embed_manifest`
+stores the final manifest after validation (for every format, after the digest is stamped), and
+:class:`ArtifactRunner` runs a written artifact for validation.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import logging
 import threading
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,6 +173,55 @@ def all_nodes(graph):
                 yield from all_nodes(sub)
 
 
+def write_torchscript(module, path: Path) -> None:
+    """Save a ScriptModule so that embedding the manifest later changes no hashed byte.
+
+    The first re-save of a TorchScript archive rewrites its ``data.pkl``; the digest is stamped
+    before the manifest is embedded (a re-save), so the archive is re-saved once here, settled.
+    """
+    import torch
+
+    torch.jit.save(module, str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.load(str(path), map_location="cpu"), str(path))
+
+
+def write_legacy_onnx(
+    module, args: list, path: Path, arg_names: list[str], output_names: list[str], dynamic: dict, opset: int,
+    outputs: Sequence = (),
+) -> None:
+    """Write a scripted wrapper with the TorchScript-based ONNX exporter (the only one that reads an archive).
+
+    `outputs` (manifest specs) name the output dims; the graph is checked like every ONNX graph.
+    """
+    import torch
+
+    require("onnx", "onnx", "ONNX export")
+    buf = io.BytesIO()
+    try:
+        torch.onnx.export(
+            module,
+            tuple(args),
+            buf,
+            dynamo=False,
+            input_names=arg_names,
+            output_names=output_names,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.onnx.export failed: {first}") from exc
+    import onnx
+
+    model = onnx.load_from_string(buf.getvalue())
+    name_dims(model.graph.output, outputs)  # name the output dims as the manifest does
+    check_onnx_graph(model, arg_names)
+    onnx.save(model, str(path))
+
+
 def _write_aoti(program, path: Path) -> None:
     import torch
 
@@ -206,6 +259,13 @@ def embed_manifest(fmt: str, path: Path, manifest: mf.Manifest) -> None:
             return data
 
         _rewrite_zip(path, put)
+    elif fmt == "torchscript":  # settled by write_torchscript: only the extra file changes
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(path), map_location="cpu")
+            torch.jit.save(module, str(path), _extra_files={mf.EMBEDDED_NAME: manifest.to_json()})
 
 
 def _rewrite_zip(path: Path, transform, extra: tuple[str, str] | None = None) -> None:
@@ -252,7 +312,9 @@ class ArtifactRunner:
             else:
                 import torch
 
-                self.module = torch.jit.load(str(path), map_location="cpu")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self.module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise ExportError(f"the written {fmt} artifact cannot be loaded for validation: {exc}") from exc
 

@@ -135,6 +135,23 @@ def test_export_restores_modes_and_global_rng(tmp_path):
     assert model.training and model.drop.training and model.fc1.training
 
 
+def test_a_local_variant_with_the_wrong_spread_does_not_ship(tmp_path, monkeypatch):
+    """The guard finds an MLP's local variant exact and the variant agrees with its own reference for
+    the same noise; only the distribution check against the model's own sampling (the shared tail's
+    one check, also the TorchScript path's) sees that it samples a fifth of the spread."""
+    from illia_export.nn.torch.linear import Linear as OurLinear
+
+    def shrunk(self, eps):  # a local variant whose pre-activation noise is scaled down
+        self.local_noise = 0.2 * eps
+        self.use_local = True
+
+    monkeypatch.setattr(OurLinear, "set_local_noise", shrunk)
+    manifest = illia_export.export(_mlp().eval(), torch.randn(4, 6), tmp_path / "m.onnx")
+    assert manifest.local is None and not (tmp_path / "m.local.onnx").exists()
+    assert "distribution check failed: the local-reparameterization variant" in manifest.local_unavailable
+    assert 0.8 < manifest.validation.distribution["output"]["std_ratio"] < 1.25  # the main artifact ships
+
+
 class HiddenNumpyNoise(nn.Module):
     """Noise torch cannot see (numpy): a graph capture freezes one draw as a constant."""
 
