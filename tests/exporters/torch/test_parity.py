@@ -271,3 +271,20 @@ def test_cases_left_out_of_torchscript_are_refused_clearly(tmp_path, case, mode)
             samples=mode,
         )
     assert not list(tmp_path.iterdir())
+
+
+def test_session_cache_computes_once_and_keeps_failures(tmp_path):
+    """A failed export fails every test that needs it, without being exported again."""
+    from .conftest import SessionCache
+
+    cache, calls = SessionCache(tmp_path), []
+
+    def failing():
+        calls.append(1)
+        raise illia_export.errors.ExportError("boom")
+
+    for _ in range(2):
+        with pytest.raises(illia_export.errors.ExportError, match="boom"):
+            cache.get("k", failing)
+    assert cache.get("ok", lambda: calls.append(2) or 7) == 7 == cache.get("ok", lambda: calls.append(3) or 8)
+    assert calls == [1, 2]
