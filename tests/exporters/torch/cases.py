@@ -1,28 +1,31 @@
-"""Tiny models, one per PyTorch layer type, shared by the export parity tests.
+"""Builders of the illia family's parity cases, keyed by the case names the registry declares.
 
-Each case names the layer type it covers; `test_every_layer_has_a_case` fails when a layer of
-the registry has none.
+The registry (``illia_export/exporters/torch/registry.py``) says which cases exist, under which
+layer, in which formats and sample modes; this module only builds each case's model and inputs.
+`parity_gaps` finds what breaks the link between the two and `holds` looks for a registered layer
+in a built model (both used by test_parity and test_families).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from illia_export.exporters.torch.registry import Family, Layer, class_name, family_of
 from illia_export.nn.torch import LSTM, BatchEnsembleLinear, Conv1d, Conv2d, Embedding, Linear
 
 
-@dataclass
+@dataclass(frozen=True)
 class Case:
-    name: str
-    layer_type: str
+    """How to build one parity case's model and inputs (its matrix is in the registry)."""
+
     build: Callable[[], nn.Module]
     make_input: Callable[[int, int], torch.Tensor]  # (batch, seq_len) -> input
-    modes: tuple[str, ...] = ("vectorized", "per-call")
     seq_lens: tuple[int, ...] = (5,)
+    batches: tuple[int, ...] = (1, 5)  # run batches (the export is at batch 2)
 
 
 class Mixed(nn.Module):
@@ -109,29 +112,56 @@ def _token_column(high: int) -> Callable[[int, int], torch.Tensor]:
     return lambda b, t: _tokens(high)(b, t).unsqueeze(-1)
 
 
-CASES = [
-    Case("linear", "Linear", lambda: nn.Sequential(Linear(6, 5), nn.ReLU(), Linear(5, 3)), _floats(6)),
-    Case("conv1d", "Conv1d", lambda: Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2), _floats(4, 11)),
-    Case(
-        "conv2d",
-        "Conv2d",
-        lambda: Conv2d(2, 4, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), groups=2),
-        _floats(2, 9, 8),
+#: case name (a registry ParityCase) -> its builder.
+BUILDERS: dict[str, Case] = {
+    "linear": Case(lambda: nn.Sequential(Linear(6, 5), nn.ReLU(), Linear(5, 3)), _floats(6)),
+    "conv1d": Case(lambda: Conv1d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2), _floats(4, 11)),
+    "conv2d": Case(
+        lambda: Conv2d(2, 4, (3, 2), stride=(2, 1), padding=1, dilation=(1, 2), groups=2), _floats(2, 9, 8)
     ),
-    Case("embedding", "Embedding", TokenClassifier, _tokens(12), seq_lens=(5, 9)),
-    Case("lstm", "LSTM", lambda: LSTM(20, 6, 8, 3, padding_idx=0), _tokens(20), seq_lens=(5, 9)),
-    Case("batch_ensemble", "BatchEnsembleLinear", _be_model, _floats(6), modes=("per-call",)),
-    Case("mixed", "Mixed", Mixed, _floats(1, 8, 8)),
-    Case("lstm_column", "LSTM", lambda: LSTM(20, 6, 8, 3), _token_column(20), seq_lens=(5, 9)),
-    Case("attention", "MultiheadAttention", Attention, _floats(5, 4)),
-    Case("transformer", "TransformerEncoder", Encoder, _floats(5, 4)),
-    Case("conv1d_relu", "Conv1d+ReLU", lambda: nn.Sequential(Conv1d(2, 3, 3), nn.ReLU()), _floats(2, 7)),
-    Case("conv_pool", "AdaptiveAvgPool2d", ConvPool, _floats(1, 6, 6)),
-    Case("batch_ensemble_vec", "BatchEnsembleLinear", _be_model, _floats(6), modes=("vectorized",)),
-]
+    "embedding": Case(TokenClassifier, _tokens(12), seq_lens=(5, 9)),
+    "lstm": Case(lambda: LSTM(20, 6, 8, 3, padding_idx=0), _tokens(20), seq_lens=(5, 9)),
+    "lstm_column": Case(lambda: LSTM(20, 6, 8, 3), _token_column(20), seq_lens=(5, 9)),
+    # BatchEnsembleLinear splits the batch among its 2 members: batches are multiples of 2
+    "batch_ensemble": Case(_be_model, _floats(6), batches=(2, 6)),
+    "batch_ensemble_vec": Case(_be_model, _floats(6), batches=(2, 6)),
+    "mixed": Case(Mixed, _floats(1, 8, 8)),
+    "attention": Case(Attention, _floats(5, 4)),
+    "transformer": Case(Encoder, _floats(5, 4)),
+    "conv1d_relu": Case(lambda: nn.Sequential(Conv1d(2, 3, 3), nn.ReLU()), _floats(2, 7)),
+    "conv_pool": Case(ConvPool, _floats(1, 6, 6)),
+}
 
-#: Cases the TorchScript format does not take: its scripted wrapper has no sample blocks, so
-#: BatchEnsembleLinear stays per-call there (a clear error says so).
-NOT_TORCHSCRIPT = {"batch_ensemble_vec"}
-#: Cases also compiled with AOTInductor (slow: one compile per case and mode).
-AOTI_CASES = {"linear", "conv2d", "lstm"}
+
+def parity_gaps(families: Iterable[Family], builders: Mapping[str, object], where: str) -> list[str]:
+    """What breaks the link between registry `families` and the `builders` of `where`, one line
+    per problem (empty when complete): an entry (a listed layer, or a family listing none) with
+    no parity case, a case named twice, a case with no builder, a builder no entry names.
+    """
+    problems: list[str] = []
+    named: set[str] = set()
+    for family in families:
+        entries = [
+            (f"layer {layer.name!r} of family {family.name!r}", layer.cases) for layer in family.layers
+        ]
+        if not family.layers:
+            entries.append((f"family {family.name!r}", family.cases))
+        problems += [f"{label} has no parity case" for label, cases in entries if not cases]
+        for _, case in family.parity_cases:
+            if case.name in named:
+                problems.append(f"case {case.name!r} is named twice in the registry")
+            named.add(case.name)
+            if case.name not in builders:
+                problems.append(f"case {case.name!r} of family {family.name!r} has no builder in {where}")
+    problems += [
+        f"builder {name!r} in {where} is named by no registry entry" for name in builders if name not in named
+    ]
+    return problems
+
+
+def holds(model: nn.Module, family: Family, layer: Layer | None) -> bool:
+    """Whether `model` holds `layer` of `family` (by class name), or any module of `family`."""
+    for module in model.modules():
+        if family_of(module) is family and (layer is None or class_name(module) == layer.name):
+            return True
+    return False

@@ -1,6 +1,8 @@
-"""Parity cases of the foreign stochastic-layer families in the capture registry.
+"""Builders of the foreign families' parity cases, keyed by the case names the registry declares.
 
-One builder per model a user of each library would write. Libraries that do not install with the
+One builder per model a user of each library would write; the registry
+(``illia_export/exporters/torch/registry.py``) says which family each case belongs to, its
+formats, sample modes and whether it is exported with ``mc_dropout=True``. Libraries that do not install with the
 pinned torch are imported without their package ``__init__`` (probly 0.3 imports torchvision
 there, torch-uncertainty imports lightning): only their layer modules are loaded, which is all a
 model needs. A case whose library is missing is skipped with the reason.
@@ -13,22 +15,12 @@ import importlib.util
 import sys
 import types
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-
-@dataclass
-class FamilyCase:
-    name: str
-    family: str  # a torch_registry.FAMILIES name
-    build: Callable[[], tuple[nn.Module, torch.Tensor]]
-    modes: tuple[str, ...] = ("vectorized", "per-call")
-    mc_dropout: bool = False
 
 
 def import_layers(package: str, module: str):
@@ -170,7 +162,9 @@ def torchbnn_cnn():
 def tu_linear():
     bayes = import_layers("torch_uncertainty", "layers.bayesian")
     torch.manual_seed(0)
-    model = nn.Sequential(bayes.BayesLinear(6, 12, sigma_init=-2.0), nn.ReLU(), bayes.BayesLinear(12, 3, sigma_init=-2.0))
+    model = nn.Sequential(
+        bayes.BayesLinear(6, 12, sigma_init=-2.0), nn.ReLU(), bayes.BayesLinear(12, 3, sigma_init=-2.0)
+    )
     return model, _x(4, 6)
 
 
@@ -178,7 +172,10 @@ def tu_conv():
     bayes = import_layers("torch_uncertainty", "layers.bayesian")
     torch.manual_seed(0)
     model = nn.Sequential(
-        bayes.BayesConv2d(1, 3, 3, sigma_init=-2.0), nn.ReLU(), nn.Flatten(), bayes.BayesLinear(48, 3, sigma_init=-2.0)
+        bayes.BayesConv2d(1, 3, 3, sigma_init=-2.0),
+        nn.ReLU(),
+        nn.Flatten(),
+        bayes.BayesLinear(48, 3, sigma_init=-2.0),
     )
     return model, _x(4, 1, 6, 6)
 
@@ -233,20 +230,21 @@ def dropout_functional():
     return FunctionalDropout(), _x(4, 6)
 
 
-CASES = [
-    FamilyCase("bt_reparam", "bayesian-torch-reparameterization", bt_reparam),
-    FamilyCase("bt_flipout", "bayesian-torch-flipout", bt_flipout),
-    FamilyCase("bt_hand_linear", "bayesian-torch-reparameterization", bt_hand_linear),
-    FamilyCase("bt_hand_conv", "bayesian-torch-reparameterization", bt_hand_conv),
-    FamilyCase("blitz", "blitz", blitz_mlp),
-    FamilyCase("torchbnn_mlp", "torchbnn", torchbnn_mlp),
-    FamilyCase("torchbnn_cnn", "torchbnn", torchbnn_cnn),
-    FamilyCase("tu_linear", "torch-uncertainty", tu_linear),
-    FamilyCase("tu_conv", "torch-uncertainty", tu_conv),
-    FamilyCase("tu_mc_dropout", "dropout", tu_mc_dropout, modes=("per-call",), mc_dropout=True),
-    FamilyCase("probly_bayesian", "probly", probly_bayesian),
-    FamilyCase("probly_dropout", "probly", probly_dropout),
-    FamilyCase("probly_dropconnect", "probly", probly_dropconnect),
-    FamilyCase("dropout_module", "dropout", dropout_module, mc_dropout=True),
-    FamilyCase("dropout_functional", "dropout", dropout_functional),
-]
+#: case name (a registry ParityCase) -> builder of (model, example input).
+BUILDERS: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
+    "bt_reparam": bt_reparam,
+    "bt_flipout": bt_flipout,
+    "bt_hand_linear": bt_hand_linear,
+    "bt_hand_conv": bt_hand_conv,
+    "blitz": blitz_mlp,
+    "torchbnn_mlp": torchbnn_mlp,
+    "torchbnn_cnn": torchbnn_cnn,
+    "tu_linear": tu_linear,
+    "tu_conv": tu_conv,
+    "tu_mc_dropout": tu_mc_dropout,
+    "probly_bayesian": probly_bayesian,
+    "probly_dropout": probly_dropout,
+    "probly_dropconnect": probly_dropconnect,
+    "dropout_module": dropout_module,
+    "dropout_functional": dropout_functional,
+}

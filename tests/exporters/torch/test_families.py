@@ -1,5 +1,7 @@
 """Foreign stochastic-layer families (bayesian-torch, blitz, torchbnn, torch-uncertainty, probly,
-MC dropout) through the torch.export capture: family x format x sample mode.
+MC dropout) through the torch.export capture: family x format x sample mode, the matrix each
+family's registry entry declares (builders in families.py, keyed by case name; each export done
+once per session, tests/exporters/torch/conftest.py).
 
 Each export must (1) pass the exporter's own same-noise and distribution validation, (2) leave no
 random op in the graph, and (3) give, through ``runtime.load(...).predict``, a Monte Carlo
@@ -16,31 +18,33 @@ import torch
 
 import illia_export
 from illia_export import runtime
-from illia_export.exporters.torch.registry import FAMILIES, family_of
-from illia_export.exporters.torch.writers import ArtifactRunner, all_nodes
+from illia_export.exporters.torch.registry import FAMILIES, Family, ParityCase
+from illia_export.exporters.torch.writers import all_nodes
 from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
 
-from .families import CASES, FamilyCase
+from . import cases as illia_cases
+from .cases import holds, parity_gaps
+from .families import BUILDERS
 
-FORMATS = ("onnx", "pt2")
-PARAMS = [(c, f, m) for c in CASES for f in FORMATS for m in c.modes]
+FOREIGN = [f for f in FAMILIES if f.name != "illia"]  # illia's cases run in test_parity
+CASES = [(family, case) for family in FOREIGN for _, case in family.parity_cases]
+PARAMS = [(family, case, f, m) for family, case in CASES for f, m in case.matrix]
 SAMPLES = 600
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    cache = {}
+@pytest.fixture
+def exported(session_cache):
+    """(case, format, mode) -> (eager model, example input, artifact path, manifest), once per session."""
 
-    def get(case: FamilyCase, fmt: str, mode: str):
-        key = (case.name, fmt, mode)
-        if key not in cache:
-            model, x = case.build()
-            path = tmp_path_factory.mktemp(case.name) / f"model.{fmt}"
-            manifest = illia_export.export(
-                model, x, path, format=fmt, samples=mode, mc_dropout=True if case.mc_dropout else None
-            )
-            cache[key] = (model, x, path, manifest)
-        return cache[key]
+    def get(case: ParityCase, fmt: str, mode: str):
+        def export():
+            model, x = BUILDERS[case.name]()
+            path = session_cache.folder(case.name, f"{fmt}-{mode}") / f"model.{fmt}"
+            mc_dropout = True if case.mc_dropout else None
+            manifest = illia_export.export(model, x, path, format=fmt, samples=mode, mc_dropout=mc_dropout)
+            return model, x, path, manifest
+
+        return session_cache.get(("family", case.name, fmt, mode), export)
 
     return get
 
@@ -59,8 +63,31 @@ def _source_mc(model, x: torch.Tensor, mc_dropout: bool, num: int) -> np.ndarray
     return out
 
 
-@pytest.mark.parametrize("case,fmt,mode", PARAMS, ids=[f"{c.name}-{f}-{m}" for c, f, m in PARAMS])
-def test_family_exports_and_samples_like_the_source(exported, case, fmt, mode):
+def _parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@pytest.fixture
+def source_samples(session_cache):
+    """case -> (parameters, input, the source model's own MC samples), drawn once per session."""
+
+    def get(case: ParityCase):
+        def draw():
+            model, x = BUILDERS[case.name]()
+            params = _parameters(model)
+            return (
+                params,
+                x,
+                _source_mc(model, x, case.mc_dropout, SAMPLES).reshape(SAMPLES, -1).astype(np.float64),
+            )
+
+        return session_cache.get(("source_mc", case.name), draw)
+
+    return get
+
+
+@pytest.mark.parametrize("family,case,fmt,mode", PARAMS, ids=[f"{c.name}-{f}-{m}" for _, c, f, m in PARAMS])
+def test_family_exports_and_samples_like_the_source(exported, source_samples, family, case, fmt, mode):
     model, x, path, manifest = exported(case, fmt, mode)
     assert_validation_recorded(manifest)
     assert manifest.validation.max_abs_diff < 1e-4
@@ -68,9 +95,14 @@ def test_family_exports_and_samples_like_the_source(exported, case, fmt, mode):
     if fmt == "onnx":
         ops = {n.op_type for n in all_nodes(onnx.load(str(path)).graph)}
         assert not {op for op in ops if op.startswith("Random") or op in ("Multinomial", "Bernoulli")}
+    params, x_src, src = source_samples(case)
+    # the reference was drawn from a fresh build of the case: the same model as the exported one
+    assert torch.equal(x_src, x)
+    exported_params = _parameters(model)
+    assert exported_params.keys() == params.keys()
+    assert all(torch.equal(exported_params[k], params[k]) for k in params)
     pred = runtime.load(path).predict(x.numpy(), num_samples=SAMPLES, seed=7)
     art = pred.samples.reshape(SAMPLES, -1).astype(np.float64)
-    src = _source_mc(model, x, case.mc_dropout, SAMPLES).reshape(SAMPLES, -1).astype(np.float64)
     sd_a, sd_s = art.std(0), src.std(0)
     ratio = np.median(sd_a / sd_s)
     assert 0.8 < ratio < 1.25, f"MC std ratio artifact/source = {ratio:.3f}"
@@ -78,8 +110,11 @@ def test_family_exports_and_samples_like_the_source(exported, case, fmt, mode):
     assert np.median(np.abs(z)) < 2.0
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if "vectorized" in c.modes], ids=lambda c: c.name)
-def test_same_noise_same_numbers_across_formats(exported, case):
+ACROSS = [case for _, case in CASES if {("onnx", "vectorized"), ("pt2", "vectorized")} <= set(case.matrix)]
+
+
+@pytest.mark.parametrize("case", ACROSS, ids=lambda c: c.name)
+def test_same_noise_same_numbers_across_formats(exported, session_cache, case):
     """ONNX and .pt2 artifacts of one model agree for the same noise, at S and B other than captured."""
     _, x, onnx_path, manifest = exported(case, "onnx", "vectorized")
     _, _, pt2_path, _ = exported(case, "pt2", "vectorized")
@@ -90,20 +125,32 @@ def test_same_noise_same_numbers_across_formats(exported, case):
     for n in manifest.noise:
         shape = [5] + [7 if d == "batch" else d for d in n.shape[1:]]
         noise.append(rng.standard_normal(shape).astype(np.float32))
-    a = ArtifactRunner("onnx", onnx_path, names)([xb, *noise])
-    b = ArtifactRunner("pt2", pt2_path, names)([xb, *noise])
+    a = session_cache.run("onnx", onnx_path, names, [xb, *noise])
+    b = session_cache.run("pt2", pt2_path, names, [xb, *noise])
     for u, v in zip(a, b):
         np.testing.assert_allclose(u, v, atol=1e-4, rtol=1e-4)
 
 
-def test_every_family_has_a_case():
-    covered = {c.family for c in CASES}
-    missing = {f.name for f in FAMILIES if f.name != "illia"} - covered
-    assert not missing, f"families without a parity case: {missing}"
+# ----------------------------------------------------------------- registry <-> builders <-> models
+def test_registry_and_builders_match():
+    """Every foreign family has a case, every case a builder, every builder a case (a, b, c)."""
+    assert parity_gaps(FOREIGN, BUILDERS, "families.py") == []
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_registry_knows_each_case_family(case):
-    model, _ = case.build()
-    families = {f.name for m in model.modules() if (f := family_of(m)) is not None}
-    assert case.family in families or case.family == "dropout"
+def test_case_names_are_unique_across_the_registry():
+    """Builders of both files are keyed by case name: one name, one case, in the whole registry."""
+    assert parity_gaps(FAMILIES, {**illia_cases.BUILDERS, **BUILDERS}, "cases.py / families.py") == []
+    assert not illia_cases.BUILDERS.keys() & BUILDERS.keys()
+
+
+@pytest.mark.parametrize("family,case", CASES, ids=[c.name for _, c in CASES])
+def test_case_model_holds_its_family(exported, family: Family, case: ParityCase):
+    """(d) each case's model, built, holds a layer of its family; functional dropout has no module
+    to find, so its export must show the dropout draw as a noise input instead."""
+    model, _ = BUILDERS[case.name]()
+    if holds(model, family, None):
+        return
+    assert family.name == "dropout", f"case {case.name!r} holds no layer of family {family.name!r}"
+    fmt, mode = case.matrix[0]
+    _, _, _, manifest = exported(case, fmt, mode)
+    assert any(n.kind == "dropout" for n in manifest.noise), f"case {case.name!r} draws no dropout"
