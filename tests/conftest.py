@@ -66,8 +66,11 @@ def pytest_configure(config) -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
-        group = xdist_group(item.nodeid)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+def pytest_itemcollected(item) -> None:
+    """Mark each test with its group as it is collected (before any collection_modifyitems hook,
+    xdist's included, which turns the marks into scheduling groups)."""
+    group = xdist_group(item.nodeid)
+    if group is not None:
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
