@@ -9,6 +9,7 @@ so every worker skips with the same reason; a failure is not recorded, so each w
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,6 @@ T = TypeVar("T")
 def shared_root(tmp_path_factory) -> Path:
     """The folder all workers of this session share (the parent of each worker's basetemp)."""
     base = tmp_path_factory.getbasetemp()
-    import os
-
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 

@@ -48,6 +48,33 @@ def injected_cases(reference: Reference) -> Cases:
     return cases
 
 
+def inject_per_sample(
+    model, inputs: list[Any], noise: list[np.ndarray], targets: list[str], set_name: str, clear_name: str,
+    outputs: Callable[[Any], list[Any]],
+) -> list[np.ndarray]:
+    """The source model's outputs ``[S, B, ...]`` for noise fed one sample at a time, per output.
+
+    For sample s, module ``targets[k]`` of `model` gets ``noise[k][s]`` through its method
+    `set_name` (``set_noise``, ``set_local_noise``), cleared with `clear_name` afterwards, also
+    on error; `outputs` picks the output tensors from what the model returns.
+    """
+    import torch
+
+    modules = dict(model.named_modules())
+    per_sample: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for s in range(noise[0].shape[0]):
+            for target, eps in zip(targets, noise):
+                getattr(modules[target], set_name)(torch.from_numpy(eps[s]))
+            try:
+                out = model(*inputs)
+            finally:
+                for target in targets:
+                    getattr(modules[target], clear_name)()
+            per_sample.append([t.numpy() for t in outputs(out)])
+    return [np.stack([ps[i] for ps in per_sample]) for i in range(len(per_sample[0]))]
+
+
 @dataclass
 class LocalPlan:
     """What a strategy knows about a local-reparameterization variant of its capture.

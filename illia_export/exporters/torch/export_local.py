@@ -19,7 +19,7 @@ import torch
 from illia_export.artifact import manifest as mf
 from illia_export.errors import ExportError
 from illia_export.exporters.torch.capture import flatten_outputs
-from illia_export.exporters.torch.capture_result import LocalPlan
+from illia_export.exporters.torch.capture_result import LocalPlan, inject_per_sample
 from illia_export.exporters.torch.strategy_export import CAPTURE_SAMPLES, Capture
 from illia_export.exporters.torch.writers import write
 from illia_export.nn.torch.module import sample_blocks
@@ -54,18 +54,9 @@ class LocalWrapper(torch.nn.Module):
 
 def local_reference(cap: Capture, layers: list[str], inputs, noise: list[np.ndarray]) -> list[np.ndarray]:
     """The eager model under local reparameterization, one sample at a time."""
-    modules = [cap.model.get_submodule(p) for p in layers]
-    per = []
-    with torch.no_grad():
-        for s in range(noise[0].shape[0]):
-            for m, z in zip(modules, noise):
-                m.set_local_noise(torch.from_numpy(z[s]))
-            try:
-                per.append([t.numpy() for t in flatten_outputs(cap.model(*inputs))[0]])
-            finally:
-                for m in modules:
-                    m.clear_local_noise()
-    return [np.stack([p[i] for p in per]) for i in range(len(per[0]))]
+    return inject_per_sample(
+        cap.model, inputs, noise, layers, "set_local_noise", "clear_local_noise", lambda out: flatten_outputs(out)[0]
+    )
 
 
 def local_plan(cap: Capture, manifest: mf.Manifest, opset: int) -> LocalPlan:

@@ -34,6 +34,7 @@ from illia_export.exporters.torch.capture_result import (
     CaptureResult,
     LocalPlan,
     ValidationStep,
+    inject_per_sample,
     injected_cases,
 )
 from illia_export.exporters.torch.inputs import (
@@ -142,26 +143,11 @@ def prepare(source: TorchSource, example_inputs, input_names, output_names, dyna
 def run_per_sample(
     prep: Prepared, reference, inputs, noise: list[np.ndarray], targets: list[str], set_name: str, clear_name: str
 ) -> list[np.ndarray]:
-    """Source-model outputs ``[S, B, ...]``, one sample at a time.
-
-    For sample s, module ``targets[k]`` of `reference` gets ``noise[k][s]`` through its method
-    `set_name` (cleared with `clear_name` afterwards, also on error).
-    """
-    import torch
-
-    modules = dict(reference.named_modules())
-    per_sample: list[list[np.ndarray]] = []
-    with torch.no_grad():
-        for s in range(noise[0].shape[0]):
-            for target, eps in zip(targets, noise):
-                getattr(modules[target], set_name)(torch.from_numpy(eps[s]))
-            try:
-                out = reference(*inputs)
-            finally:
-                for target in targets:
-                    getattr(modules[target], clear_name)()
-            per_sample.append([_pick(out, p).numpy() for p in prep.output_paths])
-    return [np.stack([ps[i] for ps in per_sample]) for i in range(len(prep.output_paths))]
+    """Source-model outputs ``[S, B, ...]`` with `noise` injected one sample at a time
+    (:func:`~.capture_result.inject_per_sample`), the outputs picked at the model's output paths."""
+    return inject_per_sample(
+        reference, inputs, noise, targets, set_name, clear_name, lambda out: [_pick(out, p) for p in prep.output_paths]
+    )
 
 
 def _reference(prep: Prepared, reference, vectorized: bool):
