@@ -241,6 +241,38 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGTERM/SIGHUP/SIGINT back while the body runs; the first one sent meanwhile is
+    handled on exit, by the handler that was in place. (Python handlers run in the main thread
+    only, so this holds for a process with other threads, where a signal mask would not.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum, frame):  # noqa: ARG001
+        pending.append(signum)
+
+    previous = {}
+    for sig in (*INTERRUPT_SIGNALS, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, hold)
+        except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        if pending:
+            old = previous.get(pending[0])
+            if callable(old):
+                old(pending[0], None)
+            elif old == signal.SIG_DFL:
+                os.kill(os.getpid(), pending[0])
+
+
 def _fix_mode(path: Path, directory: bool) -> None:
     mode = (0o777 if directory else 0o666) & ~current_umask()
     with contextlib.suppress(OSError):
@@ -272,13 +304,17 @@ def atomic_output(
     remove_stale_temporaries(final)
     prefix = f".{final.name}.{TMP_TAG}-{os.getpid()}-"
     with _signals_interrupt():
-        if directory:
-            tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=final.parent))
-        else:
-            fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + final.suffix, dir=final.parent)
-            os.close(fd)
-            tmp = Path(name)
+        # A signal between creating the temporary and entering `try` would leave it behind:
+        # hold the signals back until the name is known (they arrive right after).
+        tmp: Path | None = None
         try:
+            with _signals_held():
+                if directory:
+                    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=final.parent))
+                else:
+                    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + final.suffix, dir=final.parent)
+                    os.close(fd)
+                    tmp = Path(name)
             yield tmp
             # The body may have taken minutes: check again what is at the target now.
             check_output_path(final, directory=directory, sources=sources, part_of=part_of)
@@ -300,7 +336,8 @@ def atomic_output(
             else:
                 os.replace(tmp, final)
         except BaseException:
-            _remove(tmp)
+            if tmp is not None:
+                _remove(tmp)
             raise
 
 

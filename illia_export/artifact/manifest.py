@@ -16,6 +16,7 @@ gives the mean-weight network.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -160,6 +161,26 @@ def _boolean(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise ManifestError(f"{where} must be true or false, got {_short(value)}")
     return value
+
+
+def _plain_json(value: Any, where: str) -> None:
+    """`value` is strict JSON: objects with string keys, lists, strings, finite numbers, true,
+    false, null. (``NaN``/``Infinity`` are not JSON: other readers, the C++ runtime's among
+    them, refuse them; so the manifest never holds them.)"""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise ManifestError(f"{at} has a non-string key {_short(k)}")
+                stack.append((v, f"{at}.{k}"))
+        elif isinstance(item, list):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ManifestError(f"{at} must be a finite number, got {item!r} (not JSON)")
+        elif item is not None and not isinstance(item, (str, int, float, bool)):
+            raise ManifestError(f"{at} is not a JSON value: {_short(item)}")
 
 
 def _object(value: Any, where: str) -> dict:
@@ -504,7 +525,7 @@ class Manifest:
         return {k: out[k] for k in order} | {k: v for k, v in out.items() if k not in order}
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
     def from_dict(cls, obj: Any) -> Manifest:
@@ -518,6 +539,7 @@ class Manifest:
         where = "manifest"
         known = tuple(f.name for f in fields(cls))
         _no_unknown(obj, known, where)
+        _plain_json(obj, where)
         for key in ("contract", "format", "source"):
             _require(obj, key, where)
         for key in ("format", "source", "task", "noise_generator"):
@@ -629,12 +651,16 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, parse_constant=_not_json)
         except (ValueError, UnicodeDecodeError, TypeError) as exc:
             raise ManifestError(f"the manifest is not valid JSON: {exc}") from exc
         except RecursionError as exc:
             raise ManifestError("the manifest is not valid JSON: nested too deeply") from exc
         return cls.from_dict(obj)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:

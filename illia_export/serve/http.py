@@ -258,9 +258,10 @@ class _Connection(asyncio.Protocol):
                     response = error_response(HTTPStatus.INTERNAL_SERVER_ERROR,
                                               f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())}")
                 keep = request.keep_alive and not self.server.stopping
-                self._send(response, keep, request.method == "HEAD")
+                # Log before sending: a client that has its answer can already find the line.
                 if self.server.log is not None:
                     self.server.log(request, response)
+                self._send(response, keep, request.method == "HEAD")
             finally:
                 self.server.in_flight -= 1
                 self.server.request_done()
@@ -291,9 +292,9 @@ class _Connection(asyncio.Protocol):
             return
         self.refused = True
         response = error_response(status, message)
-        self._send(response, keep_alive=False)
         if self.server.log is not None:
             self.server.log(Request("-", self.url.decode("latin-1") or "-", self.headers, b"", peer=self.peer), response)
+        self._send(response, keep_alive=False)
         # Lingering close: closing with unread bytes in the socket would reset the connection
         # and the client could lose the answer; so stop writing, drop what still arrives
         # (never buffered) for a short while, then close.

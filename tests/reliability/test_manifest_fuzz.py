@@ -190,3 +190,24 @@ def test_local_file_may_not_leave_the_artifact_folder():
     with pytest.raises(ManifestError, match="beside the artifact"):
         Manifest.from_dict(obj)
     json.dumps(obj)
+
+
+@pytest.mark.parametrize("path", [("extra", "exporter"), ("validation", "max_abs_diff"), ("dropout", 0, "p")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_refused_by_name(path, value):
+    """NaN and Infinity are not JSON: a manifest holding one would not round-trip through other
+    readers, and a NaN max_abs_diff would compare as neither pass nor fail."""
+    obj = copy.deepcopy(VALID)
+    target = obj
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ManifestError, match=str(path[-1])):
+        Manifest.from_dict(obj)
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_constants_in_the_text_are_refused(constant):
+    text = json.dumps(VALID).replace('"test"', constant)
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Manifest.from_json(text)

@@ -109,3 +109,37 @@ def test_signal_during_a_cli_export(tmp_path, art, sig):
     assert "Traceback" not in stderr
     assert out.read_bytes() == b"previous artifact"
     assert _hidden(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize("directory", [False, True], ids=["file", "folder"])
+def test_signal_while_the_temporary_is_created_leaves_nothing(tmp_path, monkeypatch, directory, sig):
+    """A signal sent at the instant the temporary appears (inside mkstemp/mkdtemp, before the
+    cleanup block is entered): the write is interrupted and no temporary is left behind."""
+    import tempfile
+    import threading
+
+    from illia_export.artifact.atomic import ExportInterrupted, atomic_output
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are installed from the main thread only")
+    name = "mkdtemp" if directory else "mkstemp"
+    real = getattr(tempfile, name)
+
+    def create_then_signal(*args, **kwargs):
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), sig)
+        return made
+
+    monkeypatch.setattr(tempfile, name, create_then_signal)
+    target = tmp_path / ("saved" if directory else "model.onnx")
+    # SIGINT as an interactive user has it (a background CI job may inherit it ignored).
+    interactive = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else ExportInterrupted):
+            with atomic_output(target, directory=directory):
+                pass
+    finally:
+        signal.signal(signal.SIGINT, interactive)
+    assert _hidden(tmp_path) == []
+    assert not target.exists()
