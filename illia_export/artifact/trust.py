@@ -8,6 +8,10 @@ caller, in one of two ways:
   digest must be one of these, and the file must match it. A known artifact is trusted.
 * ``trust_native_code=True`` (CLI ``--trust-native-code``): the caller vouches for the file.
 
+A TFLite file without a matching digest is first opened by the interpreter in a child process
+(a corrupt file can crash the interpreter); a file the caller vouches for skips that probe (the
+exporter vouches for its own temporary file when it runs the distribution check).
+
 Formats whose loading runs code from the file -- AOTInductor packages (a compiled shared library
 whose constructors run when it is opened) -- are refused unless one of the two is given.
 Artifacts without a digest that covers their manifest (none, or a scheme-1 digest of the graph

@@ -262,3 +262,19 @@ def _npy(tmp_path: Path, arr: np.ndarray, name: str = "x.npy") -> str:
 def test_json_manifest_file_is_strict(art):
     text = read_manifest(art["mlp_onnx_vectorized"]).to_json()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+@pytest.mark.parametrize("vouched", [False, True])
+def test_tflite_probe_runs_unless_the_caller_vouches(tf_art, tmp_path, monkeypatch, vouched):
+    """A TFLite file without a digest is opened in a child process first, unless the caller
+    vouches for it (the exporter does, for its own temporary file)."""
+    from illia_export.runtime.backends import tflite_verify
+
+    p = copy_artifact(tf_art["tflite"], tmp_path / "m.tflite")
+    obj = read_raw_manifest(p)
+    obj.pop("digest")
+    write_raw_manifest(p, "tflite", obj)
+    probed = []
+    monkeypatch.setattr(tflite_verify, "probe_in_subprocess", lambda path, **kw: probed.append(path))
+    load(p, allow_unverified=True, trust_native_code=vouched)
+    assert bool(probed) is not vouched

@@ -31,8 +31,9 @@ class TFLiteBackend(Backend):
     Options:
         num_threads: interpreter threads (default: the usable cores).
         signature: signature key (default: the model's only/first signature).
-        verified_digest: the file's bytes matched the manifest digest (set by the Predictor);
-            otherwise the model is first opened in a child process (see :mod:`.tflite_verify`).
+        verified_digest: the file's bytes matched the manifest digest, or the caller vouched
+            for the file (set by the Predictor); otherwise the model is first opened in a child
+            process (see :mod:`.tflite_verify`).
 
     The file is always bounds-checked first (:func:`.tflite_verify.verify_flatbuffer`): a
     corrupt model raises :class:`ArtifactError` instead of crashing the interpreter.
