@@ -13,7 +13,13 @@ from illia_export.artifact.digest import stamp_digest
 from illia_export.artifact.manifest import EMBEDDED_NAME, Manifest, NoiseSpec, TensorSpec, write_sidecar
 from illia_export.runtime import DeviceUnavailableError, load
 
-tf = pytest.importorskip("tensorflow")
+tf = None  # imported by the fixture below: a TensorFlow import (~5 s) at collection costs every worker
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tensorflow():
+    global tf
+    tf = pytest.importorskip("tensorflow")
 
 X3 = np.array([[1.0, 2.0, -1.0], [0.5, -0.5, 3.0], [0.0, 1.0, 0.0]], dtype=np.float32)
 

@@ -22,15 +22,15 @@ from illia_export.nn.jax import (
 )
 from tests.nn.jax._helpers import grad_norms, np_kl
 
-KEY = jax.random.key(0)
 
 
 def _floats(shape):
-    return jax.random.normal(KEY, shape)
+    # numpy's generator: module-level data must not compile jax.random kernels at collection
+    return jnp.asarray(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
 
 
 def _tokens(shape, high=10):
-    return jax.random.randint(KEY, shape, 0, high)
+    return jnp.asarray(np.random.default_rng(0).integers(0, high, shape, dtype=np.int32))
 
 
 # (id, factory, input, expected output shape)
