@@ -247,7 +247,7 @@ def test_prediction_checks_the_likelihood_outputs():
     ("fields", "message"),
     [
         ({"name": "student_t", "df": None}, "finite df > 0"),
-        ({"name": "student_t", "df": float("inf")}, "finite df > 0"),
+        ({"name": "student_t", "df": float("inf")}, "df must be a finite number"),
         ({"name": "gaussian", "df": 3.0}, "student_t likelihood only"),
         ({"scale_kind": "sigma"}, "unknown scale parameterization"),
         ({"mean": ""}, "non-empty string"),
