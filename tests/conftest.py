@@ -4,8 +4,9 @@
 pyproject). Tests are grouped so that what a group builds once is built once in the session:
 each test module is one group (its module-scoped exports run in one worker), all C++ tests are
 one group (one CMake build, one AOTInductor compile per model), and the modules listed in
-:data:`PER_TEST` are spread test by test, because each of their tests exports its own case
-(a lazy cache keyed by the case) and they are the longest modules. Session fixtures shared by
+:data:`PER_TEST` are spread case by case: they are the longest modules, each of their tests
+exports the case it names (a lazy cache keyed by the case), and all tests of one case run in one
+worker, so each export is made once (a test that names no case goes to any worker). Session fixtures shared by
 several modules are built once for all workers with :func:`tests.session_cache.build_once`.
 
 Each worker is pinned to its own core (and its children inherit it): torch's OpenMP threads and
@@ -28,16 +29,40 @@ PER_TEST = {
 }
 #: Folders that run as one group (a shared build).
 ONE_GROUP = {"tests/cpp": "cpp"}
+#: Groups handed out first, longest first (measured on 2 cores: the C++ build and its
+#: AOTInductor compiles ~130 s, the JAX exporter ~75 s, Ray ~55 s, the MC-dropout transformers
+#: and the examples' training ~35-50 s): a long group started last would run on alone.
+FIRST = (
+    "cpp",
+    "tests/exporters/jax/test_jax_export.py",
+    "tests/scale/test_ray_engine.py",
+    "tests/examples/test_regression_example.py",
+    "tests/runtime/test_backends_speedpaths.py",
+    "tests/nn/jax/test_jax_layers.py",
+)
 
 
-def xdist_group(nodeid: str) -> str | None:
-    """The xdist group of a test, or None to let any worker take it."""
+def case_of(params: dict) -> str | None:
+    """The export case a spread test names: its ``case`` parameter (a registry ParityCase or a
+    name) or its parametrized ``exported`` fixture's param (a tuple whose first item names it)."""
+    case = params.get("case")
+    if case is not None:
+        return getattr(case, "name", None) or str(case)
+    exported = params.get("exported")
+    if isinstance(exported, tuple) and exported:
+        return str(exported[0])
+    return None
+
+
+def xdist_group(nodeid: str, params: dict | None = None) -> str | None:
+    """The xdist group of a test (`params`: its parametrization), or None to let any worker take it."""
     module = nodeid.split("::", 1)[0]
     for folder, group in ONE_GROUP.items():
         if module.startswith(folder + "/"):
             return group
     if module in PER_TEST:
-        return None
+        case = case_of(params or {})
+        return None if case is None else f"case:{case}"
     return module
 
 
@@ -69,8 +94,34 @@ def pytest_configure(config) -> None:
 def pytest_itemcollected(item) -> None:
     """Mark each test with its group as it is collected (before any collection_modifyitems hook,
     xdist's included, which turns the marks into scheduling groups)."""
-    group = xdist_group(item.nodeid)
+    callspec = getattr(item, "callspec", None)
+    group = xdist_group(item.nodeid, callspec.params if callspec is not None else None)
     if group is not None:
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+def schedule_rank(group: str | None, size: int) -> tuple:
+    """Sort key of a group in the order xdist hands groups out (``--no-loadscope-reorder``):
+    :data:`FIRST`, then module groups, then the many small case groups (they fill the end of
+    the run evenly), larger groups first within each; ungrouped tests last."""
+    if group in FIRST:
+        return (0, FIRST.index(group))
+    if group is None:
+        return (3, 0)
+    return (2 if group.startswith("case:") else 1, -size)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under xdist, order the tests group by group (see :func:`schedule_rank`); each worker
+    sorts the same collection the same way, as xdist requires."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    groups = [next((m.args[0] for m in item.iter_markers("xdist_group")), None) for item in items]
+    size: dict = {}
+    first: dict = {}
+    for i, g in enumerate(groups):
+        size[g] = size.get(g, 0) + 1
+        first.setdefault(g, i)
+    order = sorted(range(len(items)), key=lambda i: (schedule_rank(groups[i], size[groups[i]]), first[groups[i]], i))
+    items[:] = [items[i] for i in order]

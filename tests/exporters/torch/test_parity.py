@@ -122,10 +122,13 @@ def _case(name: str) -> ParityCase:
     return next(case for _, _, case in CASES if case.name == name)
 
 
-@pytest.mark.parametrize("fmt", [f for f, m in _case("linear").matrix if m == "vectorized"])
-def test_zero_noise_is_mean_network(exported, session_cache, fmt):
-    builder = BUILDERS["linear"]
-    model, path, manifest = exported(_case("linear"), fmt, "vectorized")
+@pytest.mark.parametrize(
+    "case,fmt", [(_case("linear"), f) for f, m in _case("linear").matrix if m == "vectorized"],
+    ids=lambda v: getattr(v, "name", v),
+)
+def test_zero_noise_is_mean_network(exported, session_cache, case, fmt):
+    builder = BUILDERS[case.name]
+    model, path, manifest = exported(case, fmt, "vectorized")
     x = builder.make_input(4, 0)
     noise = [np.zeros([2] + n.event_shape, np.float32) for n in manifest.noise]
     got = session_cache.run(fmt, path, _names(manifest), [x.numpy()] + noise)[0]
