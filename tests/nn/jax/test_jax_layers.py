@@ -23,7 +23,6 @@ from illia_export.nn.jax import (
 from tests.nn.jax._helpers import grad_norms, np_kl
 
 
-
 def _floats(shape):
     # numpy's generator: module-level data must not compile jax.random kernels at collection
     return jnp.asarray(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
