@@ -118,8 +118,9 @@ def train(data: DigitsData, config: Config, log=print) -> BayesianMLP:
         return loss
 
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    train_step = nnx.cached_partial(step, model, optimizer)  # flattens the modules once, not per step
     for i in range(config.steps):
-        loss = step(model, optimizer, x, y)
+        loss = train_step(x, y)
         if i % 100 == 0 or i == config.steps - 1:
             log(f"  step {i:4d}  negative ELBO per example {float(loss):.4f}")
     return model
