@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,7 @@ def _is_jax_model(model: Any) -> bool:
 def export(
     model: Any,
     example_inputs: Any,
-    path: str | os.PathLike,
+    path: str | os.PathLike | Mapping[str, str | os.PathLike],
     format: str | None = None,
     *,
     samples: str = "vectorized",
@@ -123,6 +123,9 @@ def export(
         path: output file or folder; its suffix gives the format when `format` is None:
             ``.onnx``; ``.pt2`` (ExportedProgram); ``.aoti.pt2`` (AOTInductor package);
             ``.pt`` / ``.ts`` (TorchScript); ``.tflite``; no suffix: a SavedModel folder.
+            PyTorch models also take ``{format: path, ...}``: several formats from one
+            torch.export capture (ONNX, .pt2 and AOTInductor share it; each artifact is
+            validated on its own), returning ``{format: manifest}``.
         format: ``"onnx"``, ``"pt2"``, ``"aoti"`` or ``"torchscript"`` (PyTorch); ``"onnx"``,
             ``"savedmodel"`` or ``"tflite"`` (JAX). Default: from `path`'s suffix; a suffix
             that contradicts it is an error (a ``.pt2`` file may be ``"pt2"`` or ``"aoti"``).
@@ -167,7 +170,7 @@ def export(
               otherwise: an export that lost every draw must not pass silently).
 
     Returns:
-        The manifest written into (or beside) the artifact.
+        The manifest written into (or beside) the artifact (one per format for a path mapping).
 
     Example:
         >>> manifest = illia_export.export(model, torch.zeros(2, 784), "mlp.onnx", task="classification")
@@ -176,8 +179,13 @@ def export(
         >>> illia_export.export(reg, torch.zeros(2, 10), "reg.onnx", task="regression",
         ...                     likelihood="gaussian", scale="log_variance")  # doctest: +SKIP
     """
-    format = format_from_path(path, format)
     check_opset(opset)
+    if isinstance(path, Mapping):
+        return _export_formats(model, example_inputs, path, format, opset, dict(
+            samples=samples, task=task, validate=validate, tolerance=tolerance, rtol=rtol, input_names=input_names,
+            output_names=output_names, likelihood=likelihood, scale=scale, df=df, **options,
+        ))
+    format = format_from_path(path, format)
     common = dict(
         format=format,
         samples=samples,
@@ -205,10 +213,30 @@ def export(
         raise ExportError(
             f"cannot export a {type(model).__name__}: PyTorch is not installed (pip install 'illia-export[torch]')"
         ) from exc
-    from illia_export.exporters.torch.export import export_torch
+    from illia_export.exporters.torch.export import export_torch, export_torch_formats
 
-    _check_options(export_torch, options, "PyTorch")
+    _check_options(export_torch_formats, options, "PyTorch")
     return export_torch(model, example_inputs, path, opset=opset, **common)
+
+
+#: export()'s own keyword arguments that every exporter takes (the rest are exporter options).
+_COMMON = ("samples", "task", "validate", "tolerance", "rtol", "input_names", "output_names", "likelihood", "scale", "df")
+
+
+def _export_formats(model, example_inputs, paths: Mapping, format, opset, common: dict) -> dict[str, Manifest]:
+    """``export(model, x, {format: path, ...})``: PyTorch models, several formats from one capture."""
+    if format is not None:
+        raise ExportError("give the formats as the keys of the path mapping, not as format=")
+    if _is_jax_model(model):
+        raise ExportError("several formats at once ({format: path}) are for PyTorch models; export a JAX model once per format")
+    for fmt, p in paths.items():
+        if not isinstance(fmt, str) or format_from_path(p, fmt) != fmt:
+            raise ExportError(f"path mapping key {fmt!r} is not the format of {os.fspath(p)!r}")
+    from illia_export.exporters.torch.export import export_torch_formats
+
+    options = {k: v for k, v in common.items() if k not in _COMMON}
+    _check_options(export_torch_formats, options, "PyTorch")
+    return export_torch_formats(model, example_inputs, dict(paths), opset=opset, **common)
 
 
 def _check_options(exporter, options: dict[str, Any], framework: str) -> None:
@@ -218,7 +246,7 @@ def _check_options(exporter, options: dict[str, Any], framework: str) -> None:
     params = inspect.signature(exporter).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return  # the exporter checks its own options
-    known = set(params) - {"model", "example_inputs", "path"}
+    known = set(params) - {"model", "example_inputs", "path", "paths"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise ExportError(

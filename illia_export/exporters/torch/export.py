@@ -12,7 +12,7 @@ step leaves nothing at the output path.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,17 @@ def export_torch(
     path: str | os.PathLike,
     *,
     format: str = "onnx",
+    **options,
+) -> mf.Manifest:
+    """Export a PyTorch model; see :func:`illia_export.export` for the arguments."""
+    return export_torch_formats(model, example_inputs, {format: path}, **options)[format]
+
+
+def export_torch_formats(
+    model,
+    example_inputs,
+    paths: Mapping[str, str | os.PathLike],
+    *,
     samples: str = "vectorized",
     task: str = "raw",
     opset: int | None = None,
@@ -59,12 +70,18 @@ def export_torch(
     likelihood: str | None = None,
     scale: str | None = None,
     df: float | None = None,
-) -> mf.Manifest:
-    """Export a PyTorch model; see :func:`illia_export.export` for the arguments."""
-    if format not in TORCH_FORMATS:
-        raise ExportError(
-            f"format {format!r} is not available for PyTorch models; choose one of {TORCH_FORMATS}"
-        )
+) -> dict[str, mf.Manifest]:
+    """Export a PyTorch model to several formats, ``{format: path}``, from one capture: ONNX, .pt2
+    and AOTInductor are written from the same torch.export program (each artifact validated on its
+    own); ``torchscript`` takes its own strategy. Returns ``{format: manifest}``. A failure leaves
+    the artifacts already written (each complete and validated) in place."""
+    if not isinstance(paths, Mapping) or not paths:
+        raise ExportError("paths must be a non-empty mapping {format: path}")
+    for fmt in paths:
+        if fmt not in TORCH_FORMATS:
+            raise ExportError(f"format {fmt!r} is not available for PyTorch models; choose one of {TORCH_FORMATS}")
+    if len({os.path.abspath(os.fspath(p)) for p in paths.values()}) != len(paths):
+        raise ExportError(f"each format needs its own output path, got {dict(paths)}")
     if samples not in SAMPLE_MODES:
         raise ExportError(f"samples must be one of {SAMPLE_MODES}, got {samples!r}")
     if task not in mf.TASKS:
@@ -94,34 +111,41 @@ def export_torch(
 
     from illia_export.exporters.torch import pipeline
 
-    if source.kind == "torchscript" or format == "torchscript":
-        if format in ("pt2", "aoti"):
-            raise ExportError(
-                f"format {format!r} needs torch.export, which cannot read a TorchScript archive: export the live "
-                "module (or its state dict with --factory) instead"
-            )
-        if mc_dropout:
-            raise ExportError(
-                "mc_dropout needs the torch.export capture: export a live module to onnx, pt2 or aoti "
-                "(the TorchScript path keeps dropout modules as the model has them)"
-            )
-        from illia_export.exporters.torch import strategy_script
+    scripted = [f for f in paths if source.kind == "torchscript" or f == "torchscript"]
+    captured = [f for f in paths if f not in scripted]
+    if source.kind == "torchscript" and captured:
+        raise ExportError(
+            f"format {captured[0]!r} needs torch.export, which cannot read a TorchScript archive: export the live "
+            "module (or its state dict with --factory) instead"
+        )
+    if scripted and mc_dropout:
+        raise ExportError(
+            "mc_dropout needs the torch.export capture: export a live module to onnx, pt2 or aoti "
+            "(the TorchScript path keeps dropout modules as the model has them)"
+        )
+    for p in paths.values():
+        check_output_path(p, sources=sources)  # before any capture work
+    tail = dict(
+        validate=validate, tolerance=tolerance, rtol=rtol, noise_draws_count=noise_draws_count,
+        local_variant=local_variant, distribution_samples=distribution_samples, likelihood=resolve, sources=sources,
+    )
+    common = dict(
+        samples=samples, task=task, opset=opset, input_names=input_names, output_names=output_names,
+        dynamic_axes=dynamic_axes,
+    )
+    manifests: dict[str, mf.Manifest] = {}
+    for fmt in paths:
+        if fmt in scripted:
+            from illia_export.exporters.torch import strategy_script
 
-        strategy = strategy_script.capture(
-            source, example_inputs, format=format, samples=samples, task=task, opset=opset,
-            input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
-        )
-    else:
-        from illia_export.exporters.torch import strategy_export
+            with strategy_script.capture(source, example_inputs, format=fmt, **common) as result:
+                manifests[fmt] = pipeline.finish(result, paths[fmt], **tail)
+        elif fmt == captured[0]:
+            from illia_export.exporters.torch import strategy_export
 
-        strategy = strategy_export.capture(
-            source.module, example_inputs, format=format, samples=samples, task=task, opset=opset,
-            input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes, mc_dropout=mc_dropout,
-        )
-    check_output_path(path, sources=sources)  # before any capture work
-    with strategy as result:
-        return pipeline.finish(
-            result, path, validate=validate, tolerance=tolerance, rtol=rtol, noise_draws_count=noise_draws_count,
-            local_variant=local_variant, distribution_samples=distribution_samples, likelihood=resolve,
-            sources=sources,
-        )
+            with strategy_export.capture_formats(
+                source.module, example_inputs, formats=captured, mc_dropout=mc_dropout, **common
+            ) as results:
+                for f in captured:
+                    manifests[f] = pipeline.finish(results[f], paths[f], **tail)
+    return {f: manifests[f] for f in paths}

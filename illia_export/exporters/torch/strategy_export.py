@@ -365,6 +365,31 @@ def capture(
 ) -> Iterator[CaptureResult]:
     """Capture `model` with torch.export; yield the record while the modes, family adapters and the
     RNG fork the eager reference needs are held (the tail runs inside)."""
+    with capture_formats(
+        model, example_inputs, formats=(format,), samples=samples, task=task, opset=opset, input_names=input_names,
+        output_names=output_names, dynamic_axes=dynamic_axes, mc_dropout=mc_dropout, source_kind=source_kind,
+    ) as results:
+        yield results[format]
+
+
+@contextlib.contextmanager
+def capture_formats(
+    model: torch.nn.Module,
+    example_inputs,
+    *,
+    formats: Sequence[str],
+    samples: str,
+    task: str,
+    opset: int | None,
+    input_names=None,
+    output_names=None,
+    dynamic_axes=None,
+    mc_dropout: bool | Sequence[str] | None = None,
+    source_kind: str = "torch",
+) -> Iterator[dict[str, CaptureResult]]:
+    """One torch.export capture and one record per format written from it (ONNX, .pt2 and
+    AOTInductor all start from the same ExportedProgram): ``{format: CaptureResult}``, yielded
+    while the modes, family adapters and RNG fork are held."""
     from illia_export.exporters.torch.export_local import local_plan
 
     opset = opset or DEFAULT_CAPTURE_OPSET
@@ -380,20 +405,29 @@ def capture(
         # its deprecation of LeafSpec checks; nothing in this package calls that API
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
         cap = prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples, plan)
-        manifest = build_manifest(cap, format, task, source_kind, opset)
-        _extras(cap, manifest, plan, format)
+        steps, cases, rows = validation_steps(cap), _cases(cap), distribution_inputs(cap)
+        results = {}
+        for fmt in formats:
+            manifest = build_manifest(cap, fmt, task, source_kind, opset)
+            _extras(cap, manifest, plan, fmt)
+            results[fmt] = CaptureResult(
+                manifest=manifest,
+                write=_writer(cap, fmt, manifest, opset),
+                graph_names=cap.input_names + [s.name for s in cap.sites],
+                steps=steps,
+                cases=cases,
+                distribution_inputs=rows,
+                source_samples=lambda xs, num, seed: source_samples(cap.model, xs, num, seed),
+                local=local_plan(cap, manifest, opset),
+            )
+        yield results
 
-        def write_main(tmp) -> None:
-            graph_inputs = manifest.inputs + manifest.noise
-            write(format, cap.program, cap.inputs + cap.noise_example, tmp, graph_inputs, manifest.outputs, opset)
 
-        yield CaptureResult(
-            manifest=manifest,
-            write=write_main,
-            graph_names=cap.input_names + [s.name for s in cap.sites],
-            steps=validation_steps(cap),
-            cases=_cases(cap),
-            distribution_inputs=distribution_inputs(cap),
-            source_samples=lambda xs, num, seed: source_samples(cap.model, xs, num, seed),
-            local=local_plan(cap, manifest, opset),
-        )
+def _writer(cap: Capture, fmt: str, manifest: mf.Manifest, opset: int):
+    """``write(tmp)``: the captured program as `fmt`."""
+
+    def write_main(tmp) -> None:
+        graph_inputs = manifest.inputs + manifest.noise
+        write(fmt, cap.program, cap.inputs + cap.noise_example, tmp, graph_inputs, manifest.outputs, opset)
+
+    return write_main

@@ -30,21 +30,28 @@ FOREIGN = [f for f in FAMILIES if f.name != "illia"]  # illia's cases run in tes
 CASES = [(family, case) for family in FOREIGN for _, case in family.parity_cases]
 PARAMS = [(family, case, f, m) for family, case in CASES for f, m in case.matrix]
 SAMPLES = 600
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "aoti": ".aoti.pt2"}
 
 
 @pytest.fixture
 def exported(session_cache):
-    """(case, format, mode) -> (eager model, example input, artifact path, manifest), once per session."""
+    """(case, format, mode) -> (eager model, example input, artifact path, manifest), once per
+    session: every format the case declares for the mode from one export call (one capture)."""
 
     def get(case: ParityCase, fmt: str, mode: str):
+        formats = [f for f, m in case.matrix if m == mode]
+        if fmt not in formats:
+            formats = [fmt]
+
         def export():
             model, x = BUILDERS[case.name]()
-            path = session_cache.folder(case.name, f"{fmt}-{mode}") / f"model.{fmt}"
+            folder = session_cache.folder(case.name, f"{'+'.join(formats)}-{mode}")
+            paths = {f: folder / f"model-{f}{SUFFIX[f]}" for f in formats}
             mc_dropout = True if case.mc_dropout else None
-            manifest = illia_export.export(model, x, path, format=fmt, samples=mode, mc_dropout=mc_dropout)
-            return model, x, path, manifest
+            manifests = illia_export.export(model, x, paths, samples=mode, mc_dropout=mc_dropout)
+            return {f: (model, x, paths[f], manifests[f]) for f in formats}
 
-        return session_cache.get(("family", case.name, fmt, mode), export)
+        return session_cache.get(("family", case.name, tuple(formats), mode), export)[fmt]
 
     return get
 

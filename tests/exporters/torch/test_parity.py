@@ -68,19 +68,26 @@ def eager_reference(
 
 @pytest.fixture
 def exported(session_cache):
-    """(case, format, mode) -> (eager model, artifact path, manifest), exported once per session."""
+    """(case, format, mode) -> (eager model, artifact path, manifest), exported once per session:
+    every format the case declares for the mode from one call (one torch.export capture for ONNX,
+    .pt2 and AOTInductor), as a user shipping several formats would."""
 
     def get(case: ParityCase, fmt: str, mode: str):
+        formats = [f for f, m in case.matrix if m == mode]
+        if fmt not in formats:
+            formats = [fmt]
+
         def export():
             torch.manual_seed(0)
             builder = BUILDERS[case.name]
             model = builder.build().eval()
-            path = session_cache.folder(case.name, f"{fmt}-{mode}") / f"model{SUFFIX[fmt]}"
+            folder = session_cache.folder(case.name, f"{'+'.join(formats)}-{mode}")
+            paths = {f: folder / f"model-{f}{SUFFIX[f]}" for f in formats}
             x = builder.make_input(2, builder.seq_lens[0])
-            manifest = illia_export.export(model, x, path, format=fmt, samples=mode)
-            return model, path, manifest
+            manifests = illia_export.export(model, x, paths, samples=mode)
+            return {f: (model, paths[f], manifests[f]) for f in formats}
 
-        return session_cache.get(("parity", case.name, fmt, mode), export)
+        return session_cache.get(("parity", case.name, tuple(formats), mode), export)[fmt]
 
     return get
 

@@ -13,7 +13,7 @@ import illia_export
 from illia_export import runtime
 from illia_export.api import SUFFIX_FORMATS, format_from_path
 from illia_export.errors import ExportError
-from illia_export.exporters.torch.export import export_torch
+from illia_export.exporters.torch.export import export_torch_formats
 from illia_export.exporters.verify.same_noise import DEFAULT_RTOL, DEFAULT_TOLERANCE
 from illia_export.nn.torch import Linear
 
@@ -111,7 +111,7 @@ def test_one_set_of_defaults():
     from illia_export.api import export
 
     api = inspect.signature(export).parameters
-    torch_side = inspect.signature(export_torch).parameters
+    torch_side = inspect.signature(export_torch_formats).parameters
     for name, value in (("tolerance", DEFAULT_TOLERANCE), ("rtol", DEFAULT_RTOL)):
         assert api[name].default == value == torch_side[name].default
     assert api["format"].default is None  # from the suffix
