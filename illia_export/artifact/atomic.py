@@ -219,26 +219,32 @@ def check_output_path(
 
 
 @contextlib.contextmanager
+def _handlers(signals: Iterable[int], handler) -> Iterator[dict]:
+    """`handler` for `signals` while the body runs (main thread only: elsewhere nothing is
+    installed); yields the handlers it replaced, restored on exit."""
+    previous: dict = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in signals:
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+                pass
+    try:
+        yield previous
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
     """Turn SIGTERM/SIGHUP into :class:`ExportInterrupted` while the body runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def handler(signum, frame):  # noqa: ARG001
         raise ExportInterrupted(signum)
 
-    previous = {}
-    for sig in INTERRUPT_SIGNALS:
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except (ValueError, OSError):  # pragma: no cover - not the main interpreter
-            pass
-    try:
+    with _handlers(INTERRUPT_SIGNALS, handler):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -246,25 +252,12 @@ def _signals_held() -> Iterator[None]:
     """Hold SIGTERM/SIGHUP/SIGINT back while the body runs; the first one sent meanwhile is
     handled on exit, by the handler that was in place. (Python handlers run in the main thread
     only, so this holds for a process with other threads, where a signal mask would not.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     pending: list[int] = []
-
-    def hold(signum, frame):  # noqa: ARG001
-        pending.append(signum)
-
-    previous = {}
-    for sig in (*INTERRUPT_SIGNALS, signal.SIGINT):
-        try:
-            previous[sig] = signal.signal(sig, hold)
-        except (ValueError, OSError):  # pragma: no cover - not the main interpreter
-            pass
+    previous: dict = {}
     try:
-        yield
+        with _handlers((*INTERRUPT_SIGNALS, signal.SIGINT), lambda signum, frame: pending.append(signum)) as previous:
+            yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old if old is not None else signal.SIG_DFL)
         if pending:
             old = previous.get(pending[0])
             if callable(old):
