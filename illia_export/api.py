@@ -180,14 +180,7 @@ def export(
         ...                     likelihood="gaussian", scale="log_variance")  # doctest: +SKIP
     """
     check_opset(opset)
-    if isinstance(path, Mapping):
-        return _export_formats(model, example_inputs, path, format, opset, dict(
-            samples=samples, task=task, validate=validate, tolerance=tolerance, rtol=rtol, input_names=input_names,
-            output_names=output_names, likelihood=likelihood, scale=scale, df=df, **options,
-        ))
-    format = format_from_path(path, format)
     common = dict(
-        format=format,
         samples=samples,
         task=task,
         validate=validate,
@@ -200,6 +193,9 @@ def export(
         df=df,
         **options,
     )
+    if isinstance(path, Mapping):
+        return _export_formats(model, example_inputs, path, format, opset, common, options)
+    common["format"] = format = format_from_path(path, format)
     if _is_jax_model(model):
         from illia_export.exporters.jax.export import export_jax
 
@@ -219,22 +215,21 @@ def export(
     return export_torch(model, example_inputs, path, opset=opset, **common)
 
 
-#: export()'s own keyword arguments that every exporter takes (the rest are exporter options).
-_COMMON = ("samples", "task", "validate", "tolerance", "rtol", "input_names", "output_names", "likelihood", "scale", "df")
-
-
-def _export_formats(model, example_inputs, paths: Mapping, format, opset, common: dict) -> dict[str, Manifest]:
-    """``export(model, x, {format: path, ...})``: PyTorch models, several formats from one capture."""
+def _export_formats(
+    model, example_inputs, paths: Mapping, format, opset, common: dict, options: dict
+) -> dict[str, Manifest]:
+    """``export(model, x, {format: path, ...})``: PyTorch models, several formats from one capture
+    (`common`: export()'s keyword arguments, `options` among them)."""
     if format is not None:
         raise ExportError("give the formats as the keys of the path mapping, not as format=")
     if _is_jax_model(model):
         raise ExportError("several formats at once ({format: path}) are for PyTorch models; export a JAX model once per format")
     for fmt, p in paths.items():
-        if not isinstance(fmt, str) or format_from_path(p, fmt) != fmt:
+        if not isinstance(fmt, str):
             raise ExportError(f"path mapping key {fmt!r} is not the format of {os.fspath(p)!r}")
+        format_from_path(p, fmt)  # a key its path's suffix contradicts is refused, naming both
     from illia_export.exporters.torch.export import export_torch_formats
 
-    options = {k: v for k, v in common.items() if k not in _COMMON}
     _check_options(export_torch_formats, options, "PyTorch")
     return export_torch_formats(model, example_inputs, dict(paths), opset=opset, **common)
 

@@ -3,11 +3,11 @@
 The strategy for live modules (and state dict + factory sources): inference modes
 (:mod:`.modes`: eval, or ``model.train()`` with normalization in eval for ``mc_dropout``) ->
 :func:`~.capture.discover` the random draws at several sizes -> :class:`~.capture.CaptureWrapper`
-+ ``torch.export`` -> a :class:`~.capture_result.CaptureResult` (manifest draft, writer, the
-eager reference for the same noise, the source's own sampling, the local-variant facts) that the
-shared tail (:func:`.pipeline.finish`) writes, validates and places. :func:`capture` holds the
-modes, adapters and RNG fork for the whole export; the caller's module modes and torch's global
-RNG are restored whatever happens.
++ ``torch.export`` -> one :class:`~.capture_result.CaptureResult` per format asked for (manifest
+draft, writer, the eager reference for the same noise, the source's own sampling, the
+local-variant facts) that the shared tail (:func:`.pipeline.finish`) writes, validates and
+places. :func:`capture_formats` holds the modes, adapters and RNG fork for the whole export; the
+caller's module modes and torch's global RNG are restored whatever happens.
 """
 
 from __future__ import annotations
@@ -346,30 +346,6 @@ def _extras(cap: Capture, manifest: mf.Manifest, plan: ModePlan, fmt: str) -> No
         manifest.extra["fixed_dims"] = dict(cap.fixed_dims)
     if getattr(cap.program, "illia_size_constraints", None):
         manifest.extra["size_constraints"] = list(cap.program.illia_size_constraints)
-
-
-@contextlib.contextmanager
-def capture(
-    model: torch.nn.Module,
-    example_inputs,
-    *,
-    format: str,
-    samples: str,
-    task: str,
-    opset: int | None,
-    input_names=None,
-    output_names=None,
-    dynamic_axes=None,
-    mc_dropout: bool | Sequence[str] | None = None,
-    source_kind: str = "torch",
-) -> Iterator[CaptureResult]:
-    """Capture `model` with torch.export; yield the record while the modes, family adapters and the
-    RNG fork the eager reference needs are held (the tail runs inside)."""
-    with capture_formats(
-        model, example_inputs, formats=(format,), samples=samples, task=task, opset=opset, input_names=input_names,
-        output_names=output_names, dynamic_axes=dynamic_axes, mc_dropout=mc_dropout, source_kind=source_kind,
-    ) as results:
-        yield results[format]
 
 
 @contextlib.contextmanager
