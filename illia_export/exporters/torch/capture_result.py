@@ -25,6 +25,8 @@ from illia_export.exporters.verify.same_noise import noise_draws
 Reference = Callable[[list[Any], list[np.ndarray]], list[np.ndarray]]
 #: ``(step, draws) -> [(noise, expected outputs), ...]``: the cases of one validation step.
 Cases = Callable[["ValidationStep", int], Iterable[tuple[list[np.ndarray], list[np.ndarray]]]]
+#: ``(inputs, num, seed) -> [num, B, ...]`` per output: the source model's own sampling.
+SourceSampling = Callable[[list[Any], int, int], list[np.ndarray]]
 
 
 @dataclass
@@ -46,6 +48,27 @@ def injected_cases(reference: Reference) -> Cases:
             yield noise, reference(step.inputs, noise)
 
     return cases
+
+
+def sampled_once(sampling: SourceSampling) -> SourceSampling:
+    """`sampling` drawn once per (inputs, num, seed): every distribution check of one capture
+    (each format written from it, and the local variant) compares against the same source draws,
+    so they are drawn once (a thousand eager forward passes each time otherwise).
+
+    Inputs match by identity (the capture's own tensors, held by the cache entry); the source
+    draws are seeded, so a repeat would give the same arrays.
+    """
+    drawn: list[tuple[list[Any], int, int, list[np.ndarray]]] = []
+
+    def sample(inputs: list[Any], num: int, seed: int) -> list[np.ndarray]:
+        for xs, n, s, values in drawn:
+            if n == num and s == seed and len(xs) == len(inputs) and all(a is b for a, b in zip(xs, inputs)):
+                return values
+        values = sampling(inputs, num, seed)
+        drawn.append((list(inputs), num, seed, values))
+        return values
+
+    return sample
 
 
 def inject_per_sample(
@@ -106,9 +129,9 @@ class CaptureResult:
     steps: list[ValidationStep]  # where the same-noise validation runs
     cases: Cases  # the noise and the source's outputs for it at one step
     distribution_inputs: list[Any]  # the rows the distribution check samples
-    #: ``(inputs, num, seed) -> [num, B, ...]`` per output: the source model's own RNG; None: no
-    #: distribution check (a traced archive, which never had one: see :mod:`.traced`)
-    source_samples: Callable[[list[Any], int, int], list[np.ndarray]] | None
+    #: the source model's own sampling (its own RNG), drawn once per capture (:func:`sampled_once`);
+    #: None: no distribution check (a traced archive, which never had one: see :mod:`.traced`)
+    source_samples: SourceSampling | None
     local: LocalPlan | None = None
 
     @property

@@ -35,7 +35,12 @@ from illia_export.exporters.torch.capture import (
     flatten_outputs,
     vectorizable,
 )
-from illia_export.exporters.torch.capture_result import CaptureResult, ValidationStep, injected_cases
+from illia_export.exporters.torch.capture_result import (
+    CaptureResult,
+    ValidationStep,
+    injected_cases,
+    sampled_once,
+)
 from illia_export.exporters.torch.draws import DrawMode
 from illia_export.exporters.torch.mode_checks import check_selection, no_draws_error, set_modes
 from illia_export.exporters.torch.modes import ModePlan, inference_modes, plan_modes
@@ -382,6 +387,7 @@ def capture_formats(
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
         cap = prepare(model, example_inputs, input_names, output_names, dynamic_axes, samples, plan)
         steps, cases, rows = validation_steps(cap), _cases(cap), distribution_inputs(cap)
+        sampling = sampled_once(lambda xs, num, seed: source_samples(cap.model, xs, num, seed))
         results = {}
         for fmt in formats:
             manifest = build_manifest(cap, fmt, task, source_kind, opset)
@@ -393,7 +399,7 @@ def capture_formats(
                 steps=steps,
                 cases=cases,
                 distribution_inputs=rows,
-                source_samples=lambda xs, num, seed: source_samples(cap.model, xs, num, seed),
+                source_samples=sampling,
                 local=local_plan(cap, manifest, opset),
             )
         yield results

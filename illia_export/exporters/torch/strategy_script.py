@@ -36,6 +36,7 @@ from illia_export.exporters.torch.capture_result import (
     ValidationStep,
     inject_per_sample,
     injected_cases,
+    sampled_once,
 )
 from illia_export.exporters.torch.inputs import (
     as_inputs,
@@ -337,8 +338,7 @@ def capture(
         reference.eval()
         xs = prep.resize(min(int(prep.inputs[0].shape[0]), 4))
 
-        def own_sampling(inputs, num: int, seed: int) -> list[np.ndarray]:
-            return source_samples(reference, inputs, num, seed)
+        own_sampling = sampled_once(lambda inputs, num, seed: source_samples(reference, inputs, num, seed))
 
         if prep.source.kind == "torchscript" and is_traced(prep.script, prep.noise):
             if format != "onnx" or vectorized:

@@ -19,18 +19,22 @@ def _mlp() -> torch.nn.Module:
     return torch.nn.Sequential(Linear(4, 6), torch.nn.ReLU(), Linear(6, 3))
 
 
-@pytest.fixture
-def captures(monkeypatch):
-    """How many torch.export captures (strategy_export.prepare) ran."""
+def _count_calls(monkeypatch, module, name: str) -> list:
     calls = []
-    real = strategy_export.prepare
+    real = getattr(module, name)
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(strategy_export, "prepare", counted)
+    monkeypatch.setattr(module, name, counted)
     return calls
+
+
+@pytest.fixture
+def captures(monkeypatch):
+    """How many torch.export captures (strategy_export.prepare) ran."""
+    return _count_calls(monkeypatch, strategy_export, "prepare")
 
 
 def test_one_capture_feeds_every_torch_export_format(tmp_path, captures):
@@ -45,6 +49,45 @@ def test_one_capture_feeds_every_torch_export_format(tmp_path, captures):
         outs[fmt] = runtime.load(path).predict(x, num_samples=5, seed=3).samples
     np.testing.assert_allclose(outs["pt2"], outs["onnx"], atol=1e-5)
     np.testing.assert_allclose(outs["torchscript"], outs["onnx"], atol=1e-5)
+
+
+def test_the_source_is_sampled_once_for_every_distribution_check(tmp_path, monkeypatch):
+    """ONNX with its local variant and .pt2: three distribution checks, one source sampling (a
+    thousand eager forward passes); the TorchScript strategy does the same for its own two."""
+    from illia_export.exporters.torch import strategy_script
+
+    checks = _count_calls(monkeypatch, pipeline, "check_distribution")
+    sampled = _count_calls(monkeypatch, strategy_export, "source_samples")
+    manifests = illia_export.export(
+        _mlp(), torch.zeros(2, 4), {"onnx": tmp_path / "m.onnx", "pt2": tmp_path / "m.pt2"}, samples="vectorized"
+    )
+    assert manifests["onnx"].local is not None
+    assert all(m.validation.distribution for m in manifests.values())
+    assert (len(checks), len(sampled)) == (3, 1)
+    scripted = _count_calls(monkeypatch, strategy_script, "source_samples")
+    manifest = illia_export.export(_mlp(), torch.zeros(2, 4), tmp_path / "m.pt", samples="vectorized")
+    assert manifest.local is not None
+    assert (len(checks), len(scripted)) == (5, 1)
+
+
+def test_source_draws_are_kept_per_inputs_count_and_seed():
+    from illia_export.exporters.torch.capture_result import sampled_once
+
+    calls = []
+
+    def sampling(xs, num, seed):
+        calls.append((num, seed))
+        return [np.full((num, 1), seed + sum(float(x.sum()) for x in xs))]
+
+    sample = sampled_once(sampling)
+    xs, same_values = [torch.ones(2)], [torch.ones(2)]
+    first = sample(xs, 5, 1)
+    assert sample(xs, 5, 1) is first and calls == [(5, 1)]
+    assert sample(xs, 5, 2)[0][0, 0] == 4.0  # another seed: drawn again
+    assert sample(xs, 6, 1)[0].shape == (6, 1)  # another count
+    assert sample(same_values, 5, 1) is not first  # other tensors (equal values): drawn again
+    assert sample(xs + xs, 5, 1)[0][0, 0] == 5.0  # more inputs
+    assert calls == [(5, 1), (5, 2), (6, 1), (5, 1), (5, 1)]
 
 
 def test_each_format_is_validated_on_its_own(tmp_path, monkeypatch):
