@@ -266,7 +266,7 @@ def to_ort_format(onnx_path: Path, ort_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# AOTInductor packages (compiled once per session: 1-2 min each on two cores)
+# AOTInductor packages (compiled once per session and workload: 1-2 min each on two cores)
 # ---------------------------------------------------------------------------------------------
 
 
