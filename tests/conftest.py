@@ -3,7 +3,8 @@
 ``bash scripts/test.sh`` runs the suite on every core (``-n auto --dist loadgroup``, from
 pyproject). Tests are grouped so that what a group builds once is built once in the session:
 each test module is one group (its module-scoped exports run in one worker), all C++ tests are
-one group (one CMake build, one AOTInductor compile per model), and the modules listed in
+one group (one CMake build, one AOTInductor compile per model), so are the Ray modules (one
+local Ray instance), and the modules listed in
 :data:`PER_TEST` are spread case by case: they are the longest modules, each of their tests
 exports the case it names (a lazy cache keyed by the case), and all tests of one case run in one
 worker, so each export is made once (a test that names no case goes to any worker). Session fixtures shared by
@@ -27,15 +28,19 @@ PER_TEST = {
     "tests/exporters/torch/test_families.py",
     "tests/exporters/torch/test_mc_dropout_models.py",
 }
-#: Folders that run as one group (a shared build).
-ONE_GROUP = {"tests/cpp": "cpp"}
+#: Folders and modules that run as one group: a shared build, a shared Ray instance.
+ONE_GROUP = {
+    "tests/cpp": "cpp",
+    "tests/scale/test_ray_engine.py": "ray",
+    "tests/scale/test_errors.py": "ray",
+}
 #: Groups handed out first, longest first (measured on 2 cores: the C++ build and its
 #: AOTInductor compiles ~130 s, the JAX exporter ~75 s, Ray ~55 s, the MC-dropout transformers
 #: and the examples' training ~35-50 s): a long group started last would run on alone.
 FIRST = (
     "cpp",
     "tests/exporters/jax/test_jax_export.py",
-    "tests/scale/test_ray_engine.py",
+    "ray",
     "tests/examples/test_regression_example.py",
     "tests/runtime/test_backends_speedpaths.py",
     "tests/nn/jax/test_jax_layers.py",
@@ -57,8 +62,8 @@ def case_of(params: dict) -> str | None:
 def xdist_group(nodeid: str, params: dict | None = None) -> str | None:
     """The xdist group of a test (`params`: its parametrization), or None to let any worker take it."""
     module = nodeid.split("::", 1)[0]
-    for folder, group in ONE_GROUP.items():
-        if module.startswith(folder + "/"):
+    for where, group in ONE_GROUP.items():
+        if module == where or module.startswith(where + "/"):
             return group
     if module in PER_TEST:
         case = case_of(params or {})

@@ -15,9 +15,11 @@ from illia_export.exporters.torch.registry import ParityCase
 from tests.conftest import xdist_group
 
 
-def test_groups_follow_modules_except_the_spread_matrices_and_the_cpp_build():
+def test_groups_follow_modules_except_the_spread_matrices_the_cpp_build_and_ray():
     assert xdist_group("tests/serve/test_protocol.py::test_x[a]") == "tests/serve/test_protocol.py"
     assert xdist_group("tests/cpp/test_cpp_hostile.py::test_y") == "cpp"
+    assert xdist_group("tests/scale/test_ray_engine.py::test_a") == xdist_group("tests/scale/test_errors.py::b") == "ray"
+    assert xdist_group("tests/scale/test_local_engine.py::test_c") == "tests/scale/test_local_engine.py"
     parity = "tests/exporters/torch/test_parity.py::test_parity[linear-onnx-vectorized]"
     assert xdist_group(parity) is None
     assert xdist_group(parity, {"case": ParityCase("linear", ("onnx",), ("vectorized",)), "fmt": "onnx"}) == "case:linear"

@@ -42,9 +42,12 @@ def scale_files(tmp_path_factory):
     return build_once(tmp_path_factory, "scale-files", build)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def local_ray():
-    """A local Ray instance (2 CPUs) for a test module, shut down after it unless one was running."""
+    """A local Ray instance (2 CPUs) for the session, shut down at its end unless one was running.
+
+    Both Ray modules are one xdist group (tests/conftest.py), so they share one instance:
+    starting Ray takes seconds of both cores."""
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
     if started:
