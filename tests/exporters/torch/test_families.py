@@ -23,7 +23,7 @@ from illia_export.exporters.torch.writers import all_nodes
 from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
 
 from . import cases as illia_cases
-from .cases import holds, parity_gaps
+from .cases import EXPORT_CHECK_SAMPLES, holds, parity_gaps
 from .families import BUILDERS
 
 FOREIGN = [f for f in FAMILIES if f.name != "illia"]  # illia's cases run in test_parity
@@ -48,7 +48,9 @@ def exported(session_cache):
             folder = session_cache.folder(case.name, f"{'+'.join(formats)}-{mode}")
             paths = {f: folder / f"model-{f}{SUFFIX[f]}" for f in formats}
             mc_dropout = True if case.mc_dropout else None
-            manifests = illia_export.export(model, x, paths, samples=mode, mc_dropout=mc_dropout)
+            manifests = illia_export.export(
+                model, x, paths, samples=mode, mc_dropout=mc_dropout, distribution_samples=EXPORT_CHECK_SAMPLES
+            )
             return {f: (model, x, paths[f], manifests[f]) for f in formats}
 
         return session_cache.get(("family", case.name, tuple(formats), mode), export)[fmt]

@@ -32,7 +32,7 @@ from illia_export.exporters.torch.registry import (
 )
 from tests.artifact.recorded import assert_validation_recorded  # noqa: E402
 
-from .cases import BUILDERS, holds, parity_gaps
+from .cases import BUILDERS, EXPORT_CHECK_SAMPLES, holds, parity_gaps
 
 TOL = 1e-4
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "aoti": ".pt2"}
@@ -84,7 +84,7 @@ def exported(session_cache):
             folder = session_cache.folder(case.name, f"{'+'.join(formats)}-{mode}")
             paths = {f: folder / f"model-{f}{SUFFIX[f]}" for f in formats}
             x = builder.make_input(2, builder.seq_lens[0])
-            manifests = illia_export.export(model, x, paths, samples=mode)
+            manifests = illia_export.export(model, x, paths, samples=mode, distribution_samples=EXPORT_CHECK_SAMPLES)
             return {f: (model, paths[f], manifests[f]) for f in formats}
 
         return session_cache.get(("parity", case.name, tuple(formats), mode), export)[fmt]
