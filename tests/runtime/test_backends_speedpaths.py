@@ -55,6 +55,24 @@ def _export(model, x, path, **kwargs):
     return path
 
 
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """``small(fmt, **conv_args)``: SmallCNN(**conv_args) exported as `fmt` once for the module
+    (the tests only read the file: the fresh and bank checks of one model share it)."""
+    root = tmp_path_factory.mktemp("speedpaths")
+    paths: dict = {}
+
+    def get(fmt: str = "onnx", **conv_args):
+        key = (fmt, tuple(sorted(conv_args.items())))
+        if key not in paths:
+            path = root / f"cnn{len(paths)}.{fmt}"
+            illia_export.export(SmallCNN(**conv_args).eval(), torch.randn(2, 2, 14, 14), path, format=fmt, validate=False)
+            paths[key] = path
+        return paths[key]
+
+    return get
+
+
 def _predict_both(path, x, strategy):
     """Predictions of the grouped-convolution path and of the original graph, same seed."""
     fast = load(path, threads=1)
@@ -74,20 +92,16 @@ def _verified_runners(backend) -> list:
 @pytest.mark.parametrize(
     "conv_args", [{}, {"stride": 2, "padding": 1}, {"dilation": 2, "padding": 2}, {"groups": 2}]
 )
-def test_grouped_conv_same_numbers(tmp_path, strategy, conv_args):
-    model = SmallCNN(**conv_args).eval()
-    x = torch.randn(B, 2, 14, 14)
-    path = _export(model, torch.randn(2, 2, 14, 14), tmp_path / "cnn.onnx")
-    fast, got, again, want = _predict_both(path, x.numpy(), strategy)
+def test_grouped_conv_same_numbers(small, strategy, conv_args):
+    x = np.random.default_rng(1).standard_normal((B, 2, 14, 14)).astype("float32")
+    fast, got, again, want = _predict_both(small(**conv_args), x, strategy)
     assert _verified_runners(fast.backend), "the grouped-convolution rewrite was not used"
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(again, want, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_sites_read_the_parameters(tmp_path):
-    path = _export(
-        SmallCNN(stride=2, padding=1, dilation=2).eval(), torch.randn(2, 2, 14, 14), tmp_path / "c.onnx"
-    )
+def test_conv_sites_read_the_parameters(small):
+    path = small(stride=2, padding=1, dilation=2)
     sites = ort_conv.find_conv_sites(onnx.load(str(path)))
     assert [(s.channels, s.out_channels, s.kernel, s.strides, s.pads, s.dilations) for s in sites] == [
         (2, 4, (3, 3), (1, 1), (0, 0), (1, 1)),
@@ -97,11 +111,10 @@ def test_conv_sites_read_the_parameters(tmp_path):
     assert sites[1].shared is None
 
 
-def test_grouped_conv_chains_channel_local_ops(tmp_path):
+def test_grouped_conv_chains_channel_local_ops(small):
     """ReLU and pooling between two sampled convolutions run on the grouped layout: the
     rewritten graph transposes activations only after the last convolution."""
-    path = _export(SmallCNN().eval(), torch.randn(2, 2, 14, 14), tmp_path / "c.onnx")
-    model = onnx.load(str(path))
+    model = onnx.load(str(small()))
     rewritten = onnx.load_from_string(ort_conv.rewrite(model, ort_conv.find_conv_sites(model), S))
     ops = [n.op_type for n in rewritten.graph.node]
     assert ops.count("Conv") == 2 and "Gather" not in ops
@@ -129,9 +142,9 @@ def test_grouped_conv_foreign_families(tmp_path, case):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_wrong_rewrite_falls_back_to_the_original_graph(tmp_path, monkeypatch):
+def test_wrong_rewrite_falls_back_to_the_original_graph(small, monkeypatch):
     """A rewrite that computes something else is caught on its first call and never used."""
-    path = _export(SmallCNN().eval(), torch.randn(2, 2, 14, 14), tmp_path / "c.onnx")
+    path = small()
     real = ort_conv.rewrite
 
     def off_by_one(model, sites, num_samples):
@@ -198,11 +211,8 @@ def test_pt2_fed_weights_same_numbers(tmp_path, strategy):
 
 
 @pytest.mark.parametrize("strategy", ["fresh", "bank"])
-def test_pt2_grouped_conv_same_numbers(tmp_path, strategy):
-    path = tmp_path / "cnn.pt2"
-    illia_export.export(
-        SmallCNN(stride=2, padding=1).eval(), torch.randn(2, 2, 14, 14), path, format="pt2", validate=False
-    )
+def test_pt2_grouped_conv_same_numbers(small, strategy):
+    path = small("pt2", stride=2, padding=1)
     x = np.random.default_rng(0).standard_normal((B, 2, 14, 14)).astype("float32")
     fast, got, want = _pt2_both(path, x, strategy)
     assert any(r.convs == 2 for r in _pt2_rewrites(fast.backend)), "the convolutions were not grouped"
@@ -224,11 +234,10 @@ def test_pt2_per_call_same_numbers(tmp_path, case):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
 
 
-def test_pt2_wrong_rewrite_is_not_used(tmp_path, monkeypatch):
+def test_pt2_wrong_rewrite_is_not_used(small, monkeypatch):
     from illia_export.runtime.backends import pt2_fast
 
-    path = tmp_path / "cnn.pt2"
-    illia_export.export(SmallCNN().eval(), torch.randn(2, 2, 14, 14), path, format="pt2", validate=False)
+    path = small("pt2")
     real = pt2_fast.grouped_conv2d
     monkeypatch.setattr(pt2_fast, "grouped_conv2d", lambda *a: real(*a) * 1.01)
     x = np.random.default_rng(0).standard_normal((B, 2, 14, 14)).astype("float32")
