@@ -257,7 +257,7 @@ def score_file(
     check_ids_needed(predictor, settings, True)  # files always have ids; this checks the strategy
     meta = run_metadata(predictor, settings, settings.seed)
     t0 = time.perf_counter()
-    started_ray = False
+    started_ray, restore = False, None
     if engine == "ray":
         from illia_export.scale.ray_engine import check_resources, ensure_ray, plan_actors, score_dataset
 
@@ -268,6 +268,8 @@ def score_file(
             from ray.data import DataContext
 
             ctx = DataContext.get_current()
+            # the caller's own Ray Data settings are put back in the finally below
+            restore = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
             ctx.execution_options.preserve_order = True  # output rows in input order
             if progress:
                 ctx.enable_progress_bars = True
@@ -306,7 +308,16 @@ def score_file(
             if writer is None:
                 raise InputError(f"{src.name} has no rows to score")
         return ScoreRun(rows, settings.seed, engine, time.perf_counter() - t0, out)
+    except BaseException:
+        if engine == "ray":
+            # A failed Ray Data run keeps its actors (CPUs of the cluster) while its Dataset
+            # lives, and this frame, held by the error's traceback, would keep it alive for as
+            # long as the caller holds the error: a later run would wait for those CPUs.
+            ds = scored = tables = None  # noqa: F841
+        raise
     finally:
+        if restore is not None:
+            ctx.execution_options.preserve_order, ctx.enable_progress_bars = restore
         if started_ray:
             import ray
 

@@ -6,9 +6,11 @@ removes."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -64,21 +66,53 @@ def test_bad_rows_give_the_same_typed_error_on_both_engines(case, scale_files, t
     assert errors[0] == errors[1]
 
 
-def test_a_failure_inside_a_ray_actor_is_unwrapped_to_its_typed_error(scale_files, local_ray):
-    """A caller's Dataset is not checked on the driver: the actor raises, Ray wraps it as
-    RayTaskError(UserCodeException), and the engine hands back the ShapeError it carries."""
-    from illia_export.scale import score_dataset
-    from illia_export.scale.files import _unwrapped, unwrap_ray_error
+def _all_cpus_free(timeout: float = 20.0) -> bool:
+    """Whether the local cluster's CPUs all come back within `timeout` (actors die asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0.0) >= ray.cluster_resources().get("CPU", 0.0):
+            return True
+        time.sleep(0.2)
+    return False
 
-    x = scale_files["x"][:50]
-    table = pa.table(dict(_features(x), f1=pa.array(["a"] * 50)))
-    scored = score_dataset(ray.data.from_arrow(table), scale_files["mlp"], num_samples=4, seed=0, batch_size=25)
-    with pytest.raises(Exception) as raw:
-        list(scored.iter_batches(batch_format="pyarrow", batch_size=None))
-    assert not isinstance(raw.value, ShapeError)  # what Ray raises on its own
-    assert isinstance(unwrap_ray_error(raw.value), ShapeError)
-    with pytest.raises(ShapeError, match="column 'f1' holds string"):
-        list(_unwrapped(scored.iter_batches(batch_format="pyarrow", batch_size=None)))
+
+def test_a_failed_ray_run_gives_its_cpus_back_and_the_callers_settings(scale_files, local_ray, monkeypatch):
+    """A run that fails inside the cluster releases its actors at once: the failed Dataset,
+    kept alive through the error's traceback, would hold its actor's CPUs, which a later run
+    waits for. The caller's Ray Data settings (row order,
+    progress bars) are theirs again after the run, failed or not."""
+    from ray.data import DataContext
+
+    from illia_export.scale import ray_engine
+
+    real = ray_engine.score_dataset
+
+    def failing(*args, **kwargs):  # a stage after the scorer that fails on the cluster
+        def boom(batch):
+            raise ShapeError("boom on the cluster")
+
+        return real(*args, **kwargs).map_batches(boom, batch_format="pyarrow")
+
+    monkeypatch.setattr(ray_engine, "score_dataset", failing)
+    ctx = DataContext.get_current()
+    monkeypatch.setattr(ctx, "enable_progress_bars", False)  # the caller's choices, which the run changes
+    monkeypatch.setattr(ctx.execution_options, "preserve_order", False)
+    before = (False, False)
+    assert _all_cpus_free()
+    gc.disable()  # no incidental collection while we wait: the run must let go of its actors itself
+    try:
+        with pytest.raises(ShapeError, match="boom on the cluster") as info:
+            score_file(scale_files["mlp"], scale_files["root"] / "x.parquet", engine="ray", num_samples=4, seed=0,
+                       actors=1, progress=True)
+        assert _all_cpus_free(), "the failed run's actor still holds its CPUs"
+    finally:
+        gc.enable()
+    assert info.value is not None  # the traceback is still held while the CPUs came back
+    assert (ctx.execution_options.preserve_order, ctx.enable_progress_bars) == before
+    monkeypatch.setattr(ray_engine, "score_dataset", real)
+    score_file(scale_files["mlp"], scale_files["root"] / "x.parquet", engine="ray", num_samples=4, seed=0,
+               progress=True)
+    assert (ctx.execution_options.preserve_order, ctx.enable_progress_bars) == before
 
 
 def test_an_actor_larger_than_any_node_is_refused_before_submitting(scale_files, local_ray):

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from illia_export.errors import InputError, StrategyError
+from illia_export.errors import InputError, ShapeError, StrategyError
 from illia_export.runtime import load
 from illia_export.scale import score_dataset, score_file
 from illia_export.scale.ray_engine import plan_actors
@@ -113,3 +113,21 @@ def test_no_seed_means_one_seed_for_every_actor(scale_files, local_ray):
     assert isinstance(run.seed, int)
     local = score_file(scale_files["mlp"], src, num_samples=S, seed=run.seed, strategy="bank").table
     assert_same_rows(local, run.table)
+
+
+# Last in the Ray group (tests/conftest.py): a caller's own failed Dataset keeps its actor's
+# CPUs while Ray Data holds on to it, which would slow every Ray test after this one.
+def test_a_failure_inside_a_ray_actor_is_unwrapped_to_its_typed_error(scale_files, local_ray):
+    """A caller's Dataset is not checked on the driver: the actor raises, Ray wraps it as
+    RayTaskError(UserCodeException), and the engine hands back the ShapeError it carries."""
+    from illia_export.scale.files import _unwrapped, unwrap_ray_error
+
+    x = scale_files["x"][:50]
+    table = pa.table({**{f"f{i}": pa.array(x[:, i]) for i in range(6)}, "f1": pa.array(["a"] * 50)})
+    scored = score_dataset(ray.data.from_arrow(table), scale_files["mlp"], num_samples=4, seed=0, batch_size=25)
+    with pytest.raises(Exception) as raw:
+        list(scored.iter_batches(batch_format="pyarrow", batch_size=None))
+    assert not isinstance(raw.value, ShapeError)  # what Ray raises on its own
+    assert isinstance(unwrap_ray_error(raw.value), ShapeError)
+    with pytest.raises(ShapeError, match="column 'f1' holds string"):
+        list(_unwrapped(scored.iter_batches(batch_format="pyarrow", batch_size=None)))
