@@ -328,11 +328,14 @@ def _unwrapped(tables):
     """Ray's batches, with a failure on a worker raised as the typed error it carries."""
     try:
         yield from tables
+        return
     except Exception as exc:
         cause = unwrap_ray_error(exc)
         if cause is exc:
             raise
-        raise cause.with_traceback(None) from None
+    # raised outside the except block, so without a __context__: Ray's error, whose traceback
+    # holds the failed run's executor and its actors, does not travel with the caller's error
+    raise cause.with_traceback(None)
 
 
 def _bar(enabled: bool):
