@@ -79,8 +79,8 @@ def _all_cpus_free(timeout: float = 20.0) -> bool:
 def test_a_failed_ray_run_gives_its_cpus_back_and_the_callers_settings(scale_files, local_ray, monkeypatch):
     """A run that fails inside the cluster releases its actors at once: the failed Dataset,
     kept alive through the error's traceback, would hold its actor's CPUs, which a later run
-    waits for. The caller's Ray Data settings (row order,
-    progress bars) are theirs again after the run, failed or not."""
+    waits for. The caller's Ray Data settings (row order, progress bars) are theirs again after
+    the run, failed or not."""
     from ray.data import DataContext
 
     from illia_export.scale import ray_engine

@@ -12,6 +12,7 @@ from illia_export.errors import InputError, ShapeError, StrategyError
 from illia_export.runtime import load
 from illia_export.scale import score_dataset, score_file
 from illia_export.scale.ray_engine import plan_actors
+from tests.scale.test_errors import _features
 from tests.scale.test_local_engine import assert_same_rows
 
 ray = pytest.importorskip("ray")
@@ -123,7 +124,7 @@ def test_a_failure_inside_a_ray_actor_is_unwrapped_to_its_typed_error(scale_file
     from illia_export.scale.files import _unwrapped, unwrap_ray_error
 
     x = scale_files["x"][:50]
-    table = pa.table({**{f"f{i}": pa.array(x[:, i]) for i in range(6)}, "f1": pa.array(["a"] * 50)})
+    table = pa.table(dict(_features(x), f1=pa.array(["a"] * 50)))
     scored = score_dataset(ray.data.from_arrow(table), scale_files["mlp"], num_samples=4, seed=0, batch_size=25)
     with pytest.raises(Exception) as raw:
         list(scored.iter_batches(batch_format="pyarrow", batch_size=None))
